@@ -1,0 +1,146 @@
+"""Server configuration: an INI file, overridable key by key from Apache.
+
+The file (``conf/clarens.conf``) has a ``[server]`` section and one
+``[module:NAME]`` section per service module that wants settings.  Apache can
+override any key with ``PythonOption clarens.SECTION.KEY VALUE`` (for example
+``PythonOption clarens.server.db_dir /srv/clarens``) and name the file itself with
+``PythonOption clarens.config PATH``.  Relative paths in ``[server]`` are relative
+to the directory holding the file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from typing import Iterator
+
+OPTION_PREFIX = "clarens."
+CONFIG_OPTION = "clarens.config"
+
+SERVER_DEFAULTS = {
+    "modules_path": "../modules",
+    "db_dir": "/var/lib/clarens",
+    "max_body": "10485760",
+    "max_depth": "64",
+    "log_level": "info",
+}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says which file, section and key."""
+
+
+class Settings(Mapping):
+    """A read-only mapping of string settings with typed accessors."""
+
+    def __init__(self, values: Mapping[str, str], where: str = "configuration"):
+        self._values = dict(values)
+        self._where = where
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return "Settings(%r)" % self._values
+
+    def get_int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+        """``key`` as an integer; ConfigError if it is not one (or below ``minimum``)."""
+        if key not in self._values:
+            if default is None:
+                raise ConfigError("%s: missing setting %r" % (self._where, key))
+            return default
+        try:
+            value = int(self._values[key])
+        except ValueError:
+            raise ConfigError("%s: %s = %r is not an integer" % (self._where, key, self._values[key])) from None
+        if minimum is not None and value < minimum:
+            raise ConfigError("%s: %s = %d is below %d" % (self._where, key, value, minimum))
+        return value
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        """``key`` as a boolean (on/off, yes/no, true/false, 1/0)."""
+        if key not in self._values:
+            return default
+        value = self._values[key].strip().lower()
+        if value in ("1", "on", "yes", "true"):
+            return True
+        if value in ("0", "off", "no", "false"):
+            return False
+        raise ConfigError("%s: %s = %r is not a boolean" % (self._where, key, self._values[key]))
+
+
+class ServerConfig:
+    """The parsed configuration: typed server settings plus per-module sections."""
+
+    def __init__(self, path: str | None, server: dict[str, str], modules: dict[str, dict[str, str]]):
+        self.path = path
+        self.server = Settings(server, "[server] of %s" % (path or "defaults"))
+        self._modules = modules
+        base = os.path.dirname(path) if path else os.getcwd()
+        self.modules_path = [os.path.normpath(os.path.join(base, p))
+                             for p in server["modules_path"].split(os.pathsep) if p.strip()]
+        self.db_dir = os.path.normpath(os.path.join(base, server["db_dir"]))
+        self.max_body = self.server.get_int("max_body", minimum=1)
+        self.max_depth = self.server.get_int("max_depth", minimum=1)
+        self.log_level = server["log_level"].upper()
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("%s: log_level = %r is not a logging level" % (self.server._where, server["log_level"]))
+
+    def for_module(self, name: str) -> Settings:
+        """What ``_startup_init`` receives: server settings plus ``[module:NAME]`` (which wins)."""
+        merged = dict(self.server)
+        merged["db_dir"] = self.db_dir
+        merged.update(self._modules.get(name, {}))
+        return Settings(merged, "[module:%s] of %s" % (name, self.path or "defaults"))
+
+    def module_sections(self) -> list[str]:
+        """Names of the modules that have a section."""
+        return sorted(self._modules)
+
+
+def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read the file at ``path`` (None: defaults only) and apply ``clarens.*`` options."""
+    options = dict(options or {})
+    path = options.get(CONFIG_OPTION, path)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    if path is not None:
+        path = os.path.abspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except OSError as e:
+            raise ConfigError("cannot read configuration %s: %s" % (path, e.strerror)) from None
+        except configparser.Error as e:
+            raise ConfigError("configuration %s: %s" % (path, e)) from None
+    server = dict(SERVER_DEFAULTS)
+    modules: dict[str, dict[str, str]] = {}
+    for section in parser.sections():
+        if section == "server":
+            unknown = set(parser[section]) - set(SERVER_DEFAULTS)
+            if unknown:
+                raise ConfigError("%s [server]: unknown setting(s) %s" % (path, ", ".join(sorted(unknown))))
+            server.update(parser[section])
+        elif section.startswith("module:") and section[7:]:
+            modules[section[7:]] = dict(parser[section])
+        else:
+            raise ConfigError("%s: unknown section [%s] (expected [server] or [module:NAME])" % (path, section))
+    for option, value in options.items():
+        if option == CONFIG_OPTION or not option.startswith(OPTION_PREFIX):
+            continue
+        section, _, key = option[len(OPTION_PREFIX):].rpartition(".")
+        if section == "server":
+            if key not in SERVER_DEFAULTS:
+                raise ConfigError("PythonOption %s: unknown server setting %r" % (option, key))
+            server[key] = value
+        elif section.startswith("module:") and section[7:] and key:
+            modules.setdefault(section[7:], {})[key] = value
+        else:
+            raise ConfigError("PythonOption %s: expected clarens.server.KEY or clarens.module:NAME.KEY" % option)
+    return ServerConfig(path, server, modules)

@@ -1,0 +1,160 @@
+"""A process-wide registry of tdb files whose values are JSON.
+
+libtdb refuses a second open of the same file in one process (EBUSY: fcntl
+locks do not nest), and its fcntl locks are per process rather than per thread.
+So every file is opened at most once per process, through this module, and every
+operation on it holds that file's thread lock; a transaction holds it throughout.
+Handles are reopened in a forked child before first use there.
+
+Values are stored as compact JSON (never pickle), so ``tdbdump FILE`` shows
+readable records.  Keys are text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import tdb
+
+_registry_lock = threading.Lock()
+_open: dict[str, "Database"] = {}   # realpath -> the one handle of this process
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Database:
+    """One tdb file.  Obtain instances with :func:`open_db`, never directly."""
+
+    def __init__(self, path: str, mode: int):
+        self.path = path
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._tdb = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDWR | os.O_CREAT, mode)
+        self._tdb.enable_seqnum()
+        st = os.stat(path)
+        if st.st_mode & 0o777 != mode and st.st_uid == os.geteuid():
+            os.chmod(path, mode)   # the umask may have widened nothing, but never trust it
+
+    def _handle(self):
+        if self._pid != os.getpid():   # forked since the open: fcntl locks did not follow
+            self._tdb.reopen()
+            self._pid = os.getpid()
+        return self._tdb
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The decoded value stored under ``key``, or ``default``."""
+        with self._lock:
+            raw = self._handle().get(key.encode("utf-8"))
+        return default if raw is None else json.loads(raw)
+
+    def put(self, key: str, value: Any) -> None:
+        """Store ``value`` (anything JSON can encode) under ``key``."""
+        data = _encode(value)
+        with self._lock:
+            self._handle().store(key.encode("utf-8"), data, tdb.REPLACE)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+        k = key.encode("utf-8")
+        with self._lock:
+            t = self._handle()
+            if t.get(k) is None:
+                return False
+            t.delete(k)
+            return True
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """All keys (optionally only those starting with ``prefix``), sorted."""
+        with self._lock:
+            raw = list(self._handle().keys())
+        keys = (k.decode("utf-8") for k in raw)
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def items(self, prefix: str = "") -> list[tuple[str, Any]]:
+        """(key, value) pairs for keys starting with ``prefix``, sorted by key."""
+        with self._lock:
+            t = self._handle()
+            out = []
+            for k in t.keys():
+                key = k.decode("utf-8")
+                if key.startswith(prefix):
+                    raw = t.get(k)
+                    if raw is not None:
+                        out.append((key, json.loads(raw)))
+        out.sort(key=lambda kv: kv[0])
+        return out
+
+    def clear(self) -> None:
+        """Remove every record (use inside a transaction to replace contents atomically)."""
+        with self._lock:
+            self._handle().clear()
+
+    @property
+    def seqnum(self) -> int:
+        """A counter that changes whenever any process modifies the file: cheap cache invalidation."""
+        with self._lock:
+            return self._handle().seqnum
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """All writes inside the block commit together or not at all.
+
+        Blocks other processes' transactions until it ends.  Crash-safe: an
+        interrupted transaction is rolled back when the file is next opened.
+        """
+        with self._lock:
+            t = self._handle()
+            t.transaction_start()
+            try:
+                yield self
+            except BaseException:
+                t.transaction_cancel()
+                raise
+            t.transaction_commit()
+
+    def close(self) -> None:
+        """Close the handle and forget it, so the file may be opened again."""
+        with _registry_lock, self._lock:
+            self._tdb.close()
+            _open.pop(self.path, None)
+
+
+def open_db(path: str, mode: int = 0o600) -> Database:
+    """The process's single handle on the tdb file at ``path`` (created ``mode`` if missing)."""
+    real = os.path.realpath(path)
+    with _registry_lock:
+        db = _open.get(real)
+        if db is None:
+            db = _open[real] = Database(real, mode)
+        return db
+
+
+class Registry:
+    """The databases of one host: named tdb files in one directory.
+
+    ``registry.open("acl")`` opens ``DIR/acl.tdb``.  Handles are shared with every
+    other Registry in the process (see :func:`open_db`).
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def path(self, name: str) -> str:
+        """The file that holds database ``name``."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError("invalid database name %r" % name)
+        return os.path.join(self.directory, name + ".tdb")
+
+    def open(self, name: str) -> Database:
+        """Open (once per process) and return database ``name``."""
+        return open_db(self.path(name))
+
+    def register_dbs(self, *names: str) -> dict[str, Database]:
+        """Open several databases at once: ``{name: Database}`` (as in Clarens' register_dbs)."""
+        return {name: self.open(name) for name in names}

@@ -1,0 +1,129 @@
+"""The dispatcher: decides what a call means and runs it.
+
+Protocol-neutral: the XML-RPC and JSON-RPC adapters decode a request into a
+method name and parameters, and encode whatever this returns or raises.  Every
+call, including each sub-call of a multicall and each element of a JSON-RPC
+batch, comes through :meth:`Dispatcher.call`, which
+
+1. finds the method in the registry of exported methods (never by attribute
+   lookup, so nothing unlisted in ``methods_list`` is reachable),
+2. asks the authoriser whether the caller may call it,
+3. checks the parameters against ``methods_sig``,
+4. runs it, turning any exception other than :class:`Fault` into an
+   application-error fault whose traceback goes to the log (and to the client
+   only under ``PythonDebug On``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import traceback
+from typing import Any, Callable
+
+from clarens.context import CallContext
+from clarens.faults import (APPLICATION_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Fault)
+from clarens.loader import Method
+
+METHOD_NAME_RE = re.compile(r"[A-Za-z0-9_.]{1,200}\Z")
+MULTICALL = "system.multicall"
+
+Authoriser = Callable[[CallContext, str], None]   # raises Fault(ACCESS_DENIED) to refuse
+
+
+def allow_all(ctx: CallContext, method: str) -> None:
+    """The authoriser used until an access-control policy is installed."""
+
+
+def _short(name: Any) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Dispatcher:
+    """Runs calls against a fixed table of methods."""
+
+    def __init__(self, methods: dict[str, Method], log: logging.Logger, authorise: Authoriser = allow_all):
+        self.methods = methods
+        self.log = log
+        self.authorise = authorise
+
+    def call(self, ctx: CallContext, name: Any, params: list | dict) -> Any:
+        """Run method ``name`` for the caller in ``ctx``.
+
+        ``params`` is a list, or a dict of parameter names (JSON-RPC by-name calls).
+        """
+        try:
+            method = self.methods.get(name) if isinstance(name, str) else None
+            if method is None:
+                raise self._unknown(name)
+            self.authorise(ctx, name)
+            if isinstance(params, dict):
+                params = self._positional(method, params)
+            method.check(params, ctx.protocol == "jsonrpc")
+            return self._invoke(ctx, method, params)
+        except Fault as fault:
+            self.log.warning("%s %s: fault %d: %s", ctx.describe(), _short(name), fault.code,
+                             fault.message.partition("\n")[0])
+            raise
+
+    @staticmethod
+    def _positional(method: Method, params: dict) -> list:
+        """Map by-name parameters onto the method's positional parameters."""
+        names = method.param_names
+        if names is None:
+            raise Fault(INVALID_PARAMS, "%s does not accept parameters by name" % method.name)
+        unknown = set(params) - set(names)
+        if unknown:
+            raise Fault(INVALID_PARAMS, "%s has no parameter(s) named %s" % (method.name, ", ".join(sorted(unknown))))
+        count = max((names.index(k) + 1 for k in params), default=0)
+        missing = [n for n in names[:count] if n not in params]
+        if missing:
+            raise Fault(INVALID_PARAMS, "%s: missing parameter(s) %s" % (method.name, ", ".join(missing)))
+        return [params[n] for n in names[:count]]
+
+    def multicall(self, ctx: CallContext, calls: list) -> list:
+        """system.multicall: each sub-call runs independently; a fault is returned in its place."""
+        results: list = []
+        for index, call in enumerate(calls):
+            try:
+                if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
+                    raise Fault(INVALID_REQUEST, "multicall element %d is not a struct with a string methodName" % index)
+                params = call.get("params", [])
+                if not isinstance(params, list):
+                    raise Fault(INVALID_PARAMS, "multicall element %d: params must be an array" % index)
+                if call["methodName"] == MULTICALL:
+                    raise Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
+                results.append([self.call(ctx, call["methodName"], params)])
+            except Fault as fault:
+                results.append(fault.as_struct())
+        return results
+
+    def _unknown(self, name: Any) -> Fault:
+        if not isinstance(name, str) or not METHOD_NAME_RE.match(name) or any(
+                part.startswith("_") or not part for part in name.split(".")):
+            return Fault(INVALID_REQUEST, "invalid method name %s: use module.method with letters, digits and _"
+                         % _short(name))
+        return Fault(METHOD_NOT_FOUND, "method %r not found" % name)
+
+    def _invoke(self, ctx: CallContext, method: Method, params: list) -> Any:
+        outer = ctx.method
+        ctx.method = method.name
+        try:
+            return method.func(*params)
+        except Fault:
+            raise
+        except Exception as e:
+            raise self._application_error(ctx, method.name, e) from None
+        finally:
+            ctx.method = outer
+
+    def _application_error(self, ctx: CallContext, name: str, error: Exception) -> Fault:
+        incident = secrets.token_hex(4)
+        trace = traceback.format_exc().rstrip()
+        self.log.error("%s %s raised %s (incident %s)\n%s", ctx.describe(), name, type(error).__name__, incident, trace)
+        message = "%s failed: %s (incident %s, see the server log)" % (name, type(error).__name__, incident)
+        if ctx.debug:
+            message += "\ncaller: %s from %s\n%s" % (ctx.identity.name, ctx.client_address, trace)
+        return Fault(APPLICATION_ERROR, message)

@@ -1,0 +1,146 @@
+"""The mod_python entry point: ``PythonHandler clarens.handler``.
+
+Adapts an Apache request for the dispatcher and writes its answer:
+
+* ``POST`` with ``text/xml``: XML-RPC;  with ``application/json``: JSON-RPC 2.0
+* ``GET`` / ``HEAD``: the HTML discovery page
+* ``OPTIONS``: the allowed methods;  anything else: 405
+
+It serves the ``<Location>`` it is configured for, whatever its path.  Every
+request that reaches the dispatcher is answered with a well-formed response in
+its protocol, faults included, never with Apache's HTML error page.
+"""
+
+from __future__ import annotations
+
+from mod_python import apache
+
+from clarens import context, faults, host as host_mod
+from clarens.config import ConfigError
+from clarens.faults import Fault
+from clarens.identity import ANONYMOUS
+from clarens.protocol import jsonrpc, xmlrpc
+from clarens.web import discovery
+
+ALLOW = "GET, HEAD, POST, OPTIONS"
+_XML_TYPES = ("text/xml", "application/xml")
+_JSON_TYPES = ("application/json", "application/json-rpc")
+
+
+def handler(req) -> int:
+    """Serve one request."""
+    host = _host()
+    if host is None:
+        return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
+    base = req.hlist.directory.rstrip("/") if req.hlist.directory else ""
+    if req.uri.rstrip("/") != base:
+        return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
+    method = req.method
+    if method == "POST":
+        return _rpc(req, host)
+    if method == "GET" or method == "HEAD":
+        ctx = context.CallContext(host, req, ANONYMOUS, req.useragent_ip)
+        page = discovery.render(host, ctx).encode("utf-8")
+        return _send(req, apache.HTTP_OK, "text/html; charset=utf-8", page)
+    req.headers_out["Allow"] = ALLOW
+    if method == "OPTIONS":
+        return _send(req, apache.HTTP_NO_CONTENT, None, b"")
+    return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED, "Method %s not allowed here; use %s.\n" % (method, ALLOW))
+
+
+def _host() -> host_mod.Host | None:
+    """The booted host; boots it now if PythonImport clarens.startup was not configured."""
+    if host_mod.booted():
+        return host_mod.current()
+    try:
+        host = host_mod.boot(apache.main_server.get_options())
+    except ConfigError as e:
+        apache.log_error("clarens: configuration error: %s" % e, apache.APLOG_CRIT, apache.main_server)
+        return None
+    host.log.warning("modules were loaded by a request: add 'PythonImport clarens.startup INTERPRETER' "
+                     "so that children load them at start")
+    return host
+
+
+def _rpc(req, host: host_mod.Host) -> int:
+    ctype = (req.headers_in.get("Content-Type") or "").partition(";")[0].strip().lower()
+    if ctype in _XML_TYPES:
+        protocol = "xmlrpc"
+    elif ctype in _JSON_TYPES:
+        protocol = "jsonrpc"
+    else:
+        host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip, ctype[:60])
+        return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
+                      "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
+    ctx = context.CallContext(host, req, ANONYMOUS, req.useragent_ip, protocol)
+    token = context.activate(ctx)
+    try:
+        problem = _body_problem(req, host.config.max_body)
+        if problem is not None:
+            _report(ctx, problem[1])
+            return _fault_response(req, protocol, problem[1], problem[0])
+        body = req.read()
+        if protocol == "xmlrpc":
+            return _send(req, apache.HTTP_OK, xmlrpc.CONTENT_TYPE, _xmlrpc(ctx, body))
+        out = jsonrpc.respond(body, lambda name, params: host.dispatcher.call(ctx, name, params),
+                              lambda fault: _report(ctx, fault), host.config.max_depth)
+        if out is None:   # notifications only: nothing to answer
+            return _send(req, apache.HTTP_NO_CONTENT, None, b"")
+        return _send(req, apache.HTTP_OK, jsonrpc.CONTENT_TYPE, out)
+    except Exception:   # a bug in the host itself: still answer in protocol
+        host.log.exception("%s: internal error serving %s request", ctx.describe(), protocol)
+        return _fault_response(req, protocol, Fault(faults.INTERNAL_ERROR, "internal server error; see the server log"),
+                               apache.HTTP_OK)
+    finally:
+        context.deactivate(token)
+
+
+def _xmlrpc(ctx: context.CallContext, body: bytes) -> bytes:
+    host = ctx.host
+    try:
+        name, params = xmlrpc.loads(body, host.config.max_depth)
+    except Fault as fault:
+        _report(ctx, fault)
+        return xmlrpc.dumps_fault(fault)
+    try:
+        return xmlrpc.dumps_response(host.dispatcher.call(ctx, name, params))
+    except Fault as fault:
+        if fault.code == faults.INTERNAL_ERROR:   # result not encodable: the dispatcher did not see it
+            _report(ctx, fault)
+        return xmlrpc.dumps_fault(fault)
+
+
+def _report(ctx: context.CallContext, fault: Fault) -> None:
+    """Log a request the dispatcher never saw (malformed, too large, unencodable result)."""
+    ctx.host.log.warning("%s %s: fault %d: %s", ctx.describe(), ctx.method or "-", fault.code, fault.message)
+
+
+def _body_problem(req, limit: int) -> tuple[int, Fault] | None:
+    """Why the body cannot be read (HTTP status and fault), or None if it can."""
+    length = req.headers_in.get("Content-Length")
+    if length is None:   # mod_python cannot read chunked bodies
+        return apache.HTTP_LENGTH_REQUIRED, Fault(
+            faults.INVALID_REQUEST, "a Content-Length header is required (chunked bodies are not supported)")
+    if int(length) > limit:   # Apache has already rejected a malformed Content-Length
+        return apache.HTTP_REQUEST_ENTITY_TOO_LARGE, Fault(
+            faults.INVALID_REQUEST, "request body of %s bytes is larger than the limit of %d" % (length, limit))
+    return None
+
+
+def _fault_response(req, protocol: str, fault: Fault, status: int) -> int:
+    codec = xmlrpc if protocol == "xmlrpc" else jsonrpc
+    return _send(req, status, codec.CONTENT_TYPE, codec.dumps_fault(fault))
+
+
+def _plain(req, status: int, text: str) -> int:
+    return _send(req, status, "text/plain; charset=utf-8", text.encode("utf-8"))
+
+
+def _send(req, status: int, content_type: str | None, body: bytes) -> int:
+    req.status = status
+    if content_type:
+        req.content_type = content_type
+    req.set_content_length(len(body))
+    if body and req.method != "HEAD":
+        req.write(body, 0)
+    return apache.OK

@@ -1,0 +1,93 @@
+"""The host: one per process, built once at child start by :mod:`clarens.startup`.
+
+It holds the configuration, the tdb registry, the loaded service modules with
+their methods, and the dispatcher that serves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Mapping
+
+from clarens import config as config_mod
+from clarens import db, loader
+from clarens import log as log_mod
+from clarens.dispatch import Dispatcher
+from clarens.loader import Method, ServiceModule
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
+
+
+class Host:
+    """Configuration, databases, modules and dispatcher of this process."""
+
+    def __init__(self, config: config_mod.ServerConfig, log: logging.Logger):
+        self.config = config
+        self.log = log
+        self.dbs = db.Registry(config.db_dir)
+        self.modules: dict[str, ServiceModule] = {}
+        self.methods: dict[str, Method] = {}
+        self.dispatcher = Dispatcher(self.methods, log)
+        self.started = time.time()
+        self.pid = os.getpid()
+
+    @property
+    def startup_init_calls(self) -> int:
+        """How many times ``_startup_init`` ran in this process, over all modules."""
+        return sum(m.startup_init_calls for m in self.modules.values())
+
+    def load_modules(self) -> None:
+        """Import every module on the modules path once, recording failures."""
+        for name, directory in loader.discover(self.config.modules_path):
+            if name in self.modules:
+                self.log.error("service module %s in %s skipped: a module of that name was loaded from %s",
+                               name, directory, self.modules[name].path)
+                continue
+            record, methods = loader.load(name, directory, self._init_args, self.log)
+            self.modules[name] = record
+            for method in methods:
+                self.methods[method.name] = method
+        loaded = [m.name for m in self.modules.values() if m.status == "loaded"]
+        failed = [m.name for m in self.modules.values() if m.status != "loaded"]
+        self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),
+                      len(self.methods), "; FAILED: " + " ".join(failed) if failed else "")
+
+    def _init_args(self, name: str) -> tuple:
+        return self.config.for_module(name), self.dbs, log_mod.for_module(name)
+
+
+_lock = threading.Lock()
+_host: Host | None = None
+
+
+def boot(options: Mapping[str, str] | None = None, path: str | None = DEFAULT_CONFIG) -> Host:
+    """Build this process's host from the config file and ``clarens.*`` options, and load modules.
+
+    Raises config.ConfigError if the configuration is unusable.
+    """
+    global _host
+    with _lock:
+        cfg = config_mod.load(path, options)
+        log = log_mod.setup(cfg.log_level)
+        try:
+            os.makedirs(cfg.db_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            log.error("db_dir %s cannot be created (%s): modules using databases will fail", cfg.db_dir, e.strerror)
+        host = Host(cfg, log)
+        _host = host   # visible to modules' _startup_init (e.g. once_per_server)
+        host.load_modules()
+        return host
+
+
+def current() -> Host:
+    """The booted host (RuntimeError before :func:`boot`)."""
+    if _host is None:
+        raise RuntimeError("the Clarens host has not been booted in this process")
+    return _host
+
+
+def booted() -> bool:
+    return _host is not None

@@ -1,0 +1,273 @@
+"""A private Apache instance serving this checkout: render its config, start, stop.
+
+Used by ``./run serve|start|stop`` and by the test fixtures.  All state (the
+rendered config, pid file, logs, tdb files) lives under one state directory.
+Apache is always started with a clean environment: a pyenv Python on ``PATH``
+makes the embedded interpreter fail to find its standard library.
+
+    python3 -m clarens.instance serve [--debug]   # foreground until Ctrl-C
+    python3 -m clarens.instance start | stop | status
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import re
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from typing import Mapping
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE = os.path.join(ROOT, "conf", "apache", "instance.conf.in")
+DEFAULT_STATE = os.path.join(ROOT, ".state")
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+APACHE = "/usr/sbin/apache2"
+
+
+class InstanceError(Exception):
+    """The instance could not be set up, started or stopped; the message says why."""
+
+
+def _quote(value: str) -> str:
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace every ``@@NAME@@``; a placeholder without a value is an error."""
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise InstanceError("template placeholder @@%s@@ has no value" % m.group(1))
+        return values[m.group(1)]
+    return re.sub(r"@@([A-Z_]+)@@", sub, template)
+
+
+class Instance:
+    """One private Apache: ``state_dir`` holds everything it writes."""
+
+    def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, debug: bool = False,
+                 options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760):
+        self.state_dir = os.path.abspath(state_dir)
+        self.port = port
+        self.debug = debug
+        self.options = dict(options or {})
+        self.extra_conf = extra_conf
+        self.max_body = max_body
+        self.conf_path = os.path.join(self.state_dir, "apache.conf")
+        self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
+        self.error_log = os.path.join(self.state_dir, "log", "error.log")
+        self.db_dir = os.path.join(self.state_dir, "db")
+        self.url = "http://127.0.0.1:%d/clarens/" % port
+        self.process: subprocess.Popen | None = None
+
+    # -- setup -------------------------------------------------------------
+
+    @staticmethod
+    def apache_user() -> pwd.struct_passwd:
+        """The user Apache's children run as: www-data when started as root, else the caller."""
+        return pwd.getpwnam("www-data") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+
+    def prepare(self) -> None:
+        """Create the state directory and render the Apache configuration."""
+        user = self.apache_user()
+        for sub in ("", "run", "log", "htdocs"):
+            os.makedirs(os.path.join(self.state_dir, sub), mode=0o755, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)
+        os.makedirs(self.db_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.db_dir, 0o700)
+        if os.geteuid() == 0:
+            os.chown(self.db_dir, user.pw_uid, user.pw_gid)
+            self._check_readable_by(user.pw_name)
+        options = {"clarens.server.db_dir": self.db_dir, **self.options}
+        with open(TEMPLATE) as f:
+            template = f.read()
+        conf = render_template(template, {
+            "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port),
+            "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
+            "DEBUG": "On" if self.debug else "Off",
+            "LIMIT_BODY": str(self.max_body + 65536),
+            "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(options.items())),
+            "EXTRA": self.extra_conf,
+        })
+        tmp = self.conf_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(conf)
+        os.replace(tmp, self.conf_path)
+
+    @staticmethod
+    def _check_readable_by(user: str) -> None:
+        probe = os.path.join(ROOT, "clarens", "__init__.py")
+        if subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode != 0:
+            raise InstanceError("Apache's user %s cannot read %s: move the checkout somewhere it can read "
+                                "(every directory above it needs o+x)" % (user, probe))
+
+    def command(self, foreground: bool = True) -> list[str]:
+        """The argv that runs this instance's Apache (clean environment)."""
+        argv = ["env", "-i"] + ["%s=%s" % kv for kv in CLEAN_ENV.items()] + [APACHE, "-f", self.conf_path]
+        if self.debug:
+            argv.append("-X")        # one process: step through a module with pdb
+        elif foreground:
+            argv.append("-DFOREGROUND")
+        else:
+            argv += ["-k", "start"]
+        return argv
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def configtest(self) -> None:
+        """``apache2 -t`` on the rendered configuration."""
+        out = subprocess.run(self.command()[:-1] + ["-t"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise InstanceError("Apache rejects %s:\n%s" % (self.conf_path, out.stderr.strip()))
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start in the background (as a child of this process) and return once it answers."""
+        if self.running_pid():
+            raise InstanceError("an instance is already running from %s (pid %d)" % (self.state_dir, self.running_pid()))
+        self.prepare()
+        self.configtest()
+        self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+        self.process = subprocess.Popen(self.command(foreground=True), stdin=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+
+    def start_detached(self, timeout: float = 30.0) -> None:
+        """Start as a daemon (``apache2 -k start``), for ``./run start``; return once it answers."""
+        if self.running_pid():
+            raise InstanceError("already running (pid %d); ./run stop first" % self.running_pid())
+        self.prepare()
+        self.configtest()
+        self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+        out = subprocess.run(self.command(foreground=False), capture_output=True, text=True)
+        if out.returncode != 0:
+            raise InstanceError("apache2 -k start failed:\n%s" % (out.stderr.strip() or out.stdout.strip()))
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll until system.serverInfo answers; InstanceError with the log tail if it never does."""
+        proxy = xmlrpc.client.ServerProxy(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise InstanceError("Apache exited with status %d:\n%s" % (self.process.returncode, self.log_tail()))
+            try:
+                proxy.system.serverInfo()
+                return
+            except (OSError, xmlrpc.client.ProtocolError):
+                if time.monotonic() > deadline:
+                    raise InstanceError("Apache did not answer at %s within %.0fs:\n%s"
+                                        % (self.url, timeout, self.log_tail())) from None
+                time.sleep(0.1)
+
+    def running_pid(self) -> int | None:
+        """The pid of this instance's Apache parent, if it is running."""
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if self.conf_path.encode() in cmdline else None
+
+    def processes(self) -> list[int]:
+        """Pids of every Apache process of this instance (parent and children)."""
+        pids = []
+        needle = self.conf_path.encode()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/cmdline" % entry, "rb") as f:
+                        if needle in f.read().split(b"\0"):
+                            pids.append(int(entry))
+                except OSError:
+                    pass
+        return pids
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the instance and wait until every one of its processes has exited."""
+        pid = self.process.pid if self.process is not None and self.process.poll() is None else self.running_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        deadline = time.monotonic() + timeout
+        while self.processes():
+            if time.monotonic() > deadline:
+                for p in self.processes():
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.05)
+
+    def graceful(self) -> None:
+        """Graceful restart: new children (PythonImport runs again), same parent."""
+        pid = self.running_pid()
+        if not pid:
+            raise InstanceError("not running")
+        os.kill(pid, signal.SIGUSR1)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the error log (since this start, when known)."""
+        try:
+            with open(self.error_log, errors="replace") as f:
+                f.seek(getattr(self, "_log_mark", 0))
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no error log at %s)" % self.error_log
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    return grp.getgrgid(gid).gr_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m clarens.instance", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["serve", "start", "stop", "status", "render"])
+    parser.add_argument("--debug", action="store_true", help="one process (-X) with PythonDebug On")
+    parser.add_argument("--state", default=os.environ.get("CLARENS_STATE", DEFAULT_STATE))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CLARENS_PORT", "8080")))
+    args = parser.parse_args(argv)
+    inst = Instance(args.state, args.port, debug=args.debug)
+    try:
+        if args.action == "render":
+            inst.prepare()
+            print(inst.conf_path)
+        elif args.action == "status":
+            pid = inst.running_pid()
+            print("running, pid %d, %s" % (pid, inst.url) if pid else "not running")
+            return 0 if pid else 3
+        elif args.action == "start":
+            inst.start_detached()
+            print("Clarens is serving %s (pid %d); logs in %s" % (inst.url, inst.running_pid(), inst.error_log))
+        elif args.action == "stop":
+            inst.stop()
+            print("stopped")
+        else:
+            inst.start()
+            print("Clarens is serving %s%s; state in %s. Ctrl-C stops it." % (
+                inst.url, " (single process, PythonDebug On)" if args.debug else "", inst.state_dir), flush=True)
+            signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+            try:
+                inst.process.wait()
+                print("Apache exited with status %d:\n%s" % (inst.process.returncode, inst.log_tail()))
+                return 1
+            except (KeyboardInterrupt, SystemExit):
+                print("\nstopping...", flush=True)
+            finally:
+                inst.stop()
+    except InstanceError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Discover, import and register service modules.
+
+A service module is a Python package (a directory with ``__init__.py``) in one
+of the configured module directories.  It is imported once per process as
+``clarens_modules.NAME`` (so it cannot shadow or be shadowed by a standard
+module, and may use relative imports), and must define:
+
+``methods_list``
+    dict: method name -> callable, exposed as ``NAME.method``
+``methods_sig`` (optional)
+    dict: method name -> list of ``"ret,arg1,..."`` signatures
+
+and may define ``_startup_init(config, dbs, log)``.  A module that fails in any
+of this is recorded as failed, with its error, and the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import re
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from clarens import signatures
+
+PACKAGE = "clarens_modules"
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+@dataclass
+class Method:
+    """One exported method."""
+    name: str                       # "module.method"
+    func: Callable[..., Any]
+    signatures: list[tuple[str, ...]] | None
+    help: str
+    check: signatures.ParamCheck
+    param_names: list[str] | None   # for JSON-RPC named parameters
+
+
+@dataclass
+class ServiceModule:
+    """A discovered module and what became of it."""
+    name: str
+    path: str
+    status: str = "failed"          # "loaded" or "failed"
+    error: str | None = None
+    methods: list[str] = field(default_factory=list)
+    startup_init_calls: int = 0
+    module: types.ModuleType | None = None
+
+    def describe(self) -> dict:
+        """The struct system.listModules returns for this module."""
+        out = {"name": self.name, "status": self.status, "path": self.path, "methods": list(self.methods)}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class ModuleError(Exception):
+    """A module's exports are malformed."""
+
+
+def discover(paths: list[str]) -> list[tuple[str, str]]:
+    """(name, directory) of every package under ``paths``, first path winning a name."""
+    found: list[tuple[str, str]] = []
+    for base in paths:
+        try:
+            entries = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            directory = os.path.join(base, entry)
+            if os.path.isfile(os.path.join(directory, "__init__.py")):
+                found.append((entry, directory))
+    return found
+
+
+def _ensure_package() -> None:
+    if PACKAGE not in sys.modules:
+        pkg = types.ModuleType(PACKAGE, "Namespace of the loaded Clarens service modules.")
+        pkg.__path__ = []
+        sys.modules[PACKAGE] = pkg
+
+
+def _import(name: str, directory: str) -> types.ModuleType:
+    _ensure_package()
+    qualified = "%s.%s" % (PACKAGE, name)
+    spec = importlib.util.spec_from_file_location(
+        qualified, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[qualified]
+        raise
+    return module
+
+
+def collect_methods(name: str, module: types.ModuleType) -> list[Method]:
+    """Validate ``methods_list`` / ``methods_sig`` and build the Method records."""
+    methods_list = getattr(module, "methods_list", None)
+    if not isinstance(methods_list, dict):
+        raise ModuleError("methods_list is %s, expected a dict of name -> callable"
+                          % ("missing" if methods_list is None else type(methods_list).__name__))
+    methods_sig = getattr(module, "methods_sig", {})
+    if not isinstance(methods_sig, dict):
+        raise ModuleError("methods_sig is %s, expected a dict of name -> list of signatures"
+                          % type(methods_sig).__name__)
+    unknown = set(methods_sig) - set(methods_list)
+    if unknown:
+        raise ModuleError("methods_sig names methods not in methods_list: %s" % ", ".join(sorted(map(str, unknown))))
+    out = []
+    for short, func in methods_list.items():
+        if not isinstance(short, str) or not NAME_RE.match(short):
+            raise ModuleError("method name %r is not a valid name (letters, digits, _; not starting with _)" % (short,))
+        if not callable(func):
+            raise ModuleError("methods_list[%r] is not callable" % short)
+        full = "%s.%s" % (name, short)
+        sigs = methods_sig.get(short)
+        if sigs is not None:
+            if isinstance(sigs, str) or not isinstance(sigs, (list, tuple)) or not sigs:
+                raise ModuleError("methods_sig[%r] must be a non-empty list of strings" % short)
+            try:
+                sigs = [signatures.parse(s) for s in sigs]
+            except ValueError as e:
+                raise ModuleError("methods_sig[%r]: %s" % (short, e)) from None
+        try:
+            check = signatures.ParamCheck(full, func, sigs)
+        except ValueError as e:
+            raise ModuleError(str(e)) from None
+        out.append(Method(full, func, sigs, inspect.cleandoc(func.__doc__ or ""), check,
+                          signatures.positional_names(func)))
+    return out
+
+
+def load(name: str, directory: str, init_args: Callable[[str], tuple] | None, log: logging.Logger
+         ) -> tuple[ServiceModule, list[Method]]:
+    """Import one module, collect its methods and run its ``_startup_init``.
+
+    ``init_args(name)`` gives the (config, dbs, log) for ``_startup_init``.
+    Never raises: failures are logged with their traceback and recorded.
+    """
+    record = ServiceModule(name, directory)
+    if not NAME_RE.match(name):
+        record.error = "directory name %r is not a valid module name" % name
+        log.error("service module %s skipped: %s", directory, record.error)
+        return record, []
+    try:
+        module = _import(name, directory)
+        methods = collect_methods(name, module)
+        init = getattr(module, "_startup_init", None)
+        if init is not None and init_args is not None:
+            record.startup_init_calls += 1
+            init(*init_args(name))
+    except (Exception, SystemExit) as e:   # a module calling sys.exit() must not end the child
+        record.error = "%s: %s" % (type(e).__name__, e) if not isinstance(e, ModuleError) else str(e)
+        log.error("service module %s failed to load: %s\n%s", name, record.error,
+                  "" if isinstance(e, ModuleError) else traceback.format_exc().rstrip())
+        return record, []
+    record.status = "loaded"
+    record.module = module
+    record.methods = [m.name for m in methods]
+    return record, methods

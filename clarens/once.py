@@ -1,0 +1,80 @@
+"""Run a block exactly once per server start, across all Apache children.
+
+Every child calls :func:`once_per_server` from its ``_startup_init``; the first
+to take the exclusive ``flock`` runs the block and records the server-start
+token, the others wait for the lock, see the token and skip.  ``flock`` locks
+are released by the kernel when their holder dies, so a child that crashes
+inside the block blocks nobody: the block did not record success, and the next
+child runs it again.
+
+A *server start* is identified by the Apache parent process (pid and kernel
+start time, so a reused pid is a new start) and the MPM generation, which Apache
+increments on every graceful restart.  So ``apachectl graceful`` counts as a new
+server start: edited ACL files are loaded again without a full stop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Callable
+
+try:  # only inside Apache
+    from mod_python import apache as _apache
+except ImportError:  # command-line tools, tests
+    _apache = None
+
+_AP_MPMQ_GENERATION = 15
+
+
+def _start_time(pid: int) -> str:
+    """The kernel start time of ``pid`` (field 22 of /proc/PID/stat), or '' if unknown."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]   # fields after "(comm)" start at field 3
+
+
+def server_start_token() -> str:
+    """A string that is equal in every child of one server start, and differs across starts."""
+    parent = os.getppid()
+    generation = _apache.mpm_query(_AP_MPMQ_GENERATION) if _apache is not None else 0
+    return "%d:%s:%d" % (parent, _start_time(parent), generation)
+
+
+def once_per_server(name: str, block: Callable[[], None], directory: str | None = None) -> bool:
+    """Run ``block()`` if no process has completed it yet in this server start.
+
+    ``name`` identifies the block (letters, digits, ``_-.``); ``directory`` holds
+    its lock and stamp files and defaults to the host's ``db_dir``.  Returns True
+    in the one process that ran the block.  If the block raises, nothing is
+    recorded and the exception propagates; the next caller will try again.
+    """
+    if not name or not all(c.isalnum() or c in "_-." for c in name) or name[0] == ".":
+        raise ValueError("invalid once_per_server name %r" % name)
+    if directory is None:
+        from clarens import host
+        directory = host.current().config.db_dir
+    once_dir = os.path.join(directory, "once")
+    os.makedirs(once_dir, mode=0o700, exist_ok=True)
+    stamp = os.path.join(once_dir, name + ".done")
+    token = server_start_token()
+    fd = os.open(os.path.join(once_dir, name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with open(stamp) as f:
+                if f.read() == token:
+                    return False
+        except FileNotFoundError:
+            pass
+        block()
+        tmp = "%s.%d.tmp" % (stamp, os.getpid())
+        with open(tmp, "w") as f:
+            f.write(token)
+        os.replace(tmp, stamp)
+        return True
+    finally:
+        os.close(fd)   # releases the lock

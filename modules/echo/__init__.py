@@ -1,0 +1,13 @@
+"""echo: return what you send, for testing clients and the transport."""
+
+from clarens.signatures import TYPE_NAMES
+
+
+def echo(value):
+    """Return VALUE unchanged.  Any XML-RPC type: string, int, boolean, double,
+    dateTime.iso8601, base64, array, struct or nil."""
+    return value
+
+
+methods_list = {"echo": echo}
+methods_sig = {"echo": ["%s,%s" % (t, t) for t in TYPE_NAMES]}

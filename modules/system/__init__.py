@@ -1,0 +1,116 @@
+"""system: introspection, multicall and facts about the server and the caller."""
+
+import os
+import platform
+
+import clarens
+from clarens import context
+from clarens.faults import INVALID_PARAMS, Fault
+
+try:
+    from mod_python import version as _mp_version
+    MOD_PYTHON_VERSION = _mp_version.version
+except ImportError:
+    MOD_PYTHON_VERSION = "not running under mod_python"
+
+_CAPABILITIES = {
+    "xmlrpc": {"specUrl": "http://xmlrpc.com/spec.md", "specVersion": 1},
+    "introspection": {"specUrl": "http://xmlrpc-c.sourceforge.net/introspection.html", "specVersion": 1},
+    "system.multicall": {"specUrl": "https://mirrors.talideon.com/articles/multicall.html", "specVersion": 1},
+    "faults_interop": {"specUrl": "http://xmlrpc-epi.sourceforge.net/specs/rfc.fault_codes.php",
+                       "specVersion": 20010516},
+    "nil": {"specUrl": "http://ontosys.com/xml-rpc/extensions.php", "specVersion": 20010518},
+    "json-rpc": {"specUrl": "https://www.jsonrpc.org/specification", "specVersion": 2},
+}
+
+
+def _method(name):
+    method = context.current().host.methods.get(name) if isinstance(name, str) else None
+    if method is None:
+        raise Fault(INVALID_PARAMS, "no method named %r" % (name,))
+    return method
+
+
+def listMethods():
+    """Return the names of every method this server offers, sorted."""
+    return sorted(context.current().host.methods)
+
+
+def methodSignature(name):
+    """Return the signatures of method NAME as a list of [return type, parameter types...]
+    lists, or the string "undef" if the method does not declare any."""
+    method = _method(name)
+    return [list(s) for s in method.signatures] if method.signatures else "undef"
+
+
+def methodHelp(name):
+    """Return the help text of method NAME (its docstring), or an empty string."""
+    return _method(name).help
+
+
+def multicall(calls):
+    """Run several calls in one request.
+
+    CALLS is an array of structs {methodName: string, params: array}.  Returns an
+    array with, for each call in order, either a one-element array holding its
+    result or a fault struct {faultCode, faultString}.  Each call is checked and
+    run on its own: a fault in one does not stop the others.  system.multicall
+    itself may not be called inside a multicall.
+    """
+    ctx = context.current()
+    return ctx.host.dispatcher.multicall(ctx, calls)
+
+
+def getCapabilities():
+    """Return the specifications this server implements, as {name: {specUrl, specVersion}}."""
+    return _CAPABILITIES
+
+
+def listModules():
+    """Return every service module with its status: loaded, or failed with the error message."""
+    host = context.current().host
+    return [m.describe() for m in sorted(host.modules.values(), key=lambda m: m.name)]
+
+
+def whoami():
+    """Return the caller as this server sees it: {identity, source, authenticated, groups}."""
+    return context.current().identity.describe()
+
+
+def serverInfo():
+    """Return facts about this server process: versions, pid and how it started."""
+    host = context.current().host
+    return {
+        "framework_version": clarens.__version__,
+        "api_version": clarens.API_VERSION,
+        "python_version": platform.python_version(),
+        "mod_python_version": MOD_PYTHON_VERSION,
+        "pid": os.getpid(),
+        "startup_init_calls": host.startup_init_calls,
+        "modules_loaded": sum(1 for m in host.modules.values() if m.status == "loaded"),
+        "modules_failed": sum(1 for m in host.modules.values() if m.status != "loaded"),
+        "started": int(host.started),
+    }
+
+
+methods_list = {
+    "listMethods": listMethods,
+    "methodSignature": methodSignature,
+    "methodHelp": methodHelp,
+    "multicall": multicall,
+    "getCapabilities": getCapabilities,
+    "listModules": listModules,
+    "whoami": whoami,
+    "serverInfo": serverInfo,
+}
+
+methods_sig = {
+    "listMethods": ["array"],
+    "methodSignature": ["array,string", "string,string"],
+    "methodHelp": ["string,string"],
+    "multicall": ["array,array"],
+    "getCapabilities": ["struct"],
+    "listModules": ["array"],
+    "whoami": ["struct"],
+    "serverInfo": ["struct"],
+}
