@@ -4,7 +4,8 @@ libtdb refuses a second open of the same file in one process (EBUSY: fcntl
 locks do not nest), and its fcntl locks are per process rather than per thread.
 So every file is opened at most once per process, through this module, and every
 operation on it holds that file's thread lock; a transaction holds it throughout.
-Handles are reopened in a forked child before first use there.
+A fork waits for operations in other threads to finish, and handles are
+reopened in the child before first use there.
 
 Values are stored as compact JSON (never pickle), so ``tdbdump FILE`` shows
 readable records.  Keys are text.
@@ -123,6 +124,31 @@ class Database:
         with _registry_lock, self._lock:
             self._tdb.close()
             _open.pop(self.path, None)
+
+
+def _before_fork() -> None:
+    # Fork only between operations: a child that inherits a tdb mid-transaction or
+    # holding a record lock cannot reopen it.
+    _registry_lock.acquire()
+    for db in list(_open.values()):
+        db._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for db in reversed(list(_open.values())):
+        db._lock.release()
+    _registry_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for db in _open.values():
+        db._lock = threading.RLock()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def open_db(path: str, mode: int = 0o600) -> Database:

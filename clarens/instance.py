@@ -50,13 +50,15 @@ class Instance:
     """One private Apache: ``state_dir`` holds everything it writes."""
 
     def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, debug: bool = False,
-                 options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760):
+                 options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760,
+                 log_level: str = "warn"):
         self.state_dir = os.path.abspath(state_dir)
         self.port = port
         self.debug = debug
         self.options = dict(options or {})
         self.extra_conf = extra_conf
         self.max_body = max_body
+        self.log_level = log_level
         self.conf_path = os.path.join(self.state_dir, "apache.conf")
         self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
         self.error_log = os.path.join(self.state_dir, "log", "error.log")
@@ -89,6 +91,7 @@ class Instance:
             "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port),
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
+            "LOG_LEVEL": self.log_level,
             "LIMIT_BODY": str(self.max_body + 65536),
             "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(options.items())),
             "EXTRA": self.extra_conf,
@@ -131,7 +134,11 @@ class Instance:
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
-        self.process = subprocess.Popen(self.command(foreground=True), stdin=subprocess.DEVNULL)
+        # Own session: on shutdown prefork signals its whole process group, which would include us.
+        # A single debug process (-X) keeps the terminal instead, for pdb.
+        self.process = subprocess.Popen(self.command(foreground=True),
+                                        stdin=None if self.debug else subprocess.DEVNULL,
+                                        start_new_session=not self.debug)
         self.wait_ready(timeout)
 
     def start_detached(self, timeout: float = 30.0) -> None:
@@ -251,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             inst.stop()
             print("stopped")
         else:
-            inst.start()
-            print("Clarens is serving %s%s; state in %s. Ctrl-C stops it." % (
-                inst.url, " (single process, PythonDebug On)" if args.debug else "", inst.state_dir), flush=True)
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-            try:
+            try:   # whatever interrupts us, from the first moment, Apache goes down with us
+                inst.start()
+                print("Clarens is serving %s%s; state in %s. Ctrl-C stops it." % (
+                    inst.url, " (single process, PythonDebug On)" if args.debug else "", inst.state_dir), flush=True)
                 inst.process.wait()
                 print("Apache exited with status %d:\n%s" % (inst.process.returncode, inst.log_tail()))
                 return 1

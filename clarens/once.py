@@ -44,6 +44,18 @@ def server_start_token() -> str:
     return "%d:%s:%d" % (parent, _start_time(parent), generation)
 
 
+def _covers(recorded: str, token: str) -> bool:
+    """Whether a recorded stamp covers ``token``: the same server, at the same or a later generation.
+
+    During a graceful restart a child of the old generation may still start after
+    the new generation ran the block; it must neither run it again nor roll the
+    stamp back.
+    """
+    recorded_server, _, recorded_gen = recorded.rpartition(":")
+    server, _, gen = token.rpartition(":")
+    return recorded_server == server and recorded_gen.isdigit() and int(recorded_gen) >= int(gen)
+
+
 def once_per_server(name: str, block: Callable[[], None], directory: str | None = None) -> bool:
     """Run ``block()`` if no process has completed it yet in this server start.
 
@@ -66,7 +78,7 @@ def once_per_server(name: str, block: Callable[[], None], directory: str | None 
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with open(stamp) as f:
-                if f.read() == token:
+                if _covers(f.read(), token):
                     return False
         except FileNotFoundError:
             pass

@@ -62,6 +62,9 @@ class ParamCheck:
         self._exact = self._accepted(_PY_TYPES)
         self._exact_json = self._accepted({**_PY_TYPES, **{k: _PY_TYPES[k] + v for k, v in _JSON_EXTRA.items()}})
         self._min, self._max = _arity(func)
+        for sig in self.signatures or ():
+            if len(sig) - 1 < self._min or (self._max is not None and len(sig) - 1 > self._max):
+                raise ValueError("signature %r of %s does not fit the function's parameters" % (",".join(sig), name))
 
     def _accepted(self, table: dict[str, tuple[type, ...]]) -> frozenset | None:
         if self.signatures is None:
@@ -72,13 +75,17 @@ class ParamCheck:
     def __call__(self, params: list, json: bool = False) -> None:
         """Raise Fault(INVALID_PARAMS) unless ``params`` fit a signature (or, without one, the arity)."""
         accepted = self._exact_json if json else self._exact
+        if accepted is not None and tuple(map(type, params)) in accepted:
+            return
+        n = len(params)
+        counts = sorted({len(s) - 1 for s in self.signatures}) if self.signatures else None
+        if counts is not None and n not in counts:
+            raise Fault(INVALID_PARAMS, "%s takes %s parameter(s), %d given"
+                        % (self.name, " or ".join(map(str, counts)), n))
         if accepted is not None:
-            if tuple(map(type, params)) in accepted:
-                return
             raise Fault(INVALID_PARAMS, "%s(%s) does not match its signature(s): %s" % (
                 self.name, ", ".join(map(type_name, params)),
                 "; ".join("%s(%s) -> %s" % (self.name, ", ".join(s[1:]), s[0]) for s in self.signatures)))
-        n = len(params)
         if n < self._min or (self._max is not None and n > self._max):
             expected = str(self._min) if self._min == self._max else (
                 "%d or more" % self._min if self._max is None else "%d to %d" % (self._min, self._max))

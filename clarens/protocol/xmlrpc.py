@@ -125,7 +125,7 @@ class _Decoder:
 
     def base64(self, data: str) -> None:
         try:
-            self.stack.append(binascii.a2b_base64(data.encode("ascii")))
+            self.stack.append(binascii.a2b_base64("".join(data.split()).encode("ascii"), strict_mode=True))
         except (binascii.Error, UnicodeEncodeError):
             raise Fault(PARSE_ERROR, "invalid base64 data") from None
 

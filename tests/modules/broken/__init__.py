@@ -1,0 +1,4 @@
+"""broken: a test-only module that fails to import."""
+import no_such_module_anywhere  # noqa: F401
+
+methods_list = {}

@@ -1,0 +1,2 @@
+"""malformed: a test-only module whose methods_list is not a dict."""
+methods_list = ["not", "a", "dict"]

@@ -1,0 +1,52 @@
+"""probe: a test-only module that records how and when the host initialised it."""
+
+import os
+
+from clarens import Fault, context, once_per_server
+
+_state = {"init_calls": 0, "config": None}
+
+
+def _append(path, line):
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def _startup_init(config, dbs, log):
+    _state["init_calls"] += 1
+    _state["config"] = dict(config)
+    db_dir = config["db_dir"]
+    _append(os.path.join(db_dir, "probe-init.log"), str(os.getpid()))
+    once_per_server("probe", lambda: _append(os.path.join(db_dir, "probe-once.log"), str(os.getpid())))
+    dbs.open("probe").put("last_init_pid", os.getpid())
+    log.info("probe initialised in pid %d", os.getpid())
+
+
+def info():
+    """Return this process's pid, how often _startup_init ran here, and the module config."""
+    return {"pid": os.getpid(), "init_calls": _state["init_calls"], "greeting": _state["config"].get("greeting", ""),
+            "db_dir": _state["config"]["db_dir"], "protocol": context.current().protocol}
+
+
+def boom():
+    """Raise ZeroDivisionError (an unexpected exception)."""
+    return 1 / 0
+
+
+def fault():
+    """Raise a Fault of the module's own."""
+    raise Fault(4242, "the probe says no")
+
+
+def unencodable():
+    """Return something no protocol can encode."""
+    return {"x": object()}
+
+
+def add(a, b=0):
+    """Return A + B (no signature: only the arity is checked)."""
+    return a + b
+
+
+methods_list = {"info": info, "boom": boom, "fault": fault, "unencodable": unencodable, "add": add}
+methods_sig = {"info": ["struct"], "boom": ["int"], "fault": ["int"], "unencodable": ["struct"]}

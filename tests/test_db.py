@@ -1,0 +1,77 @@
+"""The tdb registry: one handle per file per process, JSON values, transactions."""
+
+import multiprocessing
+import os
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from clarens import db
+
+
+@pytest.fixture
+def registry(tmp_path):
+    yield db.Registry(str(tmp_path))
+    for name in os.listdir(tmp_path):
+        if name.endswith(".tdb"):
+            db.open_db(str(tmp_path / name)).close()
+
+
+def test_same_file_is_opened_once_and_values_are_json(registry, tmp_path):
+    a = registry.open("things")
+    assert registry.open("things") is a is db.open_db(str(tmp_path / "things.tdb"))
+    a.put("k", {"list": [1, 2.5, None, True], "text": "é"})
+    assert a.get("k") == {"list": [1, 2.5, None, True], "text": "é"}
+    assert a.get("missing", "dflt") == "dflt"
+    dump = subprocess.run(["tdbdump", a.path], capture_output=True, text=True, check=True).stdout
+    assert r'{\22list\22:[1,2.5,null,true]' in dump   # readable JSON records, never pickle
+    assert stat.S_IMODE(os.stat(a.path).st_mode) == 0o600
+
+
+def test_transaction_commits_all_or_nothing(registry):
+    d = registry.open("tx")
+    with d.transaction():
+        d.put("a", 1)
+        d.put("b", 2)
+    with pytest.raises(RuntimeError):
+        with d.transaction():
+            d.put("a", 100)
+            d.delete("b")
+            raise RuntimeError("abort")
+    assert d.items() == [("a", 1), ("b", 2)]
+
+
+def test_seqnum_changes_on_write(registry):
+    d = registry.open("seq")
+    before = d.seqnum
+    d.put("x", 1)
+    assert d.seqnum != before
+
+
+def test_invalid_names_are_refused(registry):
+    for name in ("", "../etc", ".hidden", "a/b"):
+        with pytest.raises(ValueError):
+            registry.open(name)
+
+
+def _increment(path, n):
+    d = db.open_db(path)   # inherited handle: must be reopened after the fork
+    for _ in range(n):
+        with d.transaction():
+            d.put("count", d.get("count", 0) + 1)
+
+
+def test_threads_and_forked_processes_do_not_lose_updates(registry):
+    d = registry.open("counter")
+    d.put("count", 0)
+    threads = [threading.Thread(target=_increment, args=(d.path, 50)) for _ in range(4)]
+    procs = [multiprocessing.get_context("fork").Process(target=_increment, args=(d.path, 50)) for _ in range(4)]
+    for t in threads + procs:
+        t.start()
+    for t in threads + procs:
+        t.join()
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert d.get("count") == 400
+    assert subprocess.run(["tdbtool", d.path, "check"], capture_output=True, text=True).stdout.startswith("Database integrity is OK")

@@ -1,0 +1,35 @@
+"""The service module shown in the README works as documented, in the real Apache."""
+
+import os
+import re
+import xmlrpc.client
+
+import pytest
+
+from conftest import ROOT, make_state_dir, start_instance
+
+
+def test_readme_notes_module(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = re.search(r'```python\n("""notes:.*?)```', readme, re.S).group(1)
+    modules = make_state_dir("clarens-readme-mods-")
+    os.makedirs(os.path.join(modules, "notes"))
+    with open(os.path.join(modules, "notes", "__init__.py"), "w") as f:
+        f.write(code)
+    os.chmod(os.path.join(modules, "notes"), 0o755)
+    inst = start_instance("clarens-readme-", options={
+        "clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), modules),
+        "clarens.module:notes.max_notes": "5"})
+    try:
+        proxy = xmlrpc.client.ServerProxy(inst.url)
+        assert proxy.notes.get("welcome") == {"text": "hello", "by": "server"}
+        assert proxy.notes.add("n1", "first") is True
+        assert proxy.notes.get("n1") == {"text": "first", "by": "anonymous"}
+        with pytest.raises(xmlrpc.client.Fault) as info:
+            proxy.notes.add("n1", "again")
+        assert info.value.faultCode == 1001
+        assert proxy.system.methodSignature("notes.add") == [["boolean", "string", "string"]]
+        assert proxy.system.methodHelp("notes.get").startswith("Return the note called NAME")
+    finally:
+        inst.stop()

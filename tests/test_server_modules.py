@@ -1,0 +1,111 @@
+"""Module loading in the real Apache: failures isolated, _startup_init once per child,
+the once-per-server block once per start, config and tdb handed to modules."""
+
+import http.client
+import os
+import threading
+import time
+import xmlrpc.client
+
+import pytest
+
+from conftest import start_instance
+
+
+def test_failed_modules_are_reported_and_the_rest_work(proxy, server):
+    modules = {m["name"]: m for m in proxy.system.listModules()}
+    assert {n: modules[n]["status"] for n in ("system", "echo", "validator1", "probe")} == dict.fromkeys(
+        ("system", "echo", "validator1", "probe"), "loaded")
+    assert modules["broken"]["status"] == "failed"
+    assert "ModuleNotFoundError: No module named 'no_such_module_anywhere'" == modules["broken"]["error"]
+    assert modules["malformed"]["status"] == "failed" and "methods_list is list" in modules["malformed"]["error"]
+    assert modules["initfail"]["status"] == "failed" and "initfail refuses to start" in modules["initfail"]["error"]
+    assert "initfail.hello" not in proxy.system.listMethods()
+    with open(server.error_log) as f:
+        log = f.read()
+    assert "service module broken failed to load" in log and "no_such_module_anywhere" in log
+    assert "Traceback" in log.split("service module broken failed to load")[1][:2000]
+
+
+def _probe_many(inst, n=64):
+    """Call probe.info on many fresh connections at once, so several children answer."""
+    results, errors = [], []
+
+    def one():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=30)
+            proxy = xmlrpc.client.ServerProxy(inst.url)
+            results.append(proxy.probe.info())
+            conn.close()
+        except Exception as e:   # collected and asserted below
+            errors.append(e)
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    return results
+
+
+def _lines(path):
+    with open(path) as f:
+        return f.read().split()
+
+
+def test_startup_init_once_per_child_and_once_per_server_start():
+    inst = start_instance("clarens-lifecycle-")
+    try:
+        results = _probe_many(inst)
+        pids = {r["pid"] for r in results}
+        assert len(pids) > 1, "concurrent requests should reach several children"
+        assert all(r["init_calls"] == 1 for r in results)
+        assert all(r["greeting"] == "hello from PythonOption" and r["db_dir"] == inst.db_dir for r in results)
+        init_pids = _lines(os.path.join(inst.db_dir, "probe-init.log"))
+        assert len(init_pids) == len(set(init_pids)), "a child ran _startup_init twice"
+        assert {str(p) for p in pids} <= set(init_pids)
+        assert len(_lines(os.path.join(inst.db_dir, "probe-once.log"))) == 1
+
+        # A graceful restart is a new server start: new children, the block runs once more.
+        inst.graceful()
+        deadline = time.monotonic() + 20
+        while True:
+            fresh = {r["pid"] for r in _probe_many(inst, 16)} - {int(p) for p in init_pids}
+            if fresh or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert fresh, "graceful restart produced no new children"
+        assert len(_lines(os.path.join(inst.db_dir, "probe-once.log"))) == 2
+        init_after = _lines(os.path.join(inst.db_dir, "probe-init.log"))
+        assert len(init_after) == len(set(init_after))
+    finally:
+        inst.stop()
+    assert inst.processes() == []
+
+
+def test_modules_get_the_process_tdb_registry(server):
+    import subprocess
+    out = subprocess.run(["tdbdump", os.path.join(server.db_dir, "probe.tdb")], capture_output=True, text=True)
+    assert out.returncode == 0 and 'key(13) = "last_init_pid"' in out.stdout
+    mode = os.stat(os.path.join(server.db_dir, "probe.tdb")).st_mode & 0o777
+    assert mode == 0o600 and os.stat(server.db_dir).st_mode & 0o777 == 0o700
+
+
+def test_first_request_after_start_does_not_import_modules(server):
+    """Every child preloads modules at start (PythonImport), so none was loaded by a request."""
+    with open(server.error_log) as f:
+        log = f.read()
+    assert "modules were loaded by a request" not in log
+    assert log.count("clarens: pid ") >= 1   # the per-child load summary
+
+
+def test_debug_mode_sends_tracebacks_to_the_client():
+    inst = start_instance("clarens-debug-", debug=True)
+    try:
+        proxy = xmlrpc.client.ServerProxy(inst.url)
+        with pytest.raises(xmlrpc.client.Fault) as info:
+            proxy.probe.boom()
+        text = info.value.faultString
+        assert "Traceback" in text and "1 / 0" in text and "caller: anonymous from 127.0.0.1" in text
+    finally:
+        inst.stop()

@@ -1,0 +1,120 @@
+"""The XML-RPC codec on its own: strict, safe decoding and faithful encoding."""
+
+import datetime
+import xmlrpc.client
+
+import pytest
+
+from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
+from clarens.protocol import xmlrpc as codec
+
+
+def call(*params, method="echo.echo"):
+    return xmlrpc.client.dumps(params, method, allow_none=True).encode("utf-8")
+
+
+def fault_code(body, **kw):
+    with pytest.raises(Fault) as info:
+        codec.loads(body, **kw)
+    return info.value.code
+
+
+@pytest.mark.parametrize("value", [
+    "", "plain", "äöü € 𝄞 <&> ]]> \"'", 0, -1, 2**31 - 1, -2**31, True, False, 0.5, -1e-300, 1e300,
+    datetime.datetime(1999, 12, 31, 23, 59, 58), b"", b"\x00\xffbinary", None, [], {}, [1, "a", [2, [3]]],
+    {"a": {"b": [None, {"c": 1.5}]}, "": "empty key"},
+])
+def test_round_trip_through_stdlib_client(value):
+    method, params = codec.loads(call(value))
+    assert method == "echo.echo" and params == [value]
+    decoded = xmlrpc.client.loads(codec.dumps_response(value), use_builtin_types=True)[0][0]
+    assert decoded == value and type(decoded) is type(value)
+
+
+def test_bare_value_text_is_a_string_and_types_are_exact():
+    body = (b"<?xml version='1.0'?><methodCall><methodName>m</methodName><params>"
+            b"<param><value>bare</value></param><param><value><i4>7</i4></value></param>"
+            b"<param><value><i8>-9000000000</i8></value></param><param><value><ex:nil/></value></param>"
+            b"<param><value><dateTime.iso8601>2024-02-29T12:30:00Z</dateTime.iso8601></value></param>"
+            b"</params></methodCall>")
+    _, params = codec.loads(body)
+    assert params[:4] == ["bare", 7, -9000000000, None]
+    assert params[4] == datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.timezone.utc)
+
+
+def test_64_bit_integers_use_i8():
+    body = codec.dumps_response([2**40, -2**63])
+    assert b"<i8>1099511627776</i8>" in body
+    assert xmlrpc.client.loads(body)[0][0] == [2**40, -2**63]
+
+
+def test_base64_with_line_breaks():
+    body = (b"<methodCall><methodName>m</methodName><params><param><value><base64>aGVs\nbG8=\n"
+            b"</base64></value></param></params></methodCall>")
+    assert codec.loads(body)[1] == [b"hello"]
+
+
+def test_no_params_element_means_no_parameters():
+    assert codec.loads(b"<methodCall><methodName>system.listMethods</methodName></methodCall>") == (
+        "system.listMethods", [])
+
+
+@pytest.mark.parametrize("body", [
+    b"<methodCall><methodName>x</methodName><params><param><value><int>1.5</int></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><int>1_000</int></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><int>99999999999999999999</int></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><boolean>yes</boolean></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><double>nan</double></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><double>1e999</double></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><dateTime.iso8601>2024-13-01T00:00:00</dateTime.iso8601></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><base64>!!!=</base64></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><object/></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><struct><member><value>1</value></member></struct></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params><param><value><array><data><name>n</name></data></array></value></param></params></methodCall>",
+    b"<methodCall><methodName>x</methodName><params>",   # truncated
+    b"not xml at all",
+    "<methodCall><methodName>caf\xe9</methodName></methodCall>".encode("latin-1"),   # not UTF-8
+    "<?xml version='1.0' encoding='ISO-8859-1'?><methodCall><methodName>caf\xe9</methodName></methodCall>".encode("latin-1"),
+])
+def test_malformed_bodies_are_parse_errors(body):
+    assert fault_code(body) == PARSE_ERROR
+
+
+def test_entity_expansion_and_external_entities_are_refused():
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+              b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+              b"<methodCall><methodName>&lol2;</methodName></methodCall>")
+    xxe = (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           b"<methodCall><methodName>&x;</methodName></methodCall>")
+    undefined = b"<methodCall><methodName>&x;</methodName></methodCall>"
+    assert fault_code(laughs) == fault_code(xxe) == fault_code(undefined) == PARSE_ERROR
+
+
+def test_nesting_is_capped():
+    value = [[[[["x"]]]]]
+    deep = call(value)
+    assert codec.loads(deep, max_depth=5)[1] == [value]
+    assert fault_code(deep, max_depth=4) == PARSE_ERROR
+
+
+def test_structure_errors_are_invalid_requests():
+    assert fault_code(b"<methodResponse><params/></methodResponse>") == INVALID_REQUEST
+    assert fault_code(b"<methodCall><params/></methodCall>") == INVALID_REQUEST
+
+
+@pytest.mark.parametrize("value", [object(), {1: "int key"}, 2**64, float("nan"), "bell\x07", [float("inf")]])
+def test_unencodable_results_are_internal_errors(value):
+    with pytest.raises(Fault) as info:
+        codec.dumps_response(value)
+    assert info.value.code == INTERNAL_ERROR
+
+
+def test_carriage_return_survives():
+    assert xmlrpc.client.loads(codec.dumps_response("a\r\nb"))[0][0] == "a\r\nb"
+
+
+def test_fault_response_is_well_formed_even_with_unsafe_text():
+    body = codec.dumps_fault(Fault(-32500, "bad <thing> & \x00 control"))
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        xmlrpc.client.loads(body)
+    assert info.value.faultCode == -32500 and "<thing> &" in info.value.faultString
