@@ -1,7 +1,8 @@
 """Server configuration: an INI file, overridable key by key from Apache.
 
-The file (``conf/clarens.conf``) has a ``[server]`` section and one
-``[module:NAME]`` section per service module that wants settings.  Apache can
+The file (``conf/clarens.conf``) has a ``[server]`` section, an optional
+``[certificate]`` section (subject fields every client certificate must carry),
+and one ``[module:NAME]`` section per service module that wants settings.  Apache can
 override any key with ``PythonOption clarens.SECTION.KEY VALUE`` (for example
 ``PythonOption clarens.server.db_dir /srv/clarens``) and name the file itself with
 ``PythonOption clarens.config PATH``.  Relative paths in ``[server]`` are relative
@@ -24,6 +25,8 @@ SERVER_DEFAULTS = {
     "max_body": "10485760",
     "max_depth": "64",
     "log_level": "info",
+    "acl_dir": "../acl",
+    "access_control": "on",
 }
 
 
@@ -79,14 +82,18 @@ class Settings(Mapping):
 class ServerConfig:
     """The parsed configuration: typed server settings plus per-module sections."""
 
-    def __init__(self, path: str | None, server: dict[str, str], modules: dict[str, dict[str, str]]):
+    def __init__(self, path: str | None, server: dict[str, str], modules: dict[str, dict[str, str]],
+                 certificate: dict[str, str] | None = None):
         self.path = path
         self.server = Settings(server, "[server] of %s" % (path or "defaults"))
         self._modules = modules
+        self.cert_require = {k.upper(): v for k, v in (certificate or {}).items()}
         base = os.path.dirname(path) if path else os.getcwd()
         self.modules_path = [os.path.normpath(os.path.join(base, p))
                              for p in server["modules_path"].split(os.pathsep) if p.strip()]
         self.db_dir = os.path.normpath(os.path.join(base, server["db_dir"]))
+        self.acl_dir = os.path.normpath(os.path.join(base, server["acl_dir"]))
+        self.access_control = self.server.get_bool("access_control")
         self.max_body = self.server.get_int("max_body", minimum=1)
         self.max_depth = self.server.get_int("max_depth", minimum=1)
         self.log_level = server["log_level"].upper()
@@ -121,16 +128,19 @@ def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerCo
             raise ConfigError("configuration %s: %s" % (path, e)) from None
     server = dict(SERVER_DEFAULTS)
     modules: dict[str, dict[str, str]] = {}
+    certificate: dict[str, str] = {}
     for section in parser.sections():
         if section == "server":
             unknown = set(parser[section]) - set(SERVER_DEFAULTS)
             if unknown:
                 raise ConfigError("%s [server]: unknown setting(s) %s" % (path, ", ".join(sorted(unknown))))
             server.update(parser[section])
+        elif section == "certificate":
+            certificate.update(parser[section])
         elif section.startswith("module:") and section[7:]:
             modules[section[7:]] = dict(parser[section])
         else:
-            raise ConfigError("%s: unknown section [%s] (expected [server] or [module:NAME])" % (path, section))
+            raise ConfigError("%s: unknown section [%s] (expected [server], [certificate] or [module:NAME])" % (path, section))
     for option, value in options.items():
         if option == CONFIG_OPTION or not option.startswith(OPTION_PREFIX):
             continue
@@ -139,8 +149,11 @@ def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerCo
             if key not in SERVER_DEFAULTS:
                 raise ConfigError("PythonOption %s: unknown server setting %r" % (option, key))
             server[key] = value
+        elif section == "certificate" and key:
+            certificate[key] = value
         elif section.startswith("module:") and section[7:] and key:
             modules.setdefault(section[7:], {})[key] = value
         else:
-            raise ConfigError("PythonOption %s: expected clarens.server.KEY or clarens.module:NAME.KEY" % option)
-    return ServerConfig(path, server, modules)
+            raise ConfigError("PythonOption %s: expected clarens.server.KEY, clarens.certificate.FIELD "
+                              "or clarens.module:NAME.KEY" % option)
+    return ServerConfig(path, server, modules, certificate)

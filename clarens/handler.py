@@ -18,7 +18,8 @@ from mod_python import apache
 from clarens import context, faults, host as host_mod
 from clarens.config import ConfigError
 from clarens.faults import Fault
-from clarens.identity import ANONYMOUS
+from clarens import identity as identity_mod
+from clarens.identity import Identity, IdentityRefused
 from clarens.protocol import jsonrpc, xmlrpc
 from clarens.web import discovery
 
@@ -39,7 +40,12 @@ def handler(req) -> int:
     if method == "POST":
         return _rpc(req, host)
     if method == "GET" or method == "HEAD":
-        ctx = context.CallContext(host, req, ANONYMOUS, req.useragent_ip)
+        try:
+            caller = _identify(req, host)
+        except IdentityRefused as e:
+            host.log.warning("%s: credentials refused: %s", req.useragent_ip, e)
+            return _plain(req, apache.HTTP_FORBIDDEN, "Refused: %s\n" % e)
+        ctx = context.CallContext(host, req, caller, req.useragent_ip)
         page = discovery.render(host, ctx).encode("utf-8")
         return _send(req, apache.HTTP_OK, "text/html; charset=utf-8", page)
     req.headers_out["Allow"] = ALLOW
@@ -62,6 +68,12 @@ def _host() -> host_mod.Host | None:
     return host
 
 
+def _identify(req, host: host_mod.Host) -> Identity:
+    """Who is calling, with the ACL groups they are in (IdentityRefused for unacceptable credentials)."""
+    caller = identity_mod.from_request(req, host.config.cert_require)
+    return host.guard.with_groups(caller) if host.guard is not None else caller
+
+
 def _rpc(req, host: host_mod.Host) -> int:
     ctype = (req.headers_in.get("Content-Type") or "").partition(";")[0].strip().lower()
     if ctype in _XML_TYPES:
@@ -72,9 +84,15 @@ def _rpc(req, host: host_mod.Host) -> int:
         host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip, ctype[:60])
         return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
                       "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
-    ctx = context.CallContext(host, req, ANONYMOUS, req.useragent_ip, protocol)
+    ctx = context.CallContext(host, req, identity_mod.ANONYMOUS, req.useragent_ip, protocol)
     token = context.activate(ctx)
     try:
+        try:
+            ctx.identity = _identify(req, host)
+        except IdentityRefused as e:
+            fault = Fault(faults.ACCESS_DENIED, "credentials refused: %s" % e)
+            _report(ctx, fault)
+            return _fault_response(req, protocol, fault, apache.HTTP_OK)
         problem = _body_problem(req, host.config.max_body)
         if problem is not None:
             _report(ctx, problem[1])

@@ -15,8 +15,12 @@ from typing import Mapping
 from clarens import config as config_mod
 from clarens import db, loader
 from clarens import log as log_mod
+from clarens.acl import store as acl_store
+from clarens.acl.model import AclError
+from clarens.acl.store import Guard
 from clarens.dispatch import Dispatcher
 from clarens.loader import Method, ServiceModule
+from clarens.once import once_per_server
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
 
@@ -31,6 +35,7 @@ class Host:
         self.modules: dict[str, ServiceModule] = {}
         self.methods: dict[str, Method] = {}
         self.dispatcher = Dispatcher(self.methods, log)
+        self.guard: Guard | None = None
         self.started = time.time()
         self.pid = os.getpid()
 
@@ -55,6 +60,29 @@ class Host:
         self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),
                       len(self.methods), "; FAILED: " + " ".join(failed) if failed else "")
 
+    def install_access_control(self) -> None:
+        """Load the ACL files once per server start and make the dispatcher check every call.
+
+        A policy that cannot be loaded is never half-applied: this process then
+        refuses every call (fails closed) and says why in the error log.
+        """
+        acl_dir = self.config.acl_dir
+        try:
+            db = self.dbs.open(acl_store.DB_NAME)
+        except (OSError, RuntimeError) as e:
+            self.guard = acl_store.Guard(None, self.log)
+            self.guard.broken = "cannot open %s: %s" % (self.dbs.path(acl_store.DB_NAME), e)
+        else:
+            self.guard = acl_store.Guard(db, self.log)
+            try:
+                once_per_server("acl-load", lambda: acl_store.load_files(db, acl_dir, "server start, pid %d" % self.pid),
+                                self.config.db_dir)
+            except AclError as e:
+                self.guard.broken = str(e)
+        if self.guard.broken:
+            self.log.critical("access control: %s; every call will be refused until this is fixed", self.guard.broken)
+        self.dispatcher.authorise = self.guard.authorise
+
     def _init_args(self, name: str) -> tuple:
         return self.config.for_module(name), self.dbs, log_mod.for_module(name)
 
@@ -78,6 +106,10 @@ def boot(options: Mapping[str, str] | None = None, path: str | None = DEFAULT_CO
             log.error("db_dir %s cannot be created (%s): modules using databases will fail", cfg.db_dir, e.strerror)
         host = Host(cfg, log)
         _host = host   # visible to modules' _startup_init (e.g. once_per_server)
+        if cfg.access_control:
+            host.install_access_control()
+        else:
+            log.warning("access_control = off: every method is open to every caller")
         host.load_modules()
         return host
 

@@ -1,8 +1,25 @@
-"""Who is calling: the identity the host establishes for each request."""
+"""Who is calling: the identity the host establishes for each request.
+
+Sources, in order:
+
+1. a TLS client certificate that mod_ssl verified (``SSL_CLIENT_VERIFY`` is
+   ``SUCCESS``): the identity is its subject DN in the ``/C=../O=../CN=..`` form;
+2. a user that Apache itself authenticated (``AuthType Basic`` with an htpasswd
+   file, or any other Apache auth module): ``req.user`` is trusted only when
+   ``req.ap_auth_type`` says Apache authenticated it;
+3. otherwise ``anonymous``.
+
+A certificate whose subject lacks the fields required by the ``[certificate]``
+configuration section, or an Apache user name that could pass for a DN or a
+special identity, is refused rather than downgraded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
+
+RESERVED_NAMES = ("anonymous", "authenticated")
 
 
 @dataclass(frozen=True)
@@ -10,7 +27,7 @@ class Identity:
     """A caller.  ``name`` is a certificate DN, an Apache user name or ``anonymous``;
     ``source`` says how it was established; ``groups`` are the ACL groups it is in."""
     name: str
-    source: str                 # "certificate", "apache", or "anonymous"
+    source: str                 # "certificate", the Apache auth type in lower case ("basic"), or "anonymous"
     groups: tuple[str, ...] = ()
 
     @property
@@ -24,3 +41,91 @@ class Identity:
 
 
 ANONYMOUS = Identity("anonymous", "anonymous")
+
+
+class IdentityRefused(Exception):
+    """The request carries credentials this server will not accept; the message says why."""
+
+
+def parse_dn(dn: str) -> list[list[tuple[str, str]]]:
+    """Split an RFC 2253/4514 DN (as mod_ssl gives it, most specific RDN first) into
+    RDNs, each a list of (attribute, value) pairs, with escapes resolved."""
+    rdns: list[list[tuple[str, str]]] = []
+    rdn: list[tuple[str, str]] = []
+    attr: str | None = None
+    buf = bytearray()
+    i, n = 0, len(dn)
+    while i <= n:
+        c = dn[i] if i < n else ","
+        if c == "\\" and i + 1 < n:
+            nxt = dn[i + 1]
+            if nxt in "0123456789abcdefABCDEF" and i + 2 < n and dn[i + 2] in "0123456789abcdefABCDEF":
+                buf.append(int(dn[i + 1:i + 3], 16))   # \XX: a byte of UTF-8
+                i += 3
+                continue
+            buf += nxt.encode("utf-8")
+            i += 2
+            continue
+        if c == "=" and attr is None:
+            attr = buf.decode("utf-8", "replace").strip()
+            buf.clear()
+        elif c in ",+;":
+            if attr is None:
+                if i < n or rdn or buf.strip():
+                    raise ValueError("malformed DN %r" % dn)
+            else:
+                rdn.append((attr, buf.decode("utf-8", "replace").strip()))
+                attr = None
+                buf.clear()
+                if c != "+":
+                    rdns.append(rdn)
+                    rdn = []
+        else:
+            buf += c.encode("utf-8")
+        i += 1
+    return rdns
+
+
+def slash_form(rdns: list[list[tuple[str, str]]]) -> str:
+    """``/C=UK/O=Home/CN=Alice``: the Clarens/OpenSSL-legacy form, least specific RDN first.
+
+    A ``/`` or ``\\`` inside a value is escaped with ``\\``, so that no value can
+    pass for a further RDN (and so match a DN prefix it is not under).
+    """
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("/", "\\/")
+    return "".join("/" + "+".join("%s=%s" % (a, esc(v)) for a, v in rdn) for rdn in reversed(rdns))
+
+
+def certificate_problem(rdns: list[list[tuple[str, str]]], required: Mapping[str, str]) -> str | None:
+    """Why a subject fails the required fields (attribute -> value), or None if it passes."""
+    present: dict[str, list[str]] = {}
+    for rdn in rdns:
+        for attr, value in rdn:
+            present.setdefault(attr.upper(), []).append(value)
+    for attr, value in required.items():
+        if value not in present.get(attr.upper(), []):
+            return "client certificate subject must have %s=%s" % (attr.upper(), value)
+    return None
+
+
+def from_request(req: Any, cert_require: Mapping[str, str]) -> Identity:
+    """The identity of a mod_python request (IdentityRefused for unacceptable credentials)."""
+    if req.ssl_var_lookup("SSL_CLIENT_VERIFY") == "SUCCESS":
+        raw = req.ssl_var_lookup("SSL_CLIENT_S_DN") or ""
+        try:
+            rdns = parse_dn(raw)
+        except ValueError:
+            rdns = []
+        if not rdns:
+            raise IdentityRefused("client certificate subject %r cannot be used as an identity" % raw[:200])
+        problem = certificate_problem(rdns, cert_require)
+        if problem:
+            raise IdentityRefused(problem)
+        return Identity(slash_form(rdns), "certificate")
+    user, auth_type = req.user, req.ap_auth_type
+    if user and auth_type:
+        if user.startswith("/") or user in RESERVED_NAMES:
+            raise IdentityRefused("user name %r is reserved (it could pass for a DN or a special identity)" % user)
+        return Identity(user, auth_type.lower())
+    return ANONYMOUS

@@ -22,6 +22,11 @@ import time
 import xmlrpc.client
 from typing import Mapping
 
+from clarens import config as config_mod
+from clarens import devpki
+from clarens.acl.files import load_dir as load_acl_dir
+from clarens.acl.model import AclError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "conf", "apache", "instance.conf.in")
 DEFAULT_STATE = os.path.join(ROOT, ".state")
@@ -49,11 +54,12 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
 class Instance:
     """One private Apache: ``state_dir`` holds everything it writes."""
 
-    def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, debug: bool = False,
+    def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, tls_port: int = 8443, debug: bool = False,
                  options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760,
                  log_level: str = "warn"):
         self.state_dir = os.path.abspath(state_dir)
         self.port = port
+        self.tls_port = tls_port
         self.debug = debug
         self.options = dict(options or {})
         self.extra_conf = extra_conf
@@ -64,6 +70,8 @@ class Instance:
         self.error_log = os.path.join(self.state_dir, "log", "error.log")
         self.db_dir = os.path.join(self.state_dir, "db")
         self.url = "http://127.0.0.1:%d/clarens/" % port
+        self.tls_url = "https://127.0.0.1:%d/clarens/" % tls_port
+        self.pki_dir = os.path.join(self.state_dir, "pki")
         self.process: subprocess.Popen | None = None
 
     # -- setup -------------------------------------------------------------
@@ -73,8 +81,25 @@ class Instance:
         """The user Apache's children run as: www-data when started as root, else the caller."""
         return pwd.getpwnam("www-data") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 
-    def prepare(self) -> None:
-        """Create the state directory and render the Apache configuration."""
+    def server_config(self) -> config_mod.ServerConfig:
+        """The configuration the server will run with (file plus this instance's options)."""
+        return config_mod.load(os.path.join(ROOT, "conf", "clarens.conf"), self.all_options())
+
+    def all_options(self) -> dict[str, str]:
+        return {"clarens.server.db_dir": self.db_dir, **self.options}
+
+    def prepare(self) -> dict[str, str]:
+        """Create the state directory, demo credentials and Apache configuration.
+
+        Refuses (InstanceError) a configuration or ACL files the server could not run
+        with, so that a broken policy stops the start.  Returns the credential paths.
+        """
+        try:
+            cfg = self.server_config()
+            if cfg.access_control:
+                load_acl_dir(cfg.acl_dir)
+        except (config_mod.ConfigError, AclError) as e:
+            raise InstanceError("refusing to start: %s" % e) from None
         user = self.apache_user()
         for sub in ("", "run", "log", "htdocs"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o755, exist_ok=True)
@@ -84,22 +109,23 @@ class Instance:
         if os.geteuid() == 0:
             os.chown(self.db_dir, user.pw_uid, user.pw_gid)
             self._check_readable_by(user.pw_name)
-        options = {"clarens.server.db_dir": self.db_dir, **self.options}
+        credentials = devpki.ensure(self.state_dir)
         with open(TEMPLATE) as f:
             template = f.read()
         conf = render_template(template, {
-            "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port),
+            "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port), "TLS_PORT": str(self.tls_port),
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
             "LOG_LEVEL": self.log_level,
             "LIMIT_BODY": str(self.max_body + 65536),
-            "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(options.items())),
+            "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(self.all_options().items())),
             "EXTRA": self.extra_conf,
         })
         tmp = self.conf_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(conf)
         os.replace(tmp, self.conf_path)
+        return credentials
 
     @staticmethod
     def _check_readable_by(user: str) -> None:
@@ -220,6 +246,22 @@ class Instance:
             raise InstanceError("not running")
         os.kill(pid, signal.SIGUSR1)
 
+    def banner(self) -> str:
+        """What a user needs to reach the instance: URLs, demo certificates, demo users."""
+        pki = self.pki_dir
+        users = devpki.credentials(self.state_dir)
+        return "\n".join([
+            "Clarens is serving %s and %s" % (self.url, self.tls_url),
+            "  test CA (trust it for HTTPS):  %s" % os.path.join(pki, "ca.crt"),
+            "  demo user certificate:         %s (key .key, browser bundle .p12, password %s)"
+            % (os.path.join(pki, "demo-user.crt"), devpki.P12_PASSWORD),
+            "  demo admin certificate:        %s" % os.path.join(pki, "demo-admin.crt"),
+            "  Basic-auth users:              %s (in %s)" % (
+                ", ".join("%s / %s" % kv for kv in sorted(users.items())),
+                os.path.join(self.state_dir, "credentials.txt")),
+            "  logs:                          %s" % self.error_log,
+        ])
+
     def log_tail(self, lines: int = 30) -> str:
         """The end of the error log (since this start, when known)."""
         try:
@@ -241,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="one process (-X) with PythonDebug On")
     parser.add_argument("--state", default=os.environ.get("CLARENS_STATE", DEFAULT_STATE))
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLARENS_PORT", "8080")))
+    parser.add_argument("--tls-port", type=int, default=int(os.environ.get("CLARENS_TLS_PORT", "8443")))
     args = parser.parse_args(argv)
-    inst = Instance(args.state, args.port, debug=args.debug)
+    inst = Instance(args.state, args.port, args.tls_port, debug=args.debug)
     try:
         if args.action == "render":
             inst.prepare()
@@ -253,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if pid else 3
         elif args.action == "start":
             inst.start_detached()
-            print("Clarens is serving %s (pid %d); logs in %s" % (inst.url, inst.running_pid(), inst.error_log))
+            print(inst.banner())
+            print("Running in the background (pid %d); ./run stop stops it." % inst.running_pid())
         elif args.action == "stop":
             inst.stop()
             print("stopped")
@@ -261,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
             try:   # whatever interrupts us, from the first moment, Apache goes down with us
                 inst.start()
-                print("Clarens is serving %s%s; state in %s. Ctrl-C stops it." % (
-                    inst.url, " (single process, PythonDebug On)" if args.debug else "", inst.state_dir), flush=True)
+                print(inst.banner())
+                print("%sState in %s. Ctrl-C stops it." % (
+                    "Single process, PythonDebug On. " if args.debug else "", inst.state_dir), flush=True)
                 inst.process.wait()
                 print("Apache exited with status %d:\n%s" % (inst.process.returncode, inst.log_tail()))
                 return 1

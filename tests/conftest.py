@@ -6,10 +6,13 @@ test-only modules of tests/modules/ loaded beside the shipped ones.
 
 from __future__ import annotations
 
+import base64
+import glob
 import http.client
 import os
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import xmlrpc.client
@@ -20,9 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from clarens import devpki  # noqa: E402
 from clarens.instance import Instance  # noqa: E402
 
 TEST_MODULES = os.path.join(ROOT, "tests", "modules")
+ORG = devpki.ORG
 
 
 def free_port() -> int:
@@ -38,15 +43,58 @@ def make_state_dir(prefix: str) -> str:
     return path
 
 
+def make_acl_dir(*extra_files: str) -> str:
+    """The shipped ACL files plus tests/acl/*.acl (and ``extra_files``), in a directory of their own."""
+    directory = make_state_dir("clarens-acl-")
+    for path in glob.glob(os.path.join(ROOT, "acl", "*.acl")) + glob.glob(os.path.join(ROOT, "tests", "acl", "*.acl")):
+        shutil.copy(path, directory)
+    for path in extra_files:
+        shutil.copy(path, directory)
+    for name in os.listdir(directory):
+        os.chmod(os.path.join(directory, name), 0o644)
+    return directory
+
+
 def start_instance(prefix: str, **kwargs) -> Instance:
     options = {"clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), TEST_MODULES),
                "clarens.module:probe.greeting": "hello from PythonOption",
-               "clarens.server.log_level": "info"}
+               "clarens.server.log_level": "info",
+               "clarens.server.acl_dir": make_acl_dir(),
+               "clarens.certificate.O": "Clarens Demo"}
     options.update(kwargs.pop("options", {}))
     kwargs.setdefault("log_level", "info")
-    inst = Instance(make_state_dir(prefix), free_port(), options=options, **kwargs)
+    inst = Instance(make_state_dir(prefix), free_port(), free_port(), options=options, **kwargs)
     inst.start()
     return inst
+
+
+def basic_url(inst: Instance, user: str) -> str:
+    """The instance's URL with a demo htpasswd user's credentials in it."""
+    return inst.url.replace("http://", "http://%s:%s@" % (user, devpki.credentials(inst.state_dir)[user]))
+
+
+def basic_proxy(inst: Instance, user: str) -> xmlrpc.client.ServerProxy:
+    """A proxy that authenticates as a demo htpasswd user."""
+    return xmlrpc.client.ServerProxy(basic_url(inst, user), allow_none=True, use_builtin_types=True)
+
+
+def basic_header(inst: Instance, user: str) -> dict:
+    token = base64.b64encode(("%s:%s" % (user, devpki.credentials(inst.state_dir)[user])).encode()).decode()
+    return {"Authorization": "Basic " + token}
+
+
+def tls_context(inst: Instance, cert: str | None = None) -> ssl.SSLContext:
+    """Trust the instance's test CA; present client certificate ``cert`` (a name in its pki dir)."""
+    ctx = ssl.create_default_context(cafile=os.path.join(inst.pki_dir, "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(os.path.join(inst.pki_dir, cert + ".crt"), os.path.join(inst.pki_dir, cert + ".key"))
+    return ctx
+
+
+def cert_proxy(inst: Instance, cert: str | None) -> xmlrpc.client.ServerProxy:
+    """A proxy over HTTPS presenting client certificate ``cert`` (None: no certificate)."""
+    return xmlrpc.client.ServerProxy(inst.tls_url, context=tls_context(inst, cert), allow_none=True,
+                                     use_builtin_types=True)
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +107,21 @@ def server():
 
 
 @pytest.fixture
-def proxy(server):
+def anon(server):
+    """An anonymous caller."""
     return xmlrpc.client.ServerProxy(server.url, allow_none=True, use_builtin_types=True)
+
+
+@pytest.fixture
+def proxy(server):
+    """The demo user (Basic authentication): may call everything but administration."""
+    return basic_proxy(server, "demo")
+
+
+@pytest.fixture
+def admin(server):
+    """The demo administrator, by client certificate over HTTPS."""
+    return cert_proxy(server, "demo-admin")
 
 
 class Raw:

@@ -38,7 +38,7 @@ def test_config_option_names_another_file(tmp_path):
     ("[wrong]\n", {}, "unknown section [wrong]"),
     ("not ini", {}, "configuration"),
     ("[server]\n", {"clarens.server.nope": "1"}, "unknown server setting 'nope'"),
-    ("[server]\n", {"clarens.bogus": "1"}, "expected clarens.server.KEY"),
+    ("[server]\n", {"clarens.bogus": "1"}, "expected clarens.server.KEY, clarens.certificate.FIELD"),
     ("[server]\nlog_level = chatty\n", {}, "not a logging level"),
 ])
 def test_bad_configuration_is_reported_precisely(tmp_path, text, options, message):

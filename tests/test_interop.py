@@ -2,6 +2,8 @@
 
 import subprocess
 
+from conftest import basic_url
+
 PERL = r'''
 use strict; use RPC::XML; use RPC::XML::Client;
 $RPC::XML::ALLOW_NIL = 1;
@@ -24,7 +26,8 @@ print "multi=", $multi->[0][0], ",", $multi->[1]{faultCode}, "\n";
 
 
 def test_perl_rpc_xml_client(server):
-    out = subprocess.run(["perl", "-e", PERL, server.url], capture_output=True, text=True, timeout=60)
+    """As the demo user, with Basic authentication (validator1 is for authenticated callers)."""
+    out = subprocess.run(["perl", "-e", PERL, basic_url(server, "demo")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "easy=6", "moderate=s0s149", "entities=1", "many=5|1|str|2.5|20001231T23:59:59|raw bytes",

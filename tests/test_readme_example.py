@@ -6,7 +6,7 @@ import xmlrpc.client
 
 import pytest
 
-from conftest import ROOT, make_state_dir, start_instance
+from conftest import ROOT, basic_proxy, make_acl_dir, make_state_dir, start_instance
 
 
 def test_readme_notes_module(tmp_path):
@@ -18,14 +18,21 @@ def test_readme_notes_module(tmp_path):
     with open(os.path.join(modules, "notes", "__init__.py"), "w") as f:
         f.write(code)
     os.chmod(os.path.join(modules, "notes"), 0o755)
+    acl = tmp_path / "notes.acl"
+    acl.write_text(re.search(r"```apache\n(<Acl notes>.*?)```", readme, re.S).group(1))
     inst = start_instance("clarens-readme-", options={
         "clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), modules),
+        "clarens.server.acl_dir": make_acl_dir(str(acl)),
         "clarens.module:notes.max_notes": "5"})
     try:
-        proxy = xmlrpc.client.ServerProxy(inst.url)
-        assert proxy.notes.get("welcome") == {"text": "hello", "by": "server"}
+        anon = xmlrpc.client.ServerProxy(inst.url)
+        proxy = basic_proxy(inst, "demo")
+        assert anon.notes.get("welcome") == {"text": "hello", "by": "server"}
+        with pytest.raises(xmlrpc.client.Fault) as info:
+            anon.notes.add("n0", "anonymous may not write")
+        assert info.value.faultCode == -32001
         assert proxy.notes.add("n1", "first") is True
-        assert proxy.notes.get("n1") == {"text": "first", "by": "anonymous"}
+        assert proxy.notes.get("n1") == {"text": "first", "by": "demo"}
         with pytest.raises(xmlrpc.client.Fault) as info:
             proxy.notes.add("n1", "again")
         assert info.value.faultCode == 1001

@@ -7,6 +7,7 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults
+from conftest import basic_header
 
 SHIPPED = {
     "echo.echo": ["%s,%s" % (t, t) for t in
@@ -134,11 +135,11 @@ def test_application_error_hides_the_traceback_but_logs_it(proxy, server):
     with open(server.error_log) as f:
         log = f.read()
     line = next(l for l in log.splitlines() if incident in l)
-    assert "anonymous@127.0.0.1 probe.boom raised ZeroDivisionError" in line
+    assert "demo@127.0.0.1 probe.boom raised ZeroDivisionError" in line
     assert "1 / 0" in log.split(incident, 1)[1]   # the traceback follows
 
 
-def test_jsonrpc_single_batch_named_and_notifications(raw):
+def test_jsonrpc_single_batch_named_and_notifications(raw, server):
     status, out = raw.json('{"jsonrpc": "2.0", "method": "echo.echo", "params": ["hi"], "id": 1}')
     assert status == 200 and out == {"jsonrpc": "2.0", "result": "hi", "id": 1}
     status, out = raw.json(json.dumps([
@@ -149,7 +150,7 @@ def test_jsonrpc_single_batch_named_and_notifications(raw):
         {"jsonrpc": "2.0", "method": "probe.info", "id": 4},
         {"jsonrpc": "2.0", "method": "validator1.manyTypesTest",
          "params": [1, True, "s", 2, "2000-01-01T00:00:00", "AAE="], "id": 5},
-    ]))
+    ]), headers=basic_header(server, "demo"))
     assert status == 200
     assert out[0] == {"jsonrpc": "2.0", "result": 5, "id": "named"}
     assert out[1]["result"] == {"k": [1, None]}
@@ -182,13 +183,15 @@ def test_http_methods_and_content_types(raw):
     assert raw.request("GET", content_type=None, path="/clarens/elsewhere").status == 404
 
 
-def test_whoami_and_server_info(proxy):
-    assert proxy.system.whoami() == {"identity": "anonymous", "source": "anonymous", "authenticated": False,
-                                     "groups": []}
+def test_whoami_and_server_info(anon, proxy):
+    assert anon.system.whoami() == {"identity": "anonymous", "source": "anonymous", "authenticated": False,
+                                    "groups": []}
+    assert proxy.system.whoami() == {"identity": "demo", "source": "basic", "authenticated": True,
+                                     "groups": ["users"]}
     info = proxy.system.serverInfo()
     assert info["framework_version"] and info["api_version"] == 1
     assert info["python_version"].startswith("3.11") and info["mod_python_version"].startswith("3.5")
-    assert info["startup_init_calls"] == 2   # probe and initfail define _startup_init
+    assert info["startup_init_calls"] == 3   # acl, probe and initfail define _startup_init
     caps = proxy.system.getCapabilities()
     assert {"introspection", "system.multicall", "faults_interop"} <= set(caps)
     assert caps["faults_interop"]["specVersion"] == 20010516

@@ -1,0 +1,211 @@
+"""Access-control entries, groups, and the decision for one call.
+
+An entry is keyed by a method (``burner.burn``), a module (``burner``) or the
+root (``*``).  For a call, the most specific entry that exists *and is in force*
+(inside its validity window, if it has one) decides; if none does, the call is
+denied.  Within an entry, ``order`` has Apache's meaning:
+
+``allow,deny``
+    Allow rules are evaluated, then Deny rules; the default is deny.  The caller
+    needs an Allow match and no Deny match.
+``deny,allow``
+    Deny rules first, then Allow; the default is allow.  The caller is refused
+    only on a Deny match without an Allow match.
+
+A pattern is ``anonymous`` (callers who did not authenticate), ``authenticated``
+(everyone who did), a DN prefix ending in ``/`` (``/O=Home/`` matches every DN
+under it, as in Clarens), or an exact identity (a DN or an Apache user name).
+Groups are named lists of such patterns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from clarens.identity import Identity
+
+ORDERS = ("allow,deny", "deny,allow")
+SPECIAL = ("anonymous", "authenticated")
+TARGET_RE = re.compile(r"\*\Z|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?\Z")
+GROUP_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
+
+
+class AclError(ValueError):
+    """A policy that cannot be used; ``where`` says which file and line, if known."""
+
+    def __init__(self, message: str, where: str | None = None):
+        super().__init__("%s: %s" % (where, message) if where else message)
+        self.where = where
+
+
+def validate_pattern(pattern: str) -> str:
+    """A pattern as stored: stripped; AclError if empty or with control characters."""
+    pattern = pattern.strip()
+    if not pattern or any(ord(c) < 32 for c in pattern):
+        raise AclError("invalid identity pattern %r" % pattern)
+    return pattern
+
+
+class Matcher:
+    """A compiled list of patterns (and groups) for fast matching."""
+
+    __slots__ = ("anonymous", "authenticated", "exact", "prefixes", "groups")
+
+    def __init__(self, patterns: Iterable[str], groups: Iterable[str] = ()):
+        patterns = list(patterns)
+        self.anonymous = "anonymous" in patterns
+        self.authenticated = "authenticated" in patterns
+        self.exact = frozenset(p for p in patterns if p not in SPECIAL and not p.endswith("/"))
+        self.prefixes = tuple(p for p in patterns if p not in SPECIAL and p.endswith("/"))
+        self.groups = frozenset(groups)
+
+    def matches(self, identity: Identity) -> str | None:
+        """What matched ``identity`` (for explanations), or None."""
+        if identity.authenticated:
+            if self.authenticated:
+                return "authenticated"
+            if identity.name in self.exact:
+                return identity.name
+            for prefix in self.prefixes:
+                if identity.name.startswith(prefix):
+                    return prefix
+        elif self.anonymous:
+            return "anonymous"
+        for group in identity.groups:
+            if group in self.groups:
+                return "group " + group
+        return None
+
+
+@dataclass
+class Entry:
+    """One ACL entry."""
+    target: str
+    order: str = "allow,deny"
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+    allow_groups: list[str] = field(default_factory=list)
+    deny_groups: list[str] = field(default_factory=list)
+    not_before: float | None = None    # seconds since the epoch, UTC
+    not_after: float | None = None
+    source: str = ""                   # "acl/default.acl:12", "acl.set_entry by ...": for explanations
+
+    def __post_init__(self) -> None:
+        if not TARGET_RE.match(self.target):
+            raise AclError("invalid ACL target %r: use *, MODULE or MODULE.METHOD" % self.target)
+        if self.order not in ORDERS:
+            raise AclError("order must be allow,deny or deny,allow, not %r" % self.order)
+        self.allow = [validate_pattern(p) for p in self.allow]
+        self.deny = [validate_pattern(p) for p in self.deny]
+        for g in self.allow_groups + self.deny_groups:
+            if not GROUP_RE.match(g):
+                raise AclError("invalid group name %r" % g)
+        if self.not_before is not None and self.not_after is not None and self.not_before > self.not_after:
+            raise AclError("not_before is after not_after")
+        self._allow = Matcher(self.allow, self.allow_groups)
+        self._deny = Matcher(self.deny, self.deny_groups)
+
+    def in_force(self, now: float) -> bool:
+        return (self.not_before is None or now >= self.not_before) and (self.not_after is None or now <= self.not_after)
+
+    def evaluate(self, identity: Identity) -> tuple[bool, str]:
+        """(allowed, why) for ``identity`` under this entry alone."""
+        allowed = self._allow.matches(identity)
+        denied = self._deny.matches(identity)
+        if self.order == "allow,deny":
+            if allowed and not denied:
+                return True, "allowed by %s" % allowed
+            return False, ("denied by %s" % denied) if denied else "no allow rule matches (order allow,deny)"
+        if denied and not allowed:
+            return False, "denied by %s" % denied
+        return True, ("allowed by %s" % allowed) if allowed else "no deny rule matches (order deny,allow)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in tdb and returned by acl.show."""
+        out: dict[str, Any] = {"order": self.order, "allow": self.allow, "deny": self.deny,
+                               "allow_groups": self.allow_groups, "deny_groups": self.deny_groups}
+        if self.not_before is not None:
+            out["not_before"] = self.not_before
+        if self.not_after is not None:
+            out["not_after"] = self.not_after
+        if self.source:
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_dict(cls, target: str, data: dict[str, Any]) -> "Entry":
+        """Build from the JSON form (AclError on anything unexpected)."""
+        if not isinstance(data, dict):
+            raise AclError("an ACL entry must be a struct")
+        known = {"order", "allow", "deny", "allow_groups", "deny_groups", "not_before", "not_after", "source"}
+        unknown = set(data) - known
+        if unknown:
+            raise AclError("unknown ACL entry field(s): %s" % ", ".join(sorted(unknown)))
+        for key in ("allow", "deny", "allow_groups", "deny_groups"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise AclError("%s must be an array of strings" % key)
+        for key in ("not_before", "not_after"):
+            value = data.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise AclError("%s must be a number of seconds since the epoch" % key)
+        return cls(target, data.get("order", "allow,deny"), list(data.get("allow", [])), list(data.get("deny", [])),
+                   list(data.get("allow_groups", [])), list(data.get("deny_groups", [])),
+                   data.get("not_before"), data.get("not_after"), str(data.get("source", "")))
+
+
+@dataclass
+class Decision:
+    """The outcome of an access check, with its explanation."""
+    allowed: bool
+    entry: str | None     # the target of the deciding entry, None if none covered the method
+    reason: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "entry": self.entry or "", "reason": self.reason}
+
+
+class Policy:
+    """Entries and groups, compiled for fast decisions."""
+
+    def __init__(self, entries: dict[str, Entry], groups: dict[str, list[str]]):
+        self.entries = entries
+        self.groups = groups
+        self._members = {name: Matcher(members) for name, members in groups.items()}
+        self._chains: dict[str, list[Entry]] = {}
+        self._groups_of: dict[tuple[str, bool], tuple[str, ...]] = {}
+
+    def validate(self) -> None:
+        """AclError if an entry names a group that does not exist."""
+        for entry in self.entries.values():
+            for group in entry.allow_groups + entry.deny_groups:
+                if group not in self.groups:
+                    raise AclError("entry %s names undefined group %r" % (entry.target, group), entry.source or None)
+
+    def groups_of(self, name: str, authenticated: bool) -> tuple[str, ...]:
+        """The groups an identity belongs to (memoised per policy)."""
+        key = (name, authenticated)
+        groups = self._groups_of.get(key)
+        if groups is None:
+            probe = Identity(name, "acl" if authenticated else "anonymous")
+            groups = tuple(sorted(g for g, m in self._members.items() if m.matches(probe)))
+            if len(self._groups_of) < 10000:   # bounded: identities come from outside
+                self._groups_of[key] = groups
+        return groups
+
+    def decide(self, identity: Identity, method: str, now: float) -> Decision:
+        """Whether ``identity`` may call ``method`` at time ``now``, and why."""
+        chain = self._chains.get(method)
+        if chain is None:
+            module = method.partition(".")[0]
+            chain = [self.entries[k] for k in (method, module, "*") if k in self.entries]
+            if len(self._chains) < 10000:
+                self._chains[method] = chain
+        for entry in chain:
+            if entry.in_force(now):
+                allowed, why = entry.evaluate(identity)
+                return Decision(allowed, entry.target, "%s (entry %s%s)" % (
+                    why, entry.target, ", " + entry.source if entry.source else ""))
+        return Decision(False, None, "no ACL entry in force covers %s" % method)

@@ -1,0 +1,142 @@
+"""The live policy in ``acl.tdb``, and the per-process guard the dispatcher consults.
+
+Records (JSON values, readable with ``tdbdump``):
+
+``entry:TARGET``   an entry (see :meth:`Entry.to_dict`)
+``group:NAME``     ``{"members": [...]}``
+``meta``           where and when the policy was loaded
+``audit:TIME:PID`` one change: ``{"who", "when", "what"}``
+
+At server start, under the once-per-server lock, the ACL files replace every
+entry and group in one transaction.  Live changes (the ``acl`` module, the
+command line) are transactions too, each with its audit record.  Every process
+keeps the compiled policy and reloads it when the file's sequence number moves,
+so a change is enforced by every child at its next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from clarens.acl.files import load_dir
+from clarens.acl.model import AclError, Decision, Entry, Policy
+from clarens.context import CallContext
+from clarens.db import Database
+from clarens.faults import ACCESS_DENIED, Fault
+from clarens.identity import Identity
+
+DB_NAME = "acl"
+ENTRY, GROUP, AUDIT, META = "entry:", "group:", "audit:", "meta"
+
+
+def read_policy(db: Database) -> Policy:
+    """The policy as stored."""
+    entries, groups = {}, {}
+    for key, value in db.items():
+        if key.startswith(ENTRY):
+            entries[key[len(ENTRY):]] = Entry.from_dict(key[len(ENTRY):], value)
+        elif key.startswith(GROUP):
+            groups[key[len(GROUP):]] = list(value["members"])
+    return Policy(entries, groups)
+
+
+def _audit(db: Database, who: str, what: dict[str, Any]) -> None:
+    now = time.time()
+    db.put("%s%017.6f:%d" % (AUDIT, now, os.getpid()), {"who": who, "when": now, "what": what})
+
+
+def replace_policy(db: Database, policy: Policy, who: str, origin: str) -> None:
+    """Replace every entry and group with ``policy``, in one audited transaction."""
+    policy.validate()
+    with db.transaction():
+        for key in db.keys():
+            if key.startswith((ENTRY, GROUP)):
+                db.delete(key)
+        for target, entry in policy.entries.items():
+            db.put(ENTRY + target, entry.to_dict())
+        for name, members in policy.groups.items():
+            db.put(GROUP + name, {"members": members})
+        db.put(META, {"loaded_from": origin, "loaded_at": time.time(), "by": who})
+        _audit(db, who, {"action": "load", "from": origin, "entries": len(policy.entries),
+                         "groups": len(policy.groups)})
+
+
+def load_files(db: Database, acl_dir: str, who: str) -> Policy:
+    """Parse and validate the files in ``acl_dir`` and make them the live policy (AclError if broken)."""
+    policy = load_dir(acl_dir)
+    replace_policy(db, policy, who, os.path.abspath(acl_dir))
+    return policy
+
+
+def change(db: Database, who: str, what: dict[str, Any], edit: Callable[[Policy], None]) -> None:
+    """Apply ``edit`` to the live policy and store the result, in one audited transaction.
+
+    ``edit`` mutates the Policy's ``entries``/``groups``; the result must validate.
+    """
+    with db.transaction():
+        policy = read_policy(db)
+        before_entries, before_groups = set(policy.entries), set(policy.groups)
+        edit(policy)
+        Policy(policy.entries, policy.groups).validate()
+        for target in before_entries - set(policy.entries):
+            db.delete(ENTRY + target)
+        for name in before_groups - set(policy.groups):
+            db.delete(GROUP + name)
+        for target, entry in policy.entries.items():
+            db.put(ENTRY + target, entry.to_dict())
+        for name, members in policy.groups.items():
+            db.put(GROUP + name, {"members": members})
+        _audit(db, who, what)
+
+
+def audit_log(db: Database, limit: int = 50) -> list[dict[str, Any]]:
+    """The most recent audit records, newest last."""
+    return [value for _, value in db.items(AUDIT)[-limit:]]
+
+
+class Guard:
+    """This process's view of the policy: identifies groups and authorises calls."""
+
+    def __init__(self, db: Database | None, log: logging.Logger, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.log = log
+        self.clock = clock
+        self.broken: str | None = None   # set when the policy could not be loaded: refuse everything
+        self._seqnum = -1
+        self._policy = Policy({}, {})
+
+    def policy(self) -> Policy:
+        """The current policy, reloaded if any process changed it since the last look."""
+        if self.db is None:
+            return self._policy
+        seqnum = self.db.seqnum
+        if seqnum != self._seqnum:
+            try:
+                self._policy = read_policy(self.db)
+            except (AclError, KeyError, TypeError) as e:
+                self.log.critical("acl.tdb holds an unusable policy (%s): refusing every call", e)
+                self._policy = Policy({}, {})
+            self._seqnum = seqnum
+        return self._policy
+
+    def with_groups(self, identity: Identity) -> Identity:
+        """``identity`` with the groups the policy puts it in."""
+        groups = self.policy().groups_of(identity.name, identity.authenticated)
+        return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
+
+    def decide(self, identity: Identity, method: str) -> Decision:
+        if self.broken:
+            return Decision(False, None, "the access-control policy failed to load: " + self.broken)
+        return self.policy().decide(identity, method, self.clock())
+
+    def authorise(self, ctx: CallContext, method: str) -> None:
+        """The dispatcher's authoriser: Fault(ACCESS_DENIED) unless the policy allows the call."""
+        decision = self.decide(ctx.identity, method)
+        if not decision.allowed:
+            if self.broken:
+                raise Fault(ACCESS_DENIED, "access denied: the server's access-control policy failed to load "
+                                           "(see the server log)")
+            raise Fault(ACCESS_DENIED, "access denied: %s may not call %s" % (ctx.identity.name, method))

@@ -1,0 +1,109 @@
+"""acl: inspect and change the access-control policy (admins only by default).
+
+Changes take effect at once in every Apache child, and last until the next
+server start reloads the ACL files; ``python3 -m clarens.acl dump`` writes the
+live policy back in the file format.  Every change is audited (who, when, what).
+"""
+
+from clarens import context
+from clarens.acl import store
+from clarens.acl.model import AclError, Entry, GROUP_RE, validate_pattern
+from clarens.faults import INVALID_PARAMS, Fault
+from clarens.identity import ANONYMOUS, Identity
+
+_db = None
+
+
+def _startup_init(config, dbs, log):
+    global _db
+    _db = dbs.open(store.DB_NAME)
+
+
+def _guard():
+    guard = context.current().host.guard
+    if guard is None:
+        raise Fault(INVALID_PARAMS, "access control is off on this server (access_control = off)")
+    return guard
+
+
+def _change(what, edit):
+    who = context.current().identity.name
+    try:
+        store.change(_db, who, what, edit)
+    except AclError as e:
+        raise Fault(INVALID_PARAMS, str(e)) from None
+    return True
+
+
+def show():
+    """Return the live policy: {entries: {target: entry}, groups: {name: [members]}}.  An entry is
+    {order, allow, deny, allow_groups, deny_groups, not_before?, not_after?, source}."""
+    policy = _guard().policy()
+    return {"entries": {t: e.to_dict() for t, e in policy.entries.items()}, "groups": dict(policy.groups)}
+
+
+def check(identity, method):
+    """Explain whether IDENTITY (a DN, a user name, or "anonymous") may call METHOD now: returns
+    {allowed, entry, reason, groups}, naming the entry that decided and why."""
+    guard = _guard()
+    who = ANONYMOUS if identity == "anonymous" else Identity(identity, "acl.check")
+    who = guard.with_groups(who)
+    decision = guard.decide(who, method)
+    return dict(decision.describe(), groups=list(who.groups))
+
+
+def set_entry(target, entry):
+    """Create or replace the entry for TARGET (*, MODULE or MODULE.METHOD).  ENTRY is a struct
+    {order: "allow,deny"|"deny,allow", allow: [patterns], deny: [patterns], allow_groups: [names],
+    deny_groups: [names], not_before: seconds, not_after: seconds}; every field is optional.
+    Groups must exist.  Returns true."""
+    try:
+        new = Entry.from_dict(target, dict(entry, source="acl.set_entry by %s" % context.current().identity.name))
+    except AclError as e:
+        raise Fault(INVALID_PARAMS, str(e)) from None
+    return _change({"action": "set_entry", "target": target, "entry": new.to_dict()},
+                   lambda policy: policy.entries.__setitem__(target, new))
+
+
+def delete_entry(target):
+    """Delete the entry for TARGET.  Returns true; a fault if there is none."""
+    def edit(policy):
+        if target not in policy.entries:
+            raise AclError("there is no entry for %r" % target)
+        del policy.entries[target]
+    return _change({"action": "delete_entry", "target": target}, edit)
+
+
+def set_group(name, members):
+    """Set the members (identity patterns) of group NAME, creating it if needed.  An empty list
+    deletes the group, which must then not be named by any entry.  Returns true."""
+    if not GROUP_RE.match(name):
+        raise Fault(INVALID_PARAMS, "invalid group name %r" % name)
+    try:
+        members = [validate_pattern(m) for m in members]
+    except (AclError, AttributeError):
+        raise Fault(INVALID_PARAMS, "members must be identity patterns (strings)") from None
+
+    def edit(policy):
+        if members:
+            policy.groups[name] = members
+        elif policy.groups.pop(name, None) is None:
+            raise AclError("there is no group %r" % name)
+    return _change({"action": "set_group", "group": name, "members": members}, edit)
+
+
+def audit(limit):
+    """Return the LIMIT most recent policy changes, oldest first: [{who, when, what}]."""
+    return store.audit_log(_db, max(0, min(limit, 1000)))
+
+
+methods_list = {"show": show, "check": check, "set_entry": set_entry, "delete_entry": delete_entry,
+                "set_group": set_group, "audit": audit}
+methods_sig = {
+    "show": ["struct"],
+    "check": ["struct,string,string"],
+    "set_entry": ["boolean,string,struct"],
+    "delete_entry": ["boolean,string"],
+    "set_group": ["boolean,string,array"],
+    "audit": ["array,int"],
+}

@@ -1,0 +1,204 @@
+"""ACL semantics, the file format, and the tdb store, on their own."""
+
+import logging
+import multiprocessing
+import os
+import textwrap
+
+import pytest
+
+from clarens.acl import files, store
+from clarens.acl.model import AclError, Entry, Policy
+from clarens.db import open_db
+from clarens.identity import ANONYMOUS, Identity
+
+ALICE = Identity("/C=UK/O=Home/OU=Lab/CN=Alice", "certificate")
+BOB = Identity("bob", "basic")
+MALLORY = Identity("/C=UK/O=Elsewhere/CN=Mallory", "certificate")
+
+
+def policy(entries, groups=None):
+    p = Policy({e.target: e for e in entries}, groups or {})
+    p.validate()
+    return p
+
+
+def allowed(p, who, method, now=1000.0):
+    who = Identity(who.name, who.source, p.groups_of(who.name, who.authenticated))
+    return p.decide(who, method, now).allowed
+
+
+def test_orders_have_apaches_meaning():
+    both = dict(allow=["authenticated"], deny=["/C=UK/O=Elsewhere/"])
+    allow_deny = policy([Entry("m", "allow,deny", **both)])
+    deny_allow = policy([Entry("m", "deny,allow", **both)])
+    # allow,deny: needs an allow match and no deny match; default deny.
+    assert allowed(allow_deny, ALICE, "m.x") and not allowed(allow_deny, MALLORY, "m.x")
+    assert not allowed(allow_deny, ANONYMOUS, "m.x")
+    # deny,allow: refused only on a deny match without an allow match; default allow.
+    assert allowed(deny_allow, ANONYMOUS, "m.x") and allowed(deny_allow, MALLORY, "m.x")
+    only_deny = policy([Entry("m", "deny,allow", deny=["/C=UK/O=Elsewhere/"])])
+    assert not allowed(only_deny, MALLORY, "m.x") and allowed(only_deny, BOB, "m.x")
+
+
+def test_special_identities_exact_names_and_dn_prefixes():
+    p = policy([Entry("a", allow=["anonymous"]), Entry("b", allow=["authenticated"]),
+                Entry("c", allow=["bob", "/C=UK/O=Home/"]), Entry("d", allow=["/C=UK/O=Home"])])
+    assert allowed(p, ANONYMOUS, "a.x") and not allowed(p, BOB, "a.x")
+    assert allowed(p, BOB, "b.x") and allowed(p, ALICE, "b.x") and not allowed(p, ANONYMOUS, "b.x")
+    assert allowed(p, BOB, "c.x") and allowed(p, ALICE, "c.x") and not allowed(p, MALLORY, "c.x")
+    assert not allowed(p, Identity("anonymous", "basic"), "a.x")   # a name is not the special identity
+    assert not allowed(p, ALICE, "d.x")                           # no trailing slash: exact match only
+    assert not allowed(p, Identity("/C=UK/O=Homewrecker/CN=Eve", "certificate"), "c.x")
+
+
+def test_group_membership():
+    p = policy([Entry("m", allow_groups=["staff"], deny_groups=["suspended"])],
+               {"staff": ["/C=UK/O=Home/", "bob"], "suspended": ["bob"]})
+    assert p.groups_of(ALICE.name, True) == ("staff",)
+    assert p.groups_of("bob", True) == ("staff", "suspended")
+    assert p.groups_of("anonymous", False) == ()
+    assert allowed(p, ALICE, "m.x") and not allowed(p, BOB, "m.x") and not allowed(p, MALLORY, "m.x")
+
+
+def test_most_specific_entry_decides():
+    p = policy([Entry("*", allow=["authenticated"]), Entry("mod", deny=["bob"], allow=["authenticated"]),
+                Entry("mod.open", allow=["anonymous", "authenticated"])])
+    assert allowed(p, BOB, "other.x")                                           # root
+    assert not allowed(p, BOB, "mod.x") and allowed(p, ALICE, "mod.x")          # module
+    assert allowed(p, BOB, "mod.open") and allowed(p, ANONYMOUS, "mod.open")    # method
+    assert p.decide(BOB, "mod.x", 0).entry == "mod"
+    assert not policy([]).decide(ALICE, "any.thing", 0).allowed                 # nothing covers it: deny
+
+
+def test_validity_window_entry_only_in_force_inside_it():
+    p = policy([Entry("mod", allow=["authenticated"]),
+                Entry("mod.x", allow=["anonymous"], not_before=100.0, not_after=200.0)])
+    assert not allowed(p, ANONYMOUS, "mod.x", now=99.0)    # before: the module entry decides
+    assert allowed(p, ANONYMOUS, "mod.x", now=100.0)
+    assert allowed(p, ANONYMOUS, "mod.x", now=200.0)
+    assert not allowed(p, ANONYMOUS, "mod.x", now=200.5)
+    assert allowed(p, BOB, "mod.x", now=300.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target="a.b.c"), "invalid ACL target"), (dict(target="_x"), "invalid ACL target"),
+    (dict(target="m", order="allow"), "order must be"), (dict(target="m", allow=[" "]), "invalid identity"),
+    (dict(target="m", allow_groups=["bad name"]), "invalid group"),
+    (dict(target="m", not_before=5.0, not_after=1.0), "not_before is after"),
+])
+def test_invalid_entries_are_refused(kwargs, message):
+    with pytest.raises(AclError, match=message):
+        Entry(**kwargs)
+
+
+def test_undefined_group_is_refused():
+    with pytest.raises(AclError, match="undefined group 'ghosts'"):
+        policy([Entry("m", allow_groups=["ghosts"])])
+
+
+def write(tmp_path, name, text):
+    (tmp_path / name).write_text(textwrap.dedent(text))
+
+
+def test_files_parse_merge_groups_and_round_trip_through_dump(tmp_path):
+    write(tmp_path, "a.acl", """
+        # comment
+        <Group staff>
+            Member /C=UK/O=Home/    # trailing comment
+        </Group>
+        <acl mod>
+            order Deny,Allow
+            Deny /C=UK/O=Home/OU=Lab/CN=Alice#1
+            AllowGroup staff
+            NotBefore 2026-01-01
+            NotAfter 2026-12-31T23:59:59+01:00
+        </acl>
+        """)
+    write(tmp_path, "b.acl", "<Group staff>\n  Member bob\n</Group>\n<Acl *>\n  Allow authenticated\n</Acl>\n")
+    p = files.load_dir(str(tmp_path))
+    assert p.groups == {"staff": ["/C=UK/O=Home/", "bob"]}
+    e = p.entries["mod"]
+    assert e.order == "deny,allow" and e.deny == ["/C=UK/O=Home/OU=Lab/CN=Alice#1"]
+    assert e.not_before == 1767225600.0 and e.not_after == 1798757999.0
+    assert e.source == str(tmp_path / "a.acl") + ":6"
+    dumped = tmp_path / "dump"
+    dumped.mkdir()
+    (dumped / "live.acl").write_text(files.format_policy(p))
+    again = files.load_dir(str(dumped))
+    assert again.groups == p.groups
+    assert {t: {k: v for k, v in x.to_dict().items() if k != "source"} for t, x in again.entries.items()} == \
+           {t: {k: v for k, v in x.to_dict().items() if k != "source"} for t, x in p.entries.items()}
+
+
+@pytest.mark.parametrize("text, where, message", [
+    ("<Acl m>\n  Allow x\n", ":1", "never closed"),
+    ("<Acl m>\n  Permit x\n</Acl>\n", ":2", "unknown directive 'permit'"),
+    ("Allow x\n", ":1", "outside a <Group> or <Acl> block"),
+    ("<Acl m>\n  Order sometimes\n</Acl>\n", ":2", "Order must be"),
+    ("<Acl m>\n  NotAfter tomorrow\n</Acl>\n", ":2", "invalid date/time"),
+    ("<Acl m>\n</Acl>\n<Acl m>\n</Acl>\n", ":3", "a second entry for m"),
+    ("<Acl m>\n  AllowGroup nobody\n</Acl>\n", ":1", "undefined group 'nobody'"),
+    ("<Group g>\n  <Acl m>\n", ":2", "<Acl> inside <Group g>"),
+    ("</Acl>\n", ":1", "without a matching"),
+    ("<Acl bad.target.x>\n</Acl>\n", ":1", "invalid ACL target"),
+    ("<Acl m>\n  Allow\n</Acl>\n", ":2", "allow needs a value"),
+])
+def test_file_errors_name_file_and_line(tmp_path, text, where, message):
+    write(tmp_path, "broken.acl", text)
+    with pytest.raises(AclError) as info:
+        files.load_dir(str(tmp_path))
+    assert str(tmp_path / "broken.acl") + where in str(info.value) and message in str(info.value)
+
+
+def test_shipped_files_are_valid():
+    p = files.load_dir(os.path.join(os.path.dirname(__file__), "..", "acl"))
+    assert allowed(p, ANONYMOUS, "system.listMethods") and allowed(p, ANONYMOUS, "echo.echo")
+    assert not allowed(p, ANONYMOUS, "validator1.easyStructTest") and not allowed(p, ANONYMOUS, "acl.show")
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = open_db(str(tmp_path / "acl.tdb"))
+    yield d
+    d.close()
+
+
+def test_load_replaces_the_policy_and_changes_are_audited(tmp_path, db):
+    write(tmp_path, "p.acl", "<Group g>\n Member bob\n</Group>\n<Acl a>\n Allow bob\n</Acl>\n<Acl b>\n</Acl>\n")
+    store.load_files(db, str(tmp_path), "tester")
+    store.change(db, "admin", {"action": "x"}, lambda p: p.entries.pop("b"))
+    assert sorted(store.read_policy(db).entries) == ["a"]
+    with pytest.raises(AclError):   # an edit that would not validate changes nothing
+        store.change(db, "admin", {"action": "y"}, lambda p: p.entries.__setitem__("c", Entry("c", allow_groups=["x"])))
+    assert sorted(store.read_policy(db).entries) == ["a"]
+    (tmp_path / "p.acl").write_text("<Acl z>\n Allow anonymous\n</Acl>\n")
+    store.load_files(db, str(tmp_path), "tester")
+    p = store.read_policy(db)
+    assert sorted(p.entries) == ["z"] and p.groups == {}
+    assert [(r["who"], r["what"]["action"]) for r in store.audit_log(db)] == [
+        ("tester", "load"), ("admin", "x"), ("tester", "load")]
+
+
+def _change_in_child(path):
+    d = open_db(path)
+    store.change(d, "child", {"action": "open"}, lambda p: p.entries.__setitem__("m", Entry("m", allow=["anonymous"])))
+
+
+def test_guard_sees_another_process_change_at_its_next_check(tmp_path, db):
+    write(tmp_path, "p.acl", "<Acl m>\n Deny anonymous\n Order deny,allow\n</Acl>\n")
+    store.load_files(db, str(tmp_path), "tester")
+    guard = store.Guard(db, logging.getLogger("test"))
+    assert not guard.decide(ANONYMOUS, "m.x").allowed
+    child = multiprocessing.get_context("fork").Process(target=_change_in_child, args=(db.path,))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    assert guard.decide(ANONYMOUS, "m.x").allowed
+
+
+def test_broken_guard_refuses_everything(db):
+    guard = store.Guard(db, logging.getLogger("test"))
+    guard.broken = "x.acl:3: nonsense"
+    decision = guard.decide(ALICE, "system.listMethods")
+    assert not decision.allowed and "failed to load" in decision.reason
