@@ -1,0 +1,1 @@
+"""The burner helper (placeholder docstring; API documented below once settled)."""
