@@ -248,6 +248,7 @@ class DriveWorker:
                     self._reaped()
         except verify.VerifyError as e:
             return _failed("verify_failed", "reading the disc back failed: %s" % e)
+        progress(size, force=True)
         verification = {"image_sha256": image_sha, "disc_sha256": disc_sha, "match": disc_sha == image_sha}
         if verification["match"]:
             return {"state": DONE, "verification": verification}

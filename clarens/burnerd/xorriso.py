@@ -135,7 +135,7 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 def terminate_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
-    """SIGTERM process group ``pgid``, SIGKILL whatever is left of it after ``grace`` seconds.
+    """SIGTERM process group ``pgid``, SIGKILL whatever is still running in it after ``grace`` seconds.
 
     SIGTERM first because libburn catches it and stops a real drive cleanly.
     ``reap`` collects our own child, whose zombie would otherwise keep the group alive.
@@ -145,11 +145,30 @@ def terminate_group(pgid: int, grace: float, reap: Callable[[], object] = lambda
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         reap()
-        if not kill_group(pgid, 0):
+        if not group_alive(pgid):
             return
         time.sleep(0.05)
     kill_group(pgid, signal.SIGKILL)
     reap()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a member that is not a zombie.
+
+    ``killpg(pgid, 0)`` also counts zombies, and an orphan's zombie lingers
+    where PID 1 is slow to reap (containers).
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):   # fields: state, ppid, pgrp...
+            return True
+    return False
 
 
 def run(argv: list[str], timeout: float) -> tuple[int, str]:
