@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from typing import Any
 
@@ -25,7 +26,6 @@ from clarens.once import _start_time as process_start_time
 
 SUBMIT_FIELDS = {"image", "drive", "identity", "speed", "verify"}
 MAX_IDENTITY = 1024
-EJECT_TIMEOUT = 120
 
 
 def _printable(value: str) -> bool:
@@ -66,8 +66,11 @@ class Burner:
 
     def stop(self) -> None:
         """Interrupt running jobs (killing xorriso) and stop the workers; queued jobs stay queued."""
-        for worker in self.workers.values():
-            worker.stop()
+        stopping = [threading.Thread(target=w.stop, name="stop-" + name) for name, w in self.workers.items()]
+        for thread in stopping:       # in parallel: each may wait cancel_grace for its xorriso
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     # -- drives ---------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class Burner:
             return {"present": True, "size": st.st_size if stat.S_ISREG(st.st_mode) else 0}
         try:
             with worker.exclusive():
-                rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, drive), EJECT_TIMEOUT)
+                rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, drive))
         except Refused:
             return {"busy": True}
         info = xorriso.parse_media(output)
@@ -121,7 +124,7 @@ class Burner:
         """Eject the medium of an idle drive."""
         worker = self._worker(name, 404)
         with worker.exclusive():
-            rc, output = xorriso.run(xorriso.eject_argv(self.config.xorriso, worker.drive), EJECT_TIMEOUT)
+            rc, output = xorriso.run(xorriso.eject_argv(self.config.xorriso, worker.drive))
         if rc != 0:
             problems = [line for line in output.splitlines() if xorriso.is_problem(line)]
             raise Refused("eject_failed", "xorriso could not eject %s: %s" % (name, " | ".join(problems) or rc))

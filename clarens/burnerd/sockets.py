@@ -49,7 +49,8 @@ def create_socket(path: str, mode: int, uid: int = -1, gid: int = -1, backlog: i
         try:
             os.makedirs(directory)
             os.chown(directory, -1, gid)
-            os.chmod(directory, 0o750)   # the group must reach the socket; nobody else
+            # The socket's group must be able to reach it; nobody but the owner may list.
+            os.chmod(directory, 0o710 if gid != -1 else 0o711)
         except OSError as e:
             raise SocketError("cannot create socket directory %s: %s" % (directory, e.strerror)) from None
     try:

@@ -26,8 +26,6 @@ from clarens.burnerd.jobs import (BURNING, CANCELLED, DONE, FAILED, INTERRUPTED,
                                   JobStore, now)
 from clarens.once import _start_time as process_start_time
 
-MEDIA_TIMEOUT = 120     # seconds for xorriso to load and inspect a real medium
-
 
 def _failed(code: str, message: str) -> dict:
     return {"state": FAILED, "error_code": code, "error": message}
@@ -139,6 +137,8 @@ class DriveWorker:
             self.log.exception("job %d: unexpected error", job_id)
             changes = _failed("internal_error", "internal error: %s: %s" % (type(e).__name__, e))
         with self._cond:
+            if self._abort is not None and changes["state"] != DONE:
+                changes = self._aborted()    # the failure was the kill (e.g. a read-back cut short)
             final = self.store.transition(job_id, RUNNING, **changes)
             self._current = self._abort = None
             self._cond.notify_all()
@@ -197,7 +197,7 @@ class DriveWorker:
         return self._verify(job_id, image.size, image_sha)
 
     def _check_medium(self, size: int) -> dict | None:
-        rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, self.drive), MEDIA_TIMEOUT)
+        rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, self.drive))
         info = xorriso.parse_media(output)
         if rc != 0 or not info.free_bytes:
             return _failed("no_medium", "no writable medium in drive %s (%s)" % (

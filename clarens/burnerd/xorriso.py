@@ -34,7 +34,8 @@ from clarens.burnerd.config import DriveConfig
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 MIB = 1024 * 1024
-PACIFIER_INTERVAL = 0.1     # xorriso notices the end of a burn only when it next reports progress
+PACIFIER_INTERVAL = 0.1
+SHORT_TIMEOUT = 120         # seconds for a command that is not a burn (a real drive may take long to load)     # xorriso notices the end of a burn only when it next reports progress
 SECTOR = 2048
 
 # "xorriso : UPDATE :   11 of   40 MB written (fifo 99%) [buf  50%]   6.0x."
@@ -171,7 +172,7 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def run(argv: list[str], timeout: float) -> tuple[int, str]:
+def run(argv: list[str], timeout: float = SHORT_TIMEOUT) -> tuple[int, str]:
     """Run a short xorriso command to completion: (exit status, combined output)."""
     proc = Process(argv)
     try:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from clarens.burnerd.client import BurnerClient, BurnerError
+from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"
@@ -109,7 +109,9 @@ class Helper:
                 with BurnerClient(socket_path or self.socket, connect_timeout=0.5) as c:
                     c.status()
                 return
-            except BurnerError:
+            except RequestRefused:       # it answers, if only to refuse this uid
+                return
+            except HelperUnavailable:
                 if self.proc.poll() is not None:
                     raise AssertionError("helper exited with %s:\n%s" % (self.proc.returncode, self.log()))
                 if time.monotonic() > deadline:
