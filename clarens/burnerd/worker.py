@@ -154,12 +154,20 @@ class DriveWorker:
         if self._abort is not None:
             raise verify.Aborted()
 
-    def _spawn(self, argv: list[str], pass_fds: tuple[int, ...] = (), merge_output: bool = True) -> xorriso.Process:
-        with self._cond:
-            self._check_abort()
-            self._proc = proc = xorriso.Process(argv, pass_fds, merge_output)
-        self.store.set_process(self.drive.name, self._current, proc.pid, process_start_time(proc.pid))
+    def _spawn(self, argv: list[str], pass_fds: tuple[int, ...]) -> xorriso.Process:
+        self._check_abort()
+        proc = xorriso.Process(argv, pass_fds)
+        self._adopt(proc)
         return proc
+
+    def _adopt(self, proc: xorriso.Process) -> None:
+        """Make ``proc`` the one cancel and shutdown kill, and record it for a successor helper."""
+        with self._cond:
+            self._proc = proc
+            abort = self._abort is not None
+        self.store.set_process(self.drive.name, self._current, proc.pid, process_start_time(proc.pid))
+        if abort:                    # a cancel came between the check and now
+            proc.kill_group(self.config.cancel_grace)
 
     def _reaped(self) -> None:
         with self._cond:
@@ -256,12 +264,3 @@ class DriveWorker:
                          % (disc_sha, image_sha))
         failed["verification"] = verification
         return failed
-
-    def _adopt(self, proc: xorriso.Process) -> None:
-        """Make a process started elsewhere (the read-back) killable by cancel and shutdown."""
-        with self._cond:
-            self._proc = proc
-            abort = self._abort is not None
-        self.store.set_process(self.drive.name, self._current, proc.pid, process_start_time(proc.pid))
-        if abort:
-            proc.kill_group(self.config.cancel_grace)

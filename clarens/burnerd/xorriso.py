@@ -34,8 +34,8 @@ from clarens.burnerd.config import DriveConfig
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 MIB = 1024 * 1024
-PACIFIER_INTERVAL = 0.1
-SHORT_TIMEOUT = 120         # seconds for a command that is not a burn (a real drive may take long to load)     # xorriso notices the end of a burn only when it next reports progress
+PACIFIER_INTERVAL = 0.1     # xorriso notices the end of a burn only when it next reports progress
+SHORT_TIMEOUT = 120         # seconds for a command that is not a burn (a real drive may take long to load)
 SECTOR = 2048
 
 # "xorriso : UPDATE :   11 of   40 MB written (fifo 99%) [buf  50%]   6.0x."
@@ -110,7 +110,6 @@ class Process:
     """A running xorriso in its own process group."""
 
     def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = (), merge_output: bool = True):
-        self.argv = argv
         self.popen = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
