@@ -46,7 +46,8 @@ def print_status(status: dict, drives: list[dict], jobs: list[dict], out=sys.std
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m clarens.burnerd",
                                      description="Clarens burner helper: burns ISO images for the web tier.")
-    parser.add_argument("command", nargs="?", choices=("run", "status"), default="run")
+    parser.add_argument("command", nargs="?", choices=("run", "status"), default="run",
+                        help="run the helper in the foreground (default), or print a running helper's status")
     parser.add_argument("--config", help="the helper's configuration file")
     parser.add_argument("--socket", help="status: the helper's socket (instead of --config)")
     parser.add_argument("--json", action="store_true", help="status: print JSON")

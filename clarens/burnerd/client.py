@@ -187,5 +187,5 @@ class BurnerClient:
         if response.status >= 400:
             error = result.get("error", {}) if isinstance(result, dict) else {}
             raise RequestRefused(response.status, str(error.get("code", "http_%d" % response.status)),
-                                 str(error.get("message", raw[:200])))
+                                 str(error.get("message", raw[:200].decode("utf-8", "replace"))))
         return result
