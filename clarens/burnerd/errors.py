@@ -1,0 +1,52 @@
+"""Refusals: every error the helper answers with has a code, a reason and an HTTP status.
+
+The codes are part of the API (the web tier maps them to messages for users);
+:data:`STATUS` is the single table of codes and the status each is sent with.
+"""
+
+from __future__ import annotations
+
+STATUS = {
+    # the request itself
+    "bad_request": 400,          # not JSON, not an object, a field missing or of the wrong type
+    "body_too_large": 413,
+    "not_found": 404,            # no such endpoint
+    "method_not_allowed": 405,
+    "forbidden": 403,            # the connecting uid is not in allowed_uids
+    # what a job names
+    "bad_image_name": 400,       # empty, too long, control characters
+    "absolute_path": 400,
+    "parent_reference": 400,     # a ".." component
+    "outside_images_dir": 400,   # resolves (through a symlink) outside images_dir
+    "image_not_found": 400,
+    "not_regular": 400,          # a directory, FIFO, device...
+    "not_iso": 400,              # no ISO 9660 signature "CD001" at byte 32769
+    "too_large": 400,            # larger than the drive's medium
+    "unknown_drive": 400,        # not a [drive:NAME] of the configuration (404 in a URL path)
+    "bad_speed": 400,
+    "bad_identity": 400,
+    # state
+    "job_not_found": 404,
+    "drive_busy": 409,           # eject while a job runs on the drive
+    "not_cancellable": 409,      # the job has already finished
+    "eject_failed": 502,         # xorriso could not eject
+    "shutting_down": 503,
+    "internal_error": 500,
+}
+
+
+class Refused(Exception):
+    """A request the helper will not carry out; ``code`` is a key of :data:`STATUS`."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else STATUS[code]
+
+    def __str__(self) -> str:
+        return "%s: %s" % (self.code, self.message)
+
+    def as_json(self) -> dict:
+        """The response body: ``{"error": {"code": ..., "message": ...}}``."""
+        return {"error": {"code": self.code, "message": self.message}}

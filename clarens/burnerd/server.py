@@ -1,0 +1,210 @@
+"""HTTP/1.1 with JSON bodies over the Unix socket (the standard library's http.server).
+
+Every connection's peer credentials are read once (SO_PEERCRED); a uid not in
+``allowed_uids`` gets ``403 forbidden`` for whatever it asks and the connection
+is closed.  Responses always carry Content-Length, so connections are kept
+alive between requests; an idle connection is closed after ``IDLE_TIMEOUT``.
+The routes are listed in :data:`ROUTES` and documented in the package docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import clarens
+from clarens.burnerd.errors import Refused
+from clarens.burnerd.peercred import Peer, peer_credentials
+from clarens.burnerd.service import Burner
+
+MAX_BODY = 64 * 1024
+IDLE_TIMEOUT = 60
+
+
+def _status(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, b.status()
+
+
+def _drives(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, {"drives": b.drives()}
+
+
+def _drive(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, {"drive": b.drive(m["name"])}
+
+
+def _eject(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, b.eject(m["name"], h.peer)
+
+
+def _jobs(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    query = h.query()
+    return 200, {"jobs": b.jobs(identity=query.get("identity"), state=query.get("state"), drive=query.get("drive"))}
+
+
+def _submit(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 201, {"job": b.submit(h.json_body(), h.peer)}
+
+
+def _job(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, {"job": b.job(int(m["id"]))}
+
+
+def _cancel(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
+    return 200, {"job": b.cancel(int(m["id"]), h.peer)}
+
+
+Route = Callable[[Burner, "Handler", re.Match], tuple[int, Any]]
+_NAME = r"(?P<name>[^/]+)"
+_ID = r"(?P<id>[0-9]{1,12})"
+ROUTES: list[tuple[re.Pattern, dict[str, Route]]] = [
+    (re.compile(r"/v1/status\Z"), {"GET": _status}),
+    (re.compile(r"/v1/drives\Z"), {"GET": _drives}),
+    (re.compile(r"/v1/drives/%s\Z" % _NAME), {"GET": _drive}),
+    (re.compile(r"/v1/drives/%s/eject\Z" % _NAME), {"POST": _eject}),
+    (re.compile(r"/v1/jobs\Z"), {"GET": _jobs, "POST": _submit}),
+    (re.compile(r"/v1/jobs/%s\Z" % _ID), {"GET": _job}),
+    (re.compile(r"/v1/jobs/%s/cancel\Z" % _ID), {"POST": _cancel}),
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection: possibly many requests (keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "clarens-burnerd/" + clarens.__version__
+    timeout = IDLE_TIMEOUT
+    server: "BurnerHTTPServer"
+    peer: Peer
+
+    def setup(self) -> None:
+        super().setup()
+        self.peer = peer_credentials(self.connection)
+        self.allowed = self.peer.uid in self.server.allowed_uids
+
+    # http.server wants an (host, port) client address; a Unix socket peer has none.
+    def address_string(self) -> str:
+        return self.peer.describe()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.log.debug("%s: %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors http.server detects itself (bad request line, headers too long...): JSON too."""
+        self.close_connection = True
+        self._send(code, Refused("bad_request", message or "malformed request", code).as_json())
+
+    # -- helpers for the routes -------------------------------------------------------
+
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (the last value of each)."""
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def json_body(self) -> Any:
+        """The request body decoded as JSON (an empty body is ``{}``)."""
+        body = self._body
+        if not body.strip():
+            return {}
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise Refused("bad_request", "the body is not valid JSON: %s" % e) from None
+
+    # -- the request cycle ------------------------------------------------------------
+
+    def _handle(self, method: str) -> None:
+        try:
+            self._body = self._read_body()
+            if not self.allowed:
+                self.close_connection = True
+                raise Refused("forbidden", "uid %d may not use the burner helper" % self.peer.uid)
+            status, result = self._route(method)
+        except Refused as e:
+            self.server.log.warning("%s: %s %s refused: %s", self.peer.describe(), method,
+                                    urlsplit(self.path).path[:200], e)
+            status, result = e.status, e.as_json()
+        except Exception:
+            self.server.log.exception("%s: %s %s failed", self.peer.describe(), method, self.path[:200])
+            self.close_connection = True
+            status, result = 500, Refused("internal_error", "the helper failed; see its log").as_json()
+        self._send(status, result, head=method == "HEAD")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise Refused("bad_request", "send a Content-Length, not Transfer-Encoding")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise Refused("bad_request", "invalid Content-Length")
+        if length > MAX_BODY:
+            self.close_connection = True   # the body stays unread
+            raise Refused("body_too_large", "the body exceeds %d bytes" % MAX_BODY)
+        return self.rfile.read(length) if length else b""
+
+    def _route(self, method: str) -> tuple[int, Any]:
+        path = urlsplit(self.path).path
+        for pattern, methods in ROUTES:
+            m = pattern.match(path)
+            if m:
+                if method not in methods:
+                    raise Refused("method_not_allowed", "%s takes %s" % (path, " or ".join(sorted(methods))))
+                return methods[method](self.server.burner, self, m)
+        raise Refused("not_found", "no endpoint %s" % path[:200])
+
+    def _send(self, status: int, result: Any, head: bool = False) -> None:
+        body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if status == 201 and isinstance(result, dict) and "job" in result:
+            self.send_header("Location", "/v1/jobs/%d" % result["job"]["id"])
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+class BurnerHTTPServer(ThreadingHTTPServer):
+    """The HTTP server on an already listening Unix socket."""
+
+    address_family = socket.AF_UNIX
+    daemon_threads = True
+
+    def __init__(self, sock: socket.socket, burner: Burner, allowed_uids: frozenset[int], log: logging.Logger):
+        super().__init__(sock.getsockname(), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.burner = burner
+        self.allowed_uids = allowed_uids
+        self.log = log
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.log.exception("error on a connection")

@@ -1,0 +1,368 @@
+"""The helper's parts on their own: configuration, image checks, xorriso output, read-back, socket, job store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from clarens.burnerd import config as burner_config
+from clarens.burnerd import images, sockets, verify, xorriso
+from clarens.burnerd.config import ConfigError, DriveConfig
+from clarens.burnerd.errors import STATUS, Refused
+from clarens.burnerd.jobs import JobStore
+from clarens.db import open_db
+from tests.burnerd.support import ROOT, XORRISO
+
+# -- configuration ------------------------------------------------------------------
+
+
+def write(path, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+MINIMAL = "[burnerd]\n[drive:d]\ndev = stdio:disc\ncapacity_mb = 700\n"
+
+
+def test_shipped_example_config_loads():
+    c = burner_config.load(os.path.join(ROOT, "conf", "burnerd.conf"))
+    assert c.socket == "/run/clarens-burner/burnerd.sock" and c.socket_mode == 0o660
+    assert c.socket_gid == 33 and c.socket_uid == -1 and c.allowed_uids == {33}
+    assert c.drives["sim0"].kind == "stdio" and c.drives["sim0"].capacity == 4700 * 10**6
+    assert c.drives["sim0"].address == "stdio:/var/lib/clarens-burner/sim0.disc"
+
+
+def test_relative_paths_and_defaults(tmp_path):
+    c = burner_config.load(write(tmp_path / "b.conf", MINIMAL.replace("[burnerd]\n", "[burnerd]\nallowed_uids = www-data, 0\n") + "[drive:dvd]\ndev = /dev/sr0\ncapacity_mb = 4700\n"
+                                 "max_speed = 4\nfifo_size = 4m\n"))
+    assert c.allowed_uids == {0, 33}
+    assert c.drives["d"].address == "stdio:%s/disc" % tmp_path and c.drives["d"].path == "%s/disc" % tmp_path
+    assert c.drives["d"].max_speed == 16 and c.drives["d"].fifo_size == "64m"
+    dvd = c.drives["dvd"]
+    assert (dvd.kind, dvd.address, dvd.path, dvd.max_speed, dvd.fifo_size) == ("device", "/dev/sr0", "/dev/sr0", 4, "4m")
+    assert c.db == "/var/lib/clarens-burner/jobs.tdb" and c.keep_jobs == 100 and c.cancel_grace == 10
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[burnerd]\nsocket_mode = 0666\n", "grants access to others"),
+    ("[burnerd]\nsocket_mode = rw\n", "not an octal mode"),
+    ("[burnerd]\nsocket_group = no-such-group\n", "no such group"),
+    ("[burnerd]\nallowed_uids = no-such-user\n", "no such user"),
+    ("[burnerd]\nallowed_uids =\n", "allowed_uids is empty"),
+    ("[burnerd]\nsokcet = /tmp/x\n", "unknown setting(s) sokcet"),
+    ("[burnerd]\nxorriso = xorriso\n", "absolute path"),
+    ("[burnerd]\nkeep_jobs = -1\n", "below 0"),
+    ("[drives:x]\n", "unknown section"),
+    ("[drive:bad name]\ndev = /dev/sr0\ncapacity_mb = 1\n", "drive name"),
+    ("[drive:x]\ncapacity_mb = 1\n", "missing setting 'dev'"),
+    ("[drive:x]\ndev = /dev/sr0\n", "missing setting 'capacity_mb'"),
+    ("[drive:x]\nkind = device\ndev = stdio:/tmp/f\ncapacity_mb = 1\n", "absolute device path"),
+    ("[drive:x]\nkind = stdio\ndev = /dev/sr0\ncapacity_mb = 1\n", "needs dev = stdio:PATH"),
+    ("[drive:x]\nkind = tape\ndev = /dev/st0\ncapacity_mb = 1\n", "neither stdio nor device"),
+    ("[drive:x]\ndev = /dev/sr0\ncapacity_mb = 1\nfifo_size = lots\n", "fifo_size"),
+    ("[drive:x]\ndev = /dev/sr0\ncapacity_mb = 1\nspeed = 4\n", "unknown setting(s) speed"),
+])
+def test_config_errors(tmp_path, extra, message):
+    text = MINIMAL.replace("[burnerd]\n", "[burnerd]\n" + extra.split("\n", 1)[1]) \
+        if extra.startswith("[burnerd]") else MINIMAL + extra
+    with pytest.raises(ConfigError) as error:
+        burner_config.load(write(tmp_path / "b.conf", text))
+    assert message in str(error.value)
+
+
+def test_config_needs_a_drive(tmp_path):
+    with pytest.raises(ConfigError, match="no \\[drive:NAME\\]"):
+        burner_config.load(write(tmp_path / "b.conf", "[burnerd]\n"))
+
+
+def test_every_refusal_code_has_a_status():
+    assert Refused("not_iso", "x").status == 400 and Refused("unknown_drive", "x", 404).status == 404
+    assert all(400 <= s < 600 for s in STATUS.values())
+
+
+# -- images -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_dir(tmp_path, iso_cache):
+    root = tmp_path / "images"
+    root.mkdir()
+    with open(iso_cache["small"], "rb") as f:
+        (root / "good.iso").write_bytes(f.read())
+    return str(root)
+
+
+def test_open_image_returns_checked_descriptor(image_dir, iso_cache):
+    with images.open_image(image_dir, "good.iso", 10**9) as image:
+        assert image.size == os.path.getsize(iso_cache["small"])
+        assert os.readlink(image.proc_path) == os.path.join(image_dir, "good.iso")
+        assert os.pread(image.fd, 5, 32769) == b"CD001"
+        fd = image.fd
+    assert image.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_open_image_refusals(image_dir, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    os.link(os.path.join(image_dir, "good.iso"), str(tmp_path / "elsewhere" / "good.iso"))
+    os.symlink(str(tmp_path / "elsewhere"), os.path.join(image_dir, "away"))      # a directory symlink out
+    os.symlink(str(tmp_path), os.path.join(image_dir, "loop"))                      # out and back in: fine
+    os.symlink("/dev/zero", os.path.join(image_dir, "zero.iso"))
+    with images.open_image(image_dir, "loop/images/good.iso", 10**9) as image:
+        assert image.path == os.path.join(image_dir, "good.iso")
+    cases = {"/abs.iso": "absolute_path", "a/../good.iso": "parent_reference", "away/good.iso":
+             "outside_images_dir", "zero.iso": "outside_images_dir", "nope.iso": "image_not_found"}
+    for name, code in cases.items():
+        with pytest.raises(Refused) as refused:
+            images.open_image(image_dir, name, 10**9)
+        assert refused.value.code == code, name
+    with pytest.raises(Refused) as refused:
+        images.open_image(image_dir, "good.iso", 1000)
+    assert refused.value.code == "too_large"
+
+
+def test_xorriso_reads_the_opened_inode_not_the_name(image_dir, tmp_path):
+    """Once open, replacing the file under its name does not change what /proc/self/fd/N names."""
+    with images.open_image(image_dir, "good.iso", 10**9) as image:
+        original = hashlib.sha256(open(image.proc_path, "rb").read()).hexdigest()
+        os.rename(os.path.join(image_dir, "good.iso"), str(tmp_path / "moved.iso"))
+        with open(os.path.join(image_dir, "good.iso"), "wb") as f:
+            f.write(b"replaced")
+        out = subprocess.run(["/usr/bin/sha256sum", image.proc_path], pass_fds=(image.fd,),
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.split()[0] == original
+
+
+# -- xorriso ------------------------------------------------------------------------
+
+
+def drive(kind: str, address: str) -> DriveConfig:
+    return DriveConfig(name="d", kind=kind, address=address, capacity=10**9, max_speed=8, fifo_size="64m")
+
+
+def test_progress_lines():
+    assert xorriso.parse_progress("xorriso : UPDATE :   11 of   40 MB written (fifo 99%) [buf  50%]   6.0x.") \
+        == 11 * 1024 * 1024
+    assert xorriso.parse_progress("xorriso : UPDATE :    0 of    6 MB written [buf  50%]") == 0
+    assert xorriso.parse_progress("xorriso : UPDATE :   41 MB written (fifo 99%) [buf  50%]") == 41 * 1024 * 1024
+    assert xorriso.parse_progress("Beginning to write data track.") is None
+    assert xorriso.is_problem("xorriso : FAILURE : Cannot acquire drive '/dev/sr0'")
+    assert not xorriso.is_problem("xorriso : NOTE : Re-assessing -outdev 'stdio:/x'")
+
+
+def test_argv_for_devices_bans_stdio_writes():
+    dev, sim = drive("device", "/dev/sr0"), drive("stdio", "stdio:/tmp/d")
+    burn = xorriso.burn_argv(XORRISO, dev, "/proc/self/fd/5", 4)
+    assert burn[:2] == [XORRISO, "-ban_stdio_write"] and "dev=/dev/sr0" in burn and "speed=4" in burn
+    assert burn[-1] == "/proc/self/fd/5" and not any(a.startswith("stdio_sync") for a in burn)
+    for argv in (xorriso.readback_argv(XORRISO, dev, 1), xorriso.media_argv(XORRISO, dev),
+                 xorriso.eject_argv(XORRISO, dev)):
+        assert argv[1] == "-ban_stdio_write"
+    burn = xorriso.burn_argv(XORRISO, sim, "/proc/self/fd/5", None)
+    assert "-ban_stdio_write" not in burn and "stdio_sync=end" in burn
+    assert not any(a.startswith("speed=") for a in burn)
+    assert xorriso.readback_argv(XORRISO, sim, 2049)[-2] == "max_lba=1"      # two sectors: 0 and 1
+
+
+def test_ban_stdio_write_really_refuses_files(tmp_path, iso_cache):
+    target = tmp_path / "not-a-drive"
+    misconfigured = drive("device", "stdio:%s" % target)       # config.load refuses this; xorriso too
+    argv = xorriso.burn_argv(XORRISO, misconfigured, iso_cache["small"], None)
+    rc, output = xorriso.run(argv, 60)
+    assert rc != 0 and "banned" in output and not target.exists()
+
+
+def test_media_info_of_a_stdio_drive(tmp_path, iso_cache):
+    d = drive("stdio", "stdio:%s/disc" % tmp_path)
+    rc, output = xorriso.run(xorriso.media_argv(XORRISO, d), 60)
+    info = xorriso.parse_media(output)
+    assert rc == 0 and info.status == "is blank" and info.free_bytes > 0 and "stdio" in info.current
+    assert not (tmp_path / "disc").exists()                  # inspecting does not create the pseudo-disc
+
+
+def test_terminate_group_kills_children_too():
+    proc = xorriso.Process(["/bin/sh", "-c", "sleep 60 & sleep 60; wait"])
+    assert xorriso.group_alive(proc.pid)
+    proc.kill_group(2)
+    assert not xorriso.group_alive(proc.pid)
+
+
+# -- read-back ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def burnt(tmp_path, iso_cache):
+    """A stdio: pseudo-disc with small.iso burnt onto it; (drive, image size, image sha256)."""
+    d = drive("stdio", "stdio:%s/disc" % tmp_path)
+    rc, output = xorriso.run(xorriso.burn_argv(XORRISO, d, iso_cache["small"], None), 60)
+    assert rc == 0, output
+    data = open(iso_cache["small"], "rb").read()
+    return d, len(data), hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("method", ["file", "xorriso"])
+def test_read_back(burnt, method):
+    d, size, expected = burnt
+    seen = []
+    if method == "file":
+        got = verify.read_back_file(d.path, size, seen.append)
+    else:
+        got = verify.read_back_xorriso(XORRISO, d, size, seen.append)
+    assert got == expected and seen[-1] == size
+
+
+@pytest.mark.parametrize("method", ["file", "xorriso"])
+def test_read_back_detects_a_flipped_byte(burnt, method):
+    d, size, expected = burnt
+    with open(d.path, "r+b") as f:
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+    got = verify.read_back_file(d.path, size) if method == "file" else verify.read_back_xorriso(XORRISO, d, size)
+    assert got != expected
+
+
+def test_read_back_of_a_short_disc_fails(burnt):
+    d, size, _ = burnt
+    os.truncate(d.path, size - 4096)
+    with pytest.raises(verify.VerifyError, match="ended after"):
+        verify.read_back_file(d.path, size)
+
+
+def test_read_back_can_be_stopped(burnt):
+    d, size, _ = burnt
+    with pytest.raises(verify.Aborted):
+        verify.read_back_file(d.path, size, should_stop=lambda: True)
+
+
+def test_background_hash(iso_cache):
+    data = open(iso_cache["small"], "rb").read()
+    fd = os.open(iso_cache["small"], os.O_RDONLY)
+    try:
+        assert verify.BackgroundHash(fd, len(data)).digest() == hashlib.sha256(data).hexdigest()
+        with pytest.raises(verify.VerifyError):
+            verify.BackgroundHash(fd, len(data) + 1).digest()
+    finally:
+        os.close(fd)
+
+
+# -- socket -------------------------------------------------------------------------
+
+
+def test_socket_is_never_wider_than_0600_before_its_final_mode(tmp_path, monkeypatch):
+    path = str(tmp_path / "run" / "s.sock")
+    seen = []
+    real_chown, real_chmod = os.chown, os.chmod
+
+    def chown(p, uid, gid, **kw):
+        if p == path:
+            seen.append(("chown", stat.S_IMODE(os.lstat(p).st_mode)))
+        return real_chown(p, uid, gid, **kw)
+
+    def chmod(p, mode, **kw):
+        if p == path:
+            seen.append(("chmod", stat.S_IMODE(os.lstat(p).st_mode)))
+        return real_chmod(p, mode, **kw)
+
+    monkeypatch.setattr(sockets.os, "chown", chown)
+    monkeypatch.setattr(sockets.os, "chmod", chmod)
+    old = os.umask(0)                   # the most permissive umask a caller could leave behind
+    try:
+        sock = sockets.create_socket(path, 0o660, -1, 33)
+    finally:
+        os.umask(old)
+    try:
+        assert seen == [("chown", 0o600), ("chmod", 0o600)]
+        st = os.stat(path)
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 33
+        parent = os.stat(os.path.dirname(path))
+        assert stat.S_IMODE(parent.st_mode) == 0o710 and parent.st_gid == 33
+    finally:
+        sock.close()
+
+
+def test_create_socket_replaces_a_stale_socket_but_not_a_file(tmp_path):
+    path = str(tmp_path / "s.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()
+    sockets.create_socket(path, 0o660).close()
+    os.unlink(path)
+    open(path, "w").close()
+    with pytest.raises(sockets.SocketError, match="not a socket"):
+        sockets.create_socket(path, 0o660)
+
+
+# -- job store ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path):
+    db = open_db(str(tmp_path / "jobs.tdb"))
+    yield JobStore(db, keep_finished=2)
+    db.close()
+
+
+def new_job(store: JobStore, drive: str = "d", identity: str = "a") -> dict:
+    return store.create(identity=identity, uid=33, image="x.iso", image_size=100, drive=drive, speed=None,
+                        verify=True)
+
+
+def test_store_ids_order_and_filters(store):
+    jobs = [new_job(store, drive=d, identity=i) for d, i in (("d", "a"), ("e", "b"), ("d", "b"))]
+    assert [j["id"] for j in jobs] == [1, 2, 3]
+    assert store.next_queued("d")["id"] == 1
+    assert [j["id"] for j in store.list(identity="b")] == [2, 3]
+    assert store.counts()["queued"] == 3
+
+
+def test_store_transitions_are_conditional(store):
+    job = new_job(store)
+    assert store.transition(job["id"], {"burning"}, state="done") is None
+    burning = store.transition(job["id"], {"queued"}, state="burning")
+    assert burning["state"] == "burning" and burning["finished"] is None
+    done = store.transition(job["id"], {"burning"}, state="done")
+    assert done["finished"] is not None
+
+
+def test_store_interrupts_running_jobs_and_prunes_oldest_finished(store):
+    jobs = [new_job(store) for _ in range(5)]
+    store.transition(jobs[0]["id"], {"queued"}, state="burning")
+    store.transition(jobs[1]["id"], {"queued"}, state="verifying")
+    store.set_process("d", jobs[1]["id"], 12345, "999")
+    assert store.leftover_processes() == [{"job": 2, "pid": 12345, "start_time": "999"}]
+    assert store.interrupt_running("gone") == [1, 2]
+    assert store.leftover_processes() == []
+    assert store.get(1)["state"] == "interrupted" and store.get(1)["error"] == "gone"
+    store.transition(jobs[2]["id"], {"queued"}, state="cancelled")
+    assert store.prune() == 1                                  # three finished, keep two
+    assert [j["id"] for j in store.list()] == [2, 3, 4, 5]
+
+
+def test_store_progress_is_throttled(store):
+    job = new_job(store)
+    store.transition(job["id"], {"queued"}, state="burning")
+    record = store.recorder(job["id"], 100)
+    record(10)
+    record(20)                                                 # within 0.5 s of the last write: skipped
+    assert store.get(job["id"])["progress"] == {"percent": 10.0, "bytes": 10}
+    record(150, force=True)                                    # clamped to the total
+    assert store.get(job["id"])["progress"] == {"percent": 100.0, "bytes": 100}
+
+
+def test_store_is_usable_from_threads(store):
+    threads = [threading.Thread(target=lambda: [new_job(store) for _ in range(20)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [j["id"] for j in store.list()] == list(range(1, 81))
