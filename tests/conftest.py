@@ -1,100 +1,11 @@
-"""Shared fixtures: a real private Apache + mod_python instance serving this checkout.
+"""Shared fixtures: the session's Apache instance and callers of each kind."""
 
-The instance runs from a throw-away state directory on a free port, with the
-test-only modules of tests/modules/ loaded beside the shipped ones.
-"""
-
-from __future__ import annotations
-
-import base64
-import glob
-import http.client
-import os
 import shutil
-import socket
-import ssl
-import sys
-import tempfile
 import xmlrpc.client
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from clarens import devpki  # noqa: E402
-from clarens.instance import Instance  # noqa: E402
-
-TEST_MODULES = os.path.join(ROOT, "tests", "modules")
-ORG = devpki.ORG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_state_dir(prefix: str) -> str:
-    """A state directory Apache's children (www-data) can traverse."""
-    path = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(path, 0o755)
-    return path
-
-
-def make_acl_dir(*extra_files: str) -> str:
-    """The shipped ACL files plus tests/acl/*.acl (and ``extra_files``), in a directory of their own."""
-    directory = make_state_dir("clarens-acl-")
-    for path in glob.glob(os.path.join(ROOT, "acl", "*.acl")) + glob.glob(os.path.join(ROOT, "tests", "acl", "*.acl")):
-        shutil.copy(path, directory)
-    for path in extra_files:
-        shutil.copy(path, directory)
-    for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o644)
-    return directory
-
-
-def start_instance(prefix: str, **kwargs) -> Instance:
-    options = {"clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), TEST_MODULES),
-               "clarens.module:probe.greeting": "hello from PythonOption",
-               "clarens.server.log_level": "info",
-               "clarens.server.acl_dir": make_acl_dir(),
-               "clarens.certificate.O": "Clarens Demo"}
-    options.update(kwargs.pop("options", {}))
-    kwargs.setdefault("log_level", "info")
-    inst = Instance(make_state_dir(prefix), free_port(), free_port(), options=options, **kwargs)
-    inst.start()
-    return inst
-
-
-def basic_url(inst: Instance, user: str) -> str:
-    """The instance's URL with a demo htpasswd user's credentials in it."""
-    return inst.url.replace("http://", "http://%s:%s@" % (user, devpki.credentials(inst.state_dir)[user]))
-
-
-def basic_proxy(inst: Instance, user: str) -> xmlrpc.client.ServerProxy:
-    """A proxy that authenticates as a demo htpasswd user."""
-    return xmlrpc.client.ServerProxy(basic_url(inst, user), allow_none=True, use_builtin_types=True)
-
-
-def basic_header(inst: Instance, user: str) -> dict:
-    token = base64.b64encode(("%s:%s" % (user, devpki.credentials(inst.state_dir)[user])).encode()).decode()
-    return {"Authorization": "Basic " + token}
-
-
-def tls_context(inst: Instance, cert: str | None = None) -> ssl.SSLContext:
-    """Trust the instance's test CA; present client certificate ``cert`` (a name in its pki dir)."""
-    ctx = ssl.create_default_context(cafile=os.path.join(inst.pki_dir, "ca.crt"))
-    if cert:
-        ctx.load_cert_chain(os.path.join(inst.pki_dir, cert + ".crt"), os.path.join(inst.pki_dir, cert + ".key"))
-    return ctx
-
-
-def cert_proxy(inst: Instance, cert: str | None) -> xmlrpc.client.ServerProxy:
-    """A proxy over HTTPS presenting client certificate ``cert`` (None: no certificate)."""
-    return xmlrpc.client.ServerProxy(inst.tls_url, context=tls_context(inst, cert), allow_none=True,
-                                     use_builtin_types=True)
+from tests.helpers import Raw, basic_proxy, cert_proxy, start_instance
 
 
 @pytest.fixture(scope="session")
@@ -122,40 +33,6 @@ def proxy(server):
 def admin(server):
     """The demo administrator, by client certificate over HTTPS."""
     return cert_proxy(server, "demo-admin")
-
-
-class Raw:
-    """Raw HTTP against the instance, for requests no well-behaved client would send."""
-
-    def __init__(self, inst: Instance):
-        self.inst = inst
-
-    def request(self, method: str, body: bytes | str | None = None, content_type: str | None = "text/xml",
-                path: str = "/clarens/", headers: dict | None = None) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection("127.0.0.1", self.inst.port, timeout=30)
-        hdrs = dict(headers or {})
-        if content_type:
-            hdrs["Content-Type"] = content_type
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        conn.request(method, path, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        resp.body = resp.read()
-        conn.close()
-        return resp
-
-    def xmlrpc(self, body: bytes | str, **kw):
-        """POST an XML-RPC body; returns (HTTP status, decoded result or Fault)."""
-        resp = self.request("POST", body, **kw)
-        try:
-            return resp.status, xmlrpc.client.loads(resp.body, use_builtin_types=True)[0][0]
-        except xmlrpc.client.Fault as fault:
-            return resp.status, fault
-
-    def json(self, payload: bytes | str, **kw):
-        import json
-        resp = self.request("POST", payload, content_type="application/json", **kw)
-        return resp.status, (json.loads(resp.body) if resp.body else None)
 
 
 @pytest.fixture

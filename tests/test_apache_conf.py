@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_system_include_passes_configtest():

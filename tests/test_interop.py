@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import basic_url
+from tests.helpers import basic_url
 
 PERL = r'''
 use strict; use RPC::XML; use RPC::XML::Client;

@@ -6,7 +6,7 @@ import xmlrpc.client
 
 import pytest
 
-from conftest import ROOT, basic_proxy, make_acl_dir, make_state_dir, start_instance
+from tests.helpers import ROOT, basic_proxy, make_acl_dir, make_state_dir, start_instance
 
 
 def test_readme_notes_module(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from clarens import devpki, faults
 from clarens.instance import InstanceError
-from conftest import ORG, basic_header, basic_proxy, cert_proxy, make_acl_dir, start_instance
+from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, make_acl_dir, start_instance
 
 
 def fault_of(call):

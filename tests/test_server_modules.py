@@ -9,7 +9,7 @@ import xmlrpc.client
 
 import pytest
 
-from conftest import start_instance
+from tests.helpers import start_instance
 
 
 def test_failed_modules_are_reported_and_the_rest_work(proxy, server):

@@ -7,7 +7,7 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults
-from conftest import basic_header
+from tests.helpers import basic_header
 
 SHIPPED = {
     "echo.echo": ["%s,%s" % (t, t) for t in
