@@ -5,6 +5,11 @@ Adapts an Apache request for the dispatcher and writes its answer:
 * ``POST`` with ``text/xml``: XML-RPC;  with ``application/json``: JSON-RPC 2.0
 * ``GET`` / ``HEAD``: the HTML discovery page
 * ``OPTIONS``: the allowed methods;  anything else: 405
+* ``/clarens/NAME/...``: the web route ``NAME`` a service module exports
+
+State-changing requests that a browser sends from another site's page are
+refused (the ``Origin`` and ``Sec-Fetch-Site`` headers), against cross-site
+request forgery with the caller's ambient credentials.
 
 It serves the ``<Location>`` it is configured for, whatever its path.  Every
 request that reaches the dispatcher is answered with a well-formed response in
@@ -12,6 +17,8 @@ its protocol, faults included, never with Apache's HTML error page.
 """
 
 from __future__ import annotations
+
+import secrets
 
 from mod_python import apache
 
@@ -21,7 +28,7 @@ from clarens.faults import Fault
 from clarens import identity as identity_mod
 from clarens.identity import Identity, IdentityRefused
 from clarens.protocol import jsonrpc, xmlrpc
-from clarens.web import discovery
+from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
 _XML_TYPES = ("text/xml", "application/xml")
@@ -34,7 +41,14 @@ def handler(req) -> int:
     if host is None:
         return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
     base = req.hlist.directory.rstrip("/") if req.hlist.directory else ""
-    if req.uri.rstrip("/") != base:
+    sub = req.uri[len(base):].strip("/") if req.uri.startswith(base) else None
+    if sub:
+        name, _, rest = sub.partition("/")
+        route = host.routes.get(name)
+        if route is None:
+            return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
+        return _web(req, host, route, rest)
+    if sub is None:
         return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
     method = req.method
     if method == "POST":
@@ -52,6 +66,51 @@ def handler(req) -> int:
     if method == "OPTIONS":
         return _send(req, apache.HTTP_NO_CONTENT, None, b"")
     return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED, "Method %s not allowed here; use %s.\n" % (method, ALLOW))
+
+
+def _cross_site(req) -> str | None:
+    """Why a state-changing request looks forged by another site's page (CSRF), or None.
+
+    Browsers name the page's origin in ``Origin`` (and, lately, ``Sec-Fetch-Site``)
+    on every POST/PUT they send; other clients send neither.
+    """
+    origin = req.headers_in.get("Origin")
+    if origin is not None:
+        scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
+        if origin != "%s://%s" % (scheme, req.headers_in.get("Host", "")):
+            return "request from another origin (%s)" % origin[:100]
+    elif req.headers_in.get("Sec-Fetch-Site") == "cross-site":
+        return "request from another site"
+    return None
+
+
+def _web(req, host: host_mod.Host, route: routes.Route, path: str) -> int:
+    """Serve a module's web route, as the identified caller."""
+    try:
+        caller = _identify(req, host)
+    except IdentityRefused as e:
+        host.log.warning("%s: credentials refused: %s", req.useragent_ip, e)
+        response = routes.WebResponse.fault(Fault(faults.ACCESS_DENIED, "credentials refused: %s" % e))
+        return _send(req, response.status, response.content_type, response.body)
+    ctx = context.CallContext(host, req, caller, req.useragent_ip, "http")
+    forged = _cross_site(req) if req.method not in ("GET", "HEAD", "OPTIONS") else None
+    token = context.activate(ctx)
+    try:
+        if forged:
+            raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
+        response = route(routes.WebRequest(req, ctx, path))
+    except Fault as fault:
+        _report(ctx, fault)
+        response = routes.WebResponse.fault(fault)
+    except Exception:
+        incident = secrets.token_hex(4)
+        host.log.exception("%s %s %s failed (incident %s)", ctx.describe(), req.method, req.uri, incident)
+        response = routes.WebResponse.fault(Fault(faults.INTERNAL_ERROR, "internal error (incident %s)" % incident))
+    finally:
+        context.deactivate(token)
+    for key, value in response.headers.items():
+        req.headers_out[key] = value
+    return _send(req, response.status, response.content_type, response.body)
 
 
 def _host() -> host_mod.Host | None:
@@ -87,6 +146,11 @@ def _rpc(req, host: host_mod.Host) -> int:
     ctx = context.CallContext(host, req, identity_mod.ANONYMOUS, req.useragent_ip, protocol)
     token = context.activate(ctx)
     try:
+        forged = _cross_site(req)
+        if forged:
+            fault = Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
+            _report(ctx, fault)
+            return _fault_response(req, protocol, fault, apache.HTTP_FORBIDDEN)
         try:
             ctx.identity = _identify(req, host)
         except IdentityRefused as e:

@@ -21,6 +21,7 @@ from clarens.acl.store import Guard
 from clarens.dispatch import Dispatcher
 from clarens.loader import Method, ServiceModule
 from clarens.once import once_per_server
+from clarens.web import routes
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
 
@@ -36,6 +37,7 @@ class Host:
         self.methods: dict[str, Method] = {}
         self.dispatcher = Dispatcher(self.methods, log)
         self.guard: Guard | None = None
+        self.routes: dict[str, routes.Route] = {}
         self.started = time.time()
         self.pid = os.getpid()
 
@@ -55,6 +57,7 @@ class Host:
             self.modules[name] = record
             for method in methods:
                 self.methods[method.name] = method
+        self.routes = routes.collect(self.modules, self.log)
         loaded = [m.name for m in self.modules.values() if m.status == "loaded"]
         failed = [m.name for m in self.modules.values() if m.status != "loaded"]
         self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),

@@ -12,6 +12,7 @@ makes the embedded interpreter fail to find its standard library.
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import pwd
 import re
@@ -24,11 +25,14 @@ from typing import Mapping
 
 from clarens import config as config_mod
 from clarens import devpki
+from clarens.burnerd import launch as burner_launch
 from clarens.acl.files import load_dir as load_acl_dir
 from clarens.acl.model import AclError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "conf", "apache", "instance.conf.in")
+BURNERD_TEMPLATE = os.path.join(ROOT, "conf", "burnerd-instance.conf.in")
+HELPER_USER = "clarens-burner"   # the burner helper's own user, when started as root
 DEFAULT_STATE = os.path.join(ROOT, ".state")
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 APACHE = "/usr/sbin/apache2"
@@ -56,7 +60,7 @@ class Instance:
 
     def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, tls_port: int = 8443, debug: bool = False,
                  options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760,
-                 log_level: str = "warn"):
+                 log_level: str = "warn", burner: bool = True):
         self.state_dir = os.path.abspath(state_dir)
         self.port = port
         self.tls_port = tls_port
@@ -65,6 +69,13 @@ class Instance:
         self.extra_conf = extra_conf
         self.max_body = max_body
         self.log_level = log_level
+        self.burner = burner
+        self.images_dir = os.path.join(self.state_dir, "images")
+        self.burner_dir = os.path.join(self.state_dir, "burner")
+        self.burnerd_conf = os.path.join(self.state_dir, "burnerd.conf")
+        self.burnerd_pid = os.path.join(self.state_dir, "run", "burnerd.pid")
+        self.burnerd_log = os.path.join(self.state_dir, "log", "burnerd.log")
+        self.helper: subprocess.Popen | None = None
         self.conf_path = os.path.join(self.state_dir, "apache.conf")
         self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
         self.error_log = os.path.join(self.state_dir, "log", "error.log")
@@ -86,7 +97,9 @@ class Instance:
         return config_mod.load(os.path.join(ROOT, "conf", "clarens.conf"), self.all_options())
 
     def all_options(self) -> dict[str, str]:
-        return {"clarens.server.db_dir": self.db_dir, **self.options}
+        burner = {"clarens.module:burner.socket": os.path.join(self.state_dir, "burner-socket", "burnerd.sock"),
+                  "clarens.module:burner.images_dir": self.images_dir} if self.burner else {}
+        return {"clarens.server.db_dir": self.db_dir, **burner, **self.options}
 
     def prepare(self) -> dict[str, str]:
         """Create the state directory, demo credentials and Apache configuration.
@@ -110,6 +123,8 @@ class Instance:
             os.chown(self.db_dir, user.pw_uid, user.pw_gid)
             self._check_readable_by(user.pw_name)
         credentials = devpki.ensure(self.state_dir)
+        if self.burner:
+            self._prepare_burner(user)
         with open(TEMPLATE) as f:
             template = f.read()
         conf = render_template(template, {
@@ -126,6 +141,53 @@ class Instance:
             f.write(conf)
         os.replace(tmp, self.conf_path)
         return credentials
+
+    def _prepare_burner(self, apache: pwd.struct_passwd) -> None:
+        """The helper's user, its private directory, the shared images directory, its config."""
+        helper = _ensure_system_user(HELPER_USER) if os.geteuid() == 0 else apache
+        os.makedirs(self.burner_dir, mode=0o700, exist_ok=True)
+        os.chown(self.burner_dir, helper.pw_uid, helper.pw_gid)
+        os.chmod(self.burner_dir, 0o700)          # the drive file: the Apache user cannot reach it
+        os.makedirs(self.images_dir, exist_ok=True)
+        os.chown(self.images_dir, apache.pw_uid, helper.pw_gid)
+        os.chmod(self.images_dir, 0o2750)         # Apache writes uploads, the helper's group reads them
+        with open(BURNERD_TEMPLATE) as f:
+            conf = render_template(f.read(), {"STATE": self.state_dir, "APACHE_USER": apache.pw_name,
+                                              "APACHE_GROUP": _group_name(apache.pw_gid)})
+        with open(self.burnerd_conf + ".tmp", "w") as f:
+            f.write(conf)
+        os.replace(self.burnerd_conf + ".tmp", self.burnerd_conf)
+
+    def _start_helper(self) -> None:
+        if not self.burner:
+            return
+        if _pid_running(self.burnerd_pid, self.burnerd_conf):
+            return   # left running by ./run start; reuse it
+        try:
+            self.helper = burner_launch.launch(self.burnerd_conf, HELPER_USER, self.burnerd_log)
+        except RuntimeError as e:
+            raise InstanceError("%s:\n%s" % (e, _tail(self.burnerd_log))) from None
+        with open(self.burnerd_pid, "w") as f:
+            f.write("%d\n" % self.helper.pid)
+
+    def _stop_helper(self, timeout: float) -> None:
+        pid = self.helper.pid if self.helper is not None else _pid_running(self.burnerd_pid, self.burnerd_conf)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                if self.helper is not None:
+                    self.helper.poll()
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            if self.helper is not None:
+                self.helper.wait()
+        self.helper = None
+        try:
+            os.unlink(self.burnerd_pid)
+        except FileNotFoundError:
+            pass
 
     @staticmethod
     def _check_readable_by(user: str) -> None:
@@ -160,12 +222,17 @@ class Instance:
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+        self._start_helper()
         # Own session: on shutdown prefork signals its whole process group, which would include us.
         # A single debug process (-X) keeps the terminal instead, for pdb.
         self.process = subprocess.Popen(self.command(foreground=True),
                                         stdin=None if self.debug else subprocess.DEVNULL,
                                         start_new_session=not self.debug)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except InstanceError:
+            self.stop()
+            raise
 
     def start_detached(self, timeout: float = 30.0) -> None:
         """Start as a daemon (``apache2 -k start``), for ``./run start``; return once it answers."""
@@ -174,8 +241,10 @@ class Instance:
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+        self._start_helper()
         out = subprocess.run(self.command(foreground=False), capture_output=True, text=True)
         if out.returncode != 0:
+            self._stop_helper(timeout)
             raise InstanceError("apache2 -k start failed:\n%s" % (out.stderr.strip() or out.stdout.strip()))
         self.wait_ready(timeout)
 
@@ -197,14 +266,7 @@ class Instance:
 
     def running_pid(self) -> int | None:
         """The pid of this instance's Apache parent, if it is running."""
-        try:
-            with open(self.pid_path) as f:
-                pid = int(f.read().strip())
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmdline = f.read().split(b"\0")
-        except (OSError, ValueError):
-            return None
-        return pid if self.conf_path.encode() in cmdline else None
+        return _pid_running(self.pid_path, self.conf_path)
 
     def processes(self) -> list[int]:
         """Pids of every Apache process of this instance (parent and children)."""
@@ -238,6 +300,7 @@ class Instance:
                 for p in self.processes():
                     os.kill(p, signal.SIGKILL)
             time.sleep(0.05)
+        self._stop_helper(timeout)
 
     def graceful(self) -> None:
         """Graceful restart: new children (PythonImport runs again), same parent."""
@@ -273,8 +336,45 @@ class Instance:
 
 
 def _group_name(gid: int) -> str:
-    import grp
     return grp.getgrgid(gid).gr_name
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """The system user ``name``, created (with its own group, no home, no shell) if missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+        return pwd.getpwnam(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pid_running(pid_file: str, needle: str) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and has ``needle`` in its command line."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if needle.encode() in cmdline and _alive(pid) else None
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log at %s)" % path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,54 @@
+"""Start the helper as systemd would: the socket made with its configured owner, group and
+mode by a privileged parent, the helper itself run as its own unprivileged user.
+
+Used by the private instance (``./run serve``).  As root, the helper runs as
+``user`` and never holds root; the socket belongs to that user and to the web
+tier's group, which an unprivileged helper could not arrange for itself.
+Without root, the helper simply runs as the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+
+from clarens.burnerd import config as burner_config
+from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
+from clarens.burnerd.sockets import create_socket
+
+PYTHON = "/usr/bin/python3"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def launch(config_path: str, user: str | None, log_path: str, timeout: float = 20.0) -> subprocess.Popen:
+    """Start the helper for ``config_path`` (as ``user`` if we are root) and wait until it answers."""
+    cfg = burner_config.load(config_path)
+    account = pwd.getpwnam(user) if user and os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    sock = create_socket(cfg.socket, cfg.socket_mode, uid=account.pw_uid, gid=cfg.socket_gid)
+    argv = [PYTHON, "-m", "clarens.burnerd.activate", str(sock.fileno()),
+            PYTHON, "-m", "clarens.burnerd", "--config", config_path]
+    as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(sock.fileno(),),
+                                start_new_session=True, **as_user)
+    sock.close()
+    client = BurnerClient(cfg.socket, connect_timeout=1.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("the burner helper exited with status %d; see %s" % (proc.returncode, log_path))
+        try:
+            client.status()
+            client.close()
+            return proc
+        except RequestRefused:   # it answered (we may simply not be an allowed uid)
+            client.close()
+            return proc
+        except HelperUnavailable:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the burner helper did not answer within %.0fs; see %s" % (timeout, log_path))
+            time.sleep(0.1)

@@ -1,0 +1,161 @@
+"""burner: burn ISO images to CD/DVD writers, verify the disc, eject it.
+
+The work is done by the burner helper (``python3 -m clarens.burnerd``), a
+separate process that may open the drives; this module authorises callers and
+talks to it over its Unix socket.  Images are uploaded with
+``PUT /clarens/images/NAME`` (authorised as ``burner.upload``).  Users see and
+cancel only their own jobs; members of the admin group see and cancel all.
+
+Settings (``[module:burner]``): ``socket`` (the helper's socket),
+``images_dir`` (shared with the helper), ``max_image_mb``, ``admin_group``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from clarens import context
+from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
+from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
+from clarens.web.routes import WebRequest, WebResponse
+
+from .images import ImageStore, UploadError
+
+_settings: dict = {}
+_local = threading.local()   # one helper connection per thread (keep-alive)
+
+
+def _startup_init(config, dbs, log):
+    _settings["socket"] = config.get("socket", "/run/clarens-burner/burnerd.sock")
+    _settings["admin_group"] = config.get("admin_group", "admins")
+    _settings["store"] = ImageStore(config.get("images_dir", "/srv/clarens/images"), dbs.open("burner"),
+                                    config.get_int("max_image_mb", 25000, minimum=1) * 1000 * 1000)
+
+
+def _client() -> BurnerClient:
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = BurnerClient(_settings["socket"], connect_timeout=1.0, timeout=30.0)
+    return client
+
+
+def _helper(call):
+    """Run ``call(client)`` against the helper, turning its failures into faults."""
+    try:
+        return call(_client())
+    except HelperUnavailable as e:
+        raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: the burner helper is not running (%s)" % e) from None
+    except RequestRefused as e:
+        raise Fault(INVALID_PARAMS if e.status in (400, 404) else APPLICATION_ERROR,
+                    "%s: %s" % (e.code, e.message)) from None
+
+
+def _caller() -> tuple[str, bool]:
+    identity = context.current().identity
+    return identity.name, _settings["admin_group"] in identity.groups
+
+
+def _own_job(job_id: int) -> dict:
+    """The job, if the caller may see it; otherwise the same fault as for a job that does not exist."""
+    who, admin = _caller()
+    try:
+        job = _helper(lambda c: c.job(job_id))
+    except Fault as fault:
+        if fault.code != INVALID_PARAMS:
+            raise
+        job = None
+    if job is None or (not admin and job["identity"] != who):
+        raise Fault(INVALID_PARAMS, "job_not_found: there is no job %d of yours" % job_id)
+    return job
+
+
+def drives():
+    """Return the drives: [{name, kind, capacity (bytes), busy, current_job, queued, medium}].
+    medium says what is in the drive (for a simulated drive: whether its disc file exists)."""
+    out = _helper(lambda c: c.drives())
+    return [{k: v for k, v in d.items() if k != "dev"} for d in out]
+
+
+def images():
+    """Return the images that can be burned: [{name, size, sha256, uploaded, uploaded_by}].
+    Upload one with HTTP PUT /clarens/images/NAME."""
+    return _settings["store"].list()
+
+
+def burn(image, drive, options=None):
+    """Burn IMAGE (a name from burner.images) to DRIVE (a name from burner.drives); return the job id.
+    OPTIONS is a struct: {speed: int (a multiple of the medium's 1x; default the drive's best),
+    verify: boolean (read the disc back and compare SHA-256; default true)}.  Jobs on one drive
+    run one after another; follow this one with burner.status."""
+    options = options or {}
+    unknown = set(options) - {"speed", "verify"}
+    if unknown:
+        raise Fault(INVALID_PARAMS, "unknown option(s): %s (known: speed, verify)" % ", ".join(sorted(unknown)))
+    if image.startswith("."):
+        raise Fault(INVALID_PARAMS, "invalid image name %r" % image)
+    who, _ = _caller()
+    job = _helper(lambda c: c.submit(image, drive, identity=who, speed=options.get("speed"),
+                                     verify=options.get("verify", True)))
+    return job["id"]
+
+
+def status(job_id):
+    """Return job JOB_ID: {id, identity, image, image_size, image_sha256, drive, speed, verify,
+    state (queued, burning, verifying, done, failed, cancelled, interrupted), progress {percent, bytes},
+    submitted, started, finished, verification {image_sha256, disc_sha256, match}, error}."""
+    return _own_job(job_id)
+
+
+def jobs():
+    """Return your jobs (all jobs, for administrators), oldest first."""
+    who, admin = _caller()
+    return _helper(lambda c: c.jobs() if admin else c.jobs(identity=who))
+
+
+def cancel(job_id):
+    """Cancel job JOB_ID (queued or running; a running burn is stopped); return the job."""
+    _own_job(job_id)
+    return _helper(lambda c: c.cancel(job_id))
+
+
+def eject(drive):
+    """Eject the disc in DRIVE.  Refused while a job is using the drive.  Returns true."""
+    _helper(lambda c: c.eject(drive))
+    return True
+
+
+def delete_image(name):
+    """Delete image NAME (its uploader or an administrator only).  Returns true."""
+    who, admin = _caller()
+    _settings["store"].delete(name, who, admin)
+    return True
+
+
+def upload(web: WebRequest) -> WebResponse:
+    """PUT /clarens/images/NAME: stream an ISO image into the images directory."""
+    if web.method != "PUT":
+        return WebResponse(405, b'{"error":{"code":405,"message":"use PUT /clarens/images/NAME"}}',
+                           headers={"Allow": "PUT"})
+    web.authorise("burner.upload")
+    who, _ = _caller()
+    try:
+        record = _settings["store"].receive(web.path, web.content_length, web.read, who)
+    except UploadError as e:
+        context.current().host.log.warning("%s upload of %r refused: %s", context.current().describe(), web.path, e)
+        return WebResponse.json({"error": {"code": e.status, "message": str(e)}}, e.status)
+    return WebResponse.json({"image": record}, 201)
+
+
+methods_list = {"drives": drives, "images": images, "burn": burn, "status": status, "jobs": jobs,
+                "cancel": cancel, "eject": eject, "delete_image": delete_image}
+methods_sig = {
+    "drives": ["array"],
+    "images": ["array"],
+    "burn": ["int,string,string", "int,string,string,struct"],
+    "status": ["struct,int"],
+    "jobs": ["array"],
+    "cancel": ["struct,int"],
+    "eject": ["boolean,string"],
+    "delete_image": ["boolean,string"],
+}
+web_routes = {"images": upload}
