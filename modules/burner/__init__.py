@@ -91,8 +91,8 @@ def burn(image, drive, options=None):
     unknown = set(options) - {"speed", "verify"}
     if unknown:
         raise Fault(INVALID_PARAMS, "unknown option(s): %s (known: speed, verify)" % ", ".join(sorted(unknown)))
-    if image.startswith("."):
-        raise Fault(INVALID_PARAMS, "invalid image name %r" % image)
+    if image.startswith("."):   # hidden files include uploads in progress
+        raise Fault(INVALID_PARAMS, "bad_image_name: %r names a hidden file" % image)
     who, _ = _caller()
     job = _helper(lambda c: c.submit(image, drive, identity=who, speed=options.get("speed"),
                                      verify=options.get("verify", True)))

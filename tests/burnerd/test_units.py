@@ -34,7 +34,7 @@ MINIMAL = "[burnerd]\n[drive:d]\ndev = stdio:disc\ncapacity_mb = 700\n"
 def test_shipped_example_config_loads():
     c = burner_config.load(os.path.join(ROOT, "conf", "burnerd.conf"))
     assert c.socket == "/run/clarens-burner/burnerd.sock" and c.socket_mode == 0o660
-    assert c.socket_gid == 33 and c.socket_uid == -1 and c.allowed_uids == {33}
+    assert c.socket_gid == 33 and c.socket_uid == -1 and c.allowed_uids == {33, 0}   # www-data, root
     assert c.drives["sim0"].kind == "stdio" and c.drives["sim0"].capacity == 4700 * 10**6
     assert c.drives["sim0"].address == "stdio:/var/lib/clarens-burner/sim0.disc"
 
