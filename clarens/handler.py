@@ -47,7 +47,7 @@ def handler(req) -> int:
         route = host.routes.get(name)
         if route is None:
             return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
-        return _web(req, host, route, rest)
+        return _web(req, host, route, base, rest)
     if sub is None:
         return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
     method = req.method
@@ -60,7 +60,9 @@ def handler(req) -> int:
             host.log.warning("%s: credentials refused: %s", req.useragent_ip, e)
             return _plain(req, apache.HTTP_FORBIDDEN, "Refused: %s\n" % e)
         ctx = context.CallContext(host, req, caller, req.useragent_ip)
-        page = discovery.render(host, ctx).encode("utf-8")
+        for key, value in routes.PAGE_HEADERS.items():
+            req.headers_out[key] = value
+        page = discovery.render(host, ctx, base).encode("utf-8")
         return _send(req, apache.HTTP_OK, "text/html; charset=utf-8", page)
     req.headers_out["Allow"] = ALLOW
     if method == "OPTIONS":
@@ -84,7 +86,7 @@ def _cross_site(req) -> str | None:
     return None
 
 
-def _web(req, host: host_mod.Host, route: routes.Route, path: str) -> int:
+def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) -> int:
     """Serve a module's web route, as the identified caller."""
     try:
         caller = _identify(req, host)
@@ -98,7 +100,7 @@ def _web(req, host: host_mod.Host, route: routes.Route, path: str) -> int:
     try:
         if forged:
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-        response = route(routes.WebRequest(req, ctx, path))
+        response = route(routes.WebRequest(req, ctx, base, path))
     except Fault as fault:
         _report(ctx, fault)
         response = routes.WebResponse.fault(fault)

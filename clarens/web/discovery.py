@@ -1,4 +1,5 @@
-"""The discovery page: every module, method, signature and help text, as HTML."""
+"""The discovery page: every module with its status, every method with signatures and help,
+marked when the caller may not call it, and a form to try any method with JSON arguments."""
 
 from __future__ import annotations
 
@@ -7,34 +8,57 @@ from html import escape
 from clarens import __version__
 from clarens.context import CallContext
 
-_STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;color:#222}
-h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
-code,pre{font:13px ui-monospace,monospace}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem;margin:.3rem 0}
-.method{margin:1rem 0 1.4rem}.failed{color:#a00}.loaded{color:#070}.sig{color:#555}
-"""
+
+def _allowed(host, ctx: CallContext, method: str) -> bool:
+    return host.guard is None or host.guard.decide(ctx.identity, method).allowed
 
 
-def render(host, ctx: CallContext) -> str:
-    """The page for the caller in ``ctx``."""
-    parts = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-             "<meta name=viewport content='width=device-width,initial-scale=1'>"
-             "<title>Clarens services</title><style>%s</style></head><body>" % _STYLE,
-             "<h1>Clarens services</h1><p>Framework %s, process %d. You are <b>%s</b> (%s). "
-             "Call these methods with XML-RPC (<code>POST text/xml</code>) or JSON-RPC 2.0 "
-             "(<code>POST application/json</code>) at this URL.</p>"
-             % (escape(__version__), host.pid, escape(ctx.identity.name), escape(ctx.identity.source))]
+def render(host, ctx: CallContext, base: str) -> str:
+    """The page for the caller in ``ctx``; ``base`` is where the host is served."""
+    who = ctx.identity
+    identity = "%s (%s%s)" % (who.name, who.source, "; groups " + ", ".join(who.groups) if who.groups else "")
+    allowed = {name: _allowed(host, ctx, name) for name in host.methods}
+    options = "".join("<option value='%s'>%s%s</option>" % (escape(n), escape(n), "" if allowed[n] else " (not allowed)")
+                      for n in sorted(host.methods))
+    parts = [
+        "<!DOCTYPE html><html lang=en data-endpoint='%s/'><head><meta charset=utf-8>" % escape(base),
+        "<meta name=viewport content='width=device-width,initial-scale=1'><title>Clarens services</title><link rel=icon href='data:,'>",
+        "<link rel=stylesheet href='%s/static/clarens.css'>" % escape(base),
+        "<script defer src='%s/static/rpc.js'></script>" % escape(base),
+        "<script defer src='%s/static/discovery.js'></script></head><body>" % escape(base),
+        "<header class=top><h1>Clarens services</h1><span id=whoami>You are <b>%s</b></span>"
+        "<nav><a href='%s/burner'>Burner</a>%s</nav></header><main>" % (
+            escape(identity), escape(base),
+            "" if who.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)),
+        "<section class='card wide'><div id=messages></div>",
+        "<p>Framework %s, process %d. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
+        "JSON-RPC 2.0 (<code>POST application/json</code>) at <code>%s/</code>.</p>" % (
+            escape(__version__), host.pid, escape(base)),
+        "<h2 class=spaced>Try a method</h2><form id=try class=form><label for=try-method>Method</label>"
+        "<select id=try-method>%s</select><label for=try-params>Parameters</label>"
+        "<textarea id=try-params rows=3 spellcheck=false>[\"hello\"]</textarea>"
+        "<div class=actions><button type=submit>Call</button> <span class='muted small'>a JSON array "
+        "(or object, for parameters by name)</span></div></form>"
+        "<pre id=try-result class='mono hash' hidden></pre></section>" % options,
+    ]
     for module in sorted(host.modules.values(), key=lambda m: m.name):
-        parts.append("<h2 id='m-%s'>%s <small class=%s>%s</small></h2>" % (
+        parts.append("<section class='card wide' id='m-%s'><h2>%s <span class='badge %s'>%s</span></h2>" % (
             escape(module.name), escape(module.name), module.status, module.status))
         if module.error:
-            parts.append("<pre class=failed>%s</pre>" % escape(module.error))
+            parts.append("<pre class='notice error mono hash'>%s</pre>" % escape(module.error))
+        parts.append("<ul class=list>")
         for name in module.methods:
             method = host.methods[name]
             sigs = ["%s(%s) &rarr; %s" % (escape(name), escape(", ".join(s[1:])), escape(s[0]))
-                    for s in method.signatures or ()] or ["%s(&hellip;) <i>(no signature)</i>" % escape(name)]
-            parts.append("<div class=method id='%s'><code><b>%s</b></code><div class=sig>%s</div>%s</div>" % (
-                escape(name), escape(name), "<br>".join("<code>%s</code>" % s for s in sigs),
-                "<pre>%s</pre>" % escape(method.help) if method.help else ""))
-    parts.append("</body></html>")
+                    for s in method.signatures or ()] or ["%s(&hellip;) <i>no signature</i>" % escape(name)]
+            parts.append(
+                "<li id='%s' class=method><div class=row><span><code><b>%s</b></code>%s</span>"
+                "<button type=button class='secondary try' data-method='%s'>Try</button></div>"
+                "<div class='mono muted'>%s</div>%s</li>" % (
+                    escape(name), escape(name),
+                    "" if allowed[name] else " <span class='badge denied'>not allowed for you</span>",
+                    escape(name), "<br>".join(sigs),
+                    "<pre class=small>%s</pre>" % escape(method.help) if method.help else ""))
+        parts.append("</ul></section>")
+    parts.append("</main></body></html>")
     return "".join(parts)

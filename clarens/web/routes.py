@@ -11,12 +11,27 @@ errors with a fitting HTTP status.
 from __future__ import annotations
 
 import json
+import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from clarens import faults
 from clarens.context import CallContext
 from clarens.faults import Fault
+
+# Pages load scripts and styles only from this server, never inline; nothing may frame them.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".svg": "image/svg+xml", ".png": "image/png"}
+_STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(css|js|svg|png)\Z")
 
 _STATUS = {faults.ACCESS_DENIED: 403, faults.METHOD_NOT_FOUND: 404, faults.SERVICE_UNAVAILABLE: 503,
            faults.INTERNAL_ERROR: 500, faults.APPLICATION_ERROR: 500}   # anything else: 400
@@ -35,6 +50,15 @@ class WebResponse:
         return cls(status, json.dumps(value, separators=(",", ":"), default=str).encode("utf-8"))
 
     @classmethod
+    def html(cls, text: str, status: int = 200) -> "WebResponse":
+        """A page, with the security headers every page gets."""
+        return cls(status, text.encode("utf-8"), "text/html; charset=utf-8", dict(PAGE_HEADERS))
+
+    @classmethod
+    def redirect(cls, location: str) -> "WebResponse":
+        return cls(303, b"", "text/plain", {"Location": location})
+
+    @classmethod
     def fault(cls, fault: Fault) -> "WebResponse":
         """A JSON error for a fault: {"error": {"code", "message"}}."""
         return cls.json({"error": {"code": fault.code, "message": fault.message}}, _STATUS.get(fault.code, 400))
@@ -43,12 +67,20 @@ class WebResponse:
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
-    def __init__(self, req: Any, ctx: CallContext, path: str):
+    def __init__(self, req: Any, ctx: CallContext, base: str, path: str):
         self._req = req
         self.ctx = ctx
         self.method: str = req.method
+        self.base = base                     # where the host is served, e.g. "/clarens"
         self.path = path                     # what follows the route's name, e.g. "disc.iso"
+        self.query: dict[str, list[str]] = urllib.parse.parse_qs(req.args or "")
         self.headers: Mapping[str, str] = req.headers_in
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` as the client addressed us."""
+        scheme = "https" if self._req.ssl_var_lookup("HTTPS") == "on" else "http"
+        return "%s://%s" % (scheme, self.headers.get("Host", "localhost"))
 
     @property
     def content_length(self) -> int | None:
@@ -72,9 +104,57 @@ class WebRequest:
 Route = Callable[[WebRequest], WebResponse]
 
 
+def static_file(directory: str, name: str) -> WebResponse:
+    """A stylesheet, script or image from ``directory`` (plain names only: no paths, no dotfiles)."""
+    if not _STATIC_NAME.match(name):
+        return WebResponse(404, b"not found", "text/plain")
+    try:
+        with open(os.path.join(directory, name), "rb") as f:
+            body = f.read()
+    except FileNotFoundError:
+        return WebResponse(404, b"not found", "text/plain")
+    return WebResponse(200, body, _STATIC_TYPES[os.path.splitext(name)[1]],
+                       {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+def static(web: WebRequest) -> WebResponse:
+    """GET /clarens/static/NAME: the framework's shared stylesheet and scripts."""
+    return static_file(STATIC_DIR, web.path)
+
+
+def login(web: WebRequest) -> WebResponse:
+    """GET /clarens/login?to=PAGE: make the browser sign in with a password, then go to PAGE.
+
+    Without credentials the answer is a Basic challenge; the browser asks its user
+    and sends them; Apache checks them (``AuthType Basic``) before we see the
+    request again, authenticated.  Browsers then send the credentials with every
+    request under the login URL's directory, the host's base.  A server without
+    password authentication says so.
+    """
+    page = web.query.get("to", [""])[0]
+    # Absolute, so that a browser that came with credentials in the URL leaves them behind.
+    target = "%s%s/%s" % (web.origin, web.base, page if re.fullmatch(r"[a-z0-9_]*", page) else "")
+    if web.ctx.identity.authenticated:
+        return WebResponse.redirect(target)
+    if "Authorization" in web.headers:
+        return WebResponse.html(_LOGIN_UNAVAILABLE, 403)
+    return WebResponse(401, b"Sign in to use this server.\n", "text/plain",
+                       {"WWW-Authenticate": 'Basic realm="Clarens", charset="UTF-8"'})
+
+
+_LOGIN_UNAVAILABLE = ("<!DOCTYPE html><title>Sign-in unavailable</title><p>This server does not accept passwords. "
+                      "Use a client certificate over HTTPS instead.")
+
+
+BUILTIN = {"static": static, "login": login}
+
+
 def collect(modules: Mapping[str, Any], log: Any) -> dict[str, Route]:
     """The routes exported by loaded modules (first module wins a name; clashes are logged)."""
-    routes: dict[str, Route] = {}
+    routes: dict[str, Route] = dict(BUILTIN)
     for record in modules.values():
         if record.status != "loaded":
             continue

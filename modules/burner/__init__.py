@@ -3,7 +3,8 @@
 The work is done by the burner helper (``python3 -m clarens.burnerd``), a
 separate process that may open the drives; this module authorises callers and
 talks to it over its Unix socket.  Images are uploaded with
-``PUT /clarens/images/NAME`` (authorised as ``burner.upload``).  Users see and
+``PUT /clarens/images/NAME`` (authorised as ``burner.upload``).  The web page is
+``GET /clarens/burner``.  Users see and
 cancel only their own jobs; members of the admin group see and cancel all.
 
 Settings (``[module:burner]``): ``socket`` (the helper's socket),
@@ -12,17 +13,22 @@ Settings (``[module:burner]``): ``socket`` (the helper's socket),
 
 from __future__ import annotations
 
+import os
 import threading
+from html import escape
 
 from clarens import context
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
-from clarens.web.routes import WebRequest, WebResponse
+from clarens.web.routes import WebRequest, WebResponse, static_file
 
 from .images import ImageStore, UploadError
 
 _settings: dict = {}
 _local = threading.local()   # one helper connection per thread (keep-alive)
+_WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+with open(os.path.join(_WEB, "page.html"), encoding="utf-8") as _f:
+    _PAGE = _f.read()
 
 
 def _startup_init(config, dbs, log):
@@ -146,6 +152,15 @@ def upload(web: WebRequest) -> WebResponse:
     return WebResponse.json({"image": record}, 201)
 
 
+def page(web: WebRequest) -> WebResponse:
+    """GET /clarens/burner: the burner page (its data comes from the burner.* methods, as the caller)."""
+    if web.method not in ("GET", "HEAD"):
+        return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
+    if not web.path:
+        return WebResponse.html(_PAGE.replace("@BASE@", escape(web.base)))
+    return static_file(_WEB, web.path)
+
+
 methods_list = {"drives": drives, "images": images, "burn": burn, "status": status, "jobs": jobs,
                 "cancel": cancel, "eject": eject, "delete_image": delete_image}
 methods_sig = {
@@ -158,4 +173,4 @@ methods_sig = {
     "eject": ["boolean,string"],
     "delete_image": ["boolean,string"],
 }
-web_routes = {"images": upload}
+web_routes = {"images": upload, "burner": page}

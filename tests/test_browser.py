@@ -1,0 +1,207 @@
+"""The burner page and the discovery page in a real browser (Debian's headless Chromium).
+
+Screenshots go to tests/output/ (git-ignored): the burner page mid-burn and after
+completion, at 1280x800 and at a phone's width.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+import urllib.parse
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from clarens import devpki
+from tests.helpers import ROOT
+from tests.test_server_burner import make_iso, put
+
+OUTPUT = os.path.join(ROOT, "tests", "output")
+DESKTOP, PHONE = (1280, 800), (390, 844)
+
+
+def start_browser():
+    """A headless Chromium with a fresh profile (no cookies, no remembered credentials)."""
+    profile = tempfile.mkdtemp(prefix="clarens-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--user-data-dir=" + profile, "--window-size=%d,%d" % DESKTOP):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_window_size(*DESKTOP)
+    driver.profile_dir = profile
+    return driver
+
+
+def stop_browser(driver):
+    driver.quit()
+    shutil.rmtree(driver.profile_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One browser for the signed-in tests."""
+    os.makedirs(OUTPUT, exist_ok=True)
+    driver = start_browser()
+    yield driver
+    stop_browser(driver)
+
+
+@pytest.fixture
+def fresh_browser():
+    """A browser nobody has signed in with."""
+    driver = start_browser()
+    yield driver
+    stop_browser(driver)
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory):
+    return make_iso(str(tmp_path_factory.mktemp("browser-isos")), "browser", 4)
+
+
+def wait(driver, condition, timeout=30, message=""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
+
+
+def sign_in(driver, server, user="demo"):
+    """Sign in with Basic authentication the way a person would reach it: the page's sign-in link."""
+    password = devpki.credentials(server.state_dir)[user]
+    base = server.url.rstrip("/")
+    driver.get(base.replace("http://", "http://%s:%s@" % (user, urllib.parse.quote(password))) + "/login?to=burner")
+    wait(driver, lambda d: d.current_url.endswith("/clarens/burner"), message="redirect to the burner page")
+    wait(driver, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in as " + user),
+         message="signed-in identity shown")
+
+
+def messages(driver):
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages .notice")]
+
+
+def shot(driver, name, size=DESKTOP, whole=None):
+    """Save a screenshot at exactly ``size``; ``whole``: the whole page as it scrolls (default on a phone)."""
+    width, height = size
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == PHONE}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    time.sleep(0.2)
+    if whole if whole is not None else size == PHONE:
+        metrics["height"] = max(height, driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        time.sleep(0.2)
+    driver.save_screenshot(os.path.join(OUTPUT, name))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_sign_in_upload_burn_watch_verify_eject(browser, server, iso):
+    d = browser
+    sign_in(d, server)
+    assert "users" in d.find_element(By.ID, "whoami").text
+    assert d.find_element(By.ID, "signin").get_attribute("hidden") is not None
+
+    # Upload through the page's form, with its progress bar.
+    d.find_element(By.ID, "upload-file").send_keys(iso)
+    d.find_element(By.ID, "upload-button").click()
+    wait(d, lambda d: "browser.iso" in d.find_element(By.ID, "images").text, message="uploaded image listed")
+    assert any(m.startswith("Uploaded browser.iso") for m in messages(d))
+    with open(iso, "rb") as f:
+        digest = __import__("hashlib").sha256(f.read()).hexdigest()
+    assert digest in d.find_element(By.ID, "images").text
+
+    # Burn slowly enough to watch.
+    Select(d.find_element(By.ID, "burn-image")).select_by_visible_text("browser.iso")
+    Select(d.find_element(By.ID, "burn-drive")).select_by_visible_text("sim0")
+    Select(d.find_element(By.ID, "burn-speed")).select_by_visible_text("1")
+    d.find_element(By.ID, "burn-button").click()
+    job = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs li.job[data-state=burning]"),
+               message="job burning")[0]
+    job_id = job.get_attribute("data-job")
+    seen = set()
+
+    def progress(d):
+        # One atomic read: the page may rebuild the item between two WebDriver calls.
+        state, value = d.execute_script(
+            "const li = document.querySelector(`#jobs li.job[data-job='${arguments[0]}']`);"
+            "return [li.dataset.state, li.querySelector('progress').value];", job_id)
+        seen.add((state, str(value)))
+        return state not in ("queued", "burning", "verifying")
+
+    deadline = time.monotonic() + 60
+    mid_burn_shot = False
+    while not progress(d):
+        burning = {float(v) for s, v in seen if s == "burning" and 0 < float(v) < 100}
+        if burning and not mid_burn_shot:
+            shot(d, "burner-mid-burn-1280x800.png")
+            shot(d, "burner-mid-burn-phone.png", PHONE)
+            mid_burn_shot = True
+        assert time.monotonic() < deadline, "the burn did not finish"
+        time.sleep(0.1)
+    values = sorted({float(v) for s, v in seen if s == "burning"})
+    assert len(values) >= 2, seen                                   # the bar moved through several values
+    item = d.find_element(By.CSS_SELECTOR, "#jobs li.job[data-job='%s']" % job_id)
+    assert item.get_attribute("data-state") == "done"
+    assert item.find_element(By.CSS_SELECTOR, "[data-role=image-sha]").text == digest
+    assert item.find_element(By.CSS_SELECTOR, "[data-role=disc-sha]").text == digest
+    assert "matches" in item.find_element(By.CSS_SELECTOR, "[data-role=verdict]").text
+    assert item.find_element(By.TAG_NAME, "progress").get_attribute("value") == "100"
+    shot(d, "burner-done-1280x800.png")
+    shot(d, "burner-done-phone.png", PHONE)
+
+    # Eject.
+    d.find_element(By.XPATH, "//ul[@id='drives']//button[normalize-space()='Eject']").click()
+    wait(d, lambda d: any("Ejected the disc in sim0" in m for m in messages(d)), message="eject confirmed")
+
+
+def test_anonymous_visitor_sees_access_denied_when_burning(fresh_browser, server):
+    d = fresh_browser
+    d.get(server.url.rstrip("/") + "/burner")
+    wait(d, lambda d: "Not signed in" in d.find_element(By.ID, "whoami").text, message="anonymous identity shown")
+    assert d.find_element(By.ID, "signin").is_displayed()        # and how to sign in
+    d.find_element(By.ID, "burn-button").click()
+    wait(d, lambda d: any(m.startswith("Access denied") and "burner.burn" in m for m in messages(d)),
+         message="access denied shown")
+    assert not any("Traceback" in m for m in messages(d))
+    shot(d, "burner-anonymous-1280x800.png")
+
+
+def test_a_name_with_html_is_shown_as_text(browser, server, iso):
+    name = "<img src=x onerror=document.title='pwned'> & <b>bold.iso"
+    with open(iso, "rb") as f:
+        status, body = put(server, urllib.parse.quote(name), f.read())
+    assert status == 201, body
+    d = browser
+    sign_in(d, server)
+    wait(d, lambda d: name in d.find_element(By.ID, "images").text, message="name shown literally")
+    assert d.find_elements(By.CSS_SELECTOR, "#images img, #images b") == []
+    assert d.title == "Clarens burner"
+    options = [o.text for o in d.find_elements(By.CSS_SELECTOR, "#burn-image option")]
+    assert name in options
+
+
+def test_discovery_page_lists_methods_and_tries_echo(browser, server):
+    d = browser
+    d.get(server.url)
+    text = d.find_element(By.TAG_NAME, "main").text
+    for method in ("system.listMethods", "echo.echo", "burner.burn", "validator1.manyTypesTest"):
+        assert method in text
+    assert "initfail.hello" not in text and "initfail refuses to start" in text   # failed module, with its error
+    Select(d.find_element(By.ID, "try-method")).select_by_value("echo.echo")
+    params = d.find_element(By.ID, "try-params")
+    params.clear()
+    params.send_keys('["hi from the browser"]')
+    d.find_element(By.CSS_SELECTOR, "#try button[type=submit]").click()
+    result = wait(d, lambda d: d.find_element(By.ID, "try-result").text, message="try-it result")
+    assert result == '"hi from the browser"'
+    Select(d.find_element(By.ID, "try-method")).select_by_value("acl.show")
+    params.clear()
+    params.send_keys("[]")
+    d.find_element(By.CSS_SELECTOR, "#try button[type=submit]").click()
+    wait(d, lambda d: d.find_element(By.ID, "try-result").text.startswith("Fault -32001"), message="fault shown")
+    shot(d, "discovery-1280x800.png")
+    shot(d, "discovery-phone.png", PHONE, whole=False)
