@@ -131,7 +131,9 @@ class Instance:
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
-        self.process = subprocess.Popen(self.command(foreground=True), stdin=subprocess.DEVNULL)
+        # Own session: under -DFOREGROUND, prefork stops by signalling its whole process group.
+        self.process = subprocess.Popen(self.command(foreground=True), stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
         self.wait_ready(timeout)
 
     def start_detached(self, timeout: float = 30.0) -> None:
