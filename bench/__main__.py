@@ -56,6 +56,10 @@ def measure(chosen: list[targets.Target], settings: load.Load, port: int) -> tup
         facts = machine.describe(inst.conf_path, inst.url)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             scripts = {t.key: load.write_script(tmp, t.key, t.method, t.body, t.content_type) for t in chosen}
+            first = next((t for t in chosen if t.server == targets.APACHE), None)
+            if first is not None:
+                count = servers.settle(inst, "http://127.0.0.1:%d%s" % (port, first.path), scripts[first.key], settings)
+                _progress("Apache settled at %d processes" % count)
             for n in range(settings.rounds):
                 for t in chosen:
                     url = "http://127.0.0.1:%d%s" % (ports[t.server], t.path)

@@ -9,7 +9,7 @@ import time
 
 from clarens.instance import ROOT, Instance, InstanceError
 
-from bench import stdlib_server, targets
+from bench import load, stdlib_server, targets
 
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
 
@@ -52,6 +52,22 @@ def truncate_access_log(inst: Instance) -> None:
     path = os.path.join(inst.state_dir, "log", "access.log")
     if os.path.exists(path):
         os.truncate(path, 0)
+
+
+def settle(inst: Instance, url: str, script: str, settings: load.Load, tries: int = 10) -> int:
+    """Load the instance until prefork stops adding children; returns how many processes it has.
+
+    Under 16 busy keep-alive connections prefork grows from StartServers towards
+    MinSpareServers idle children, spawning 1, 2, 4... a second, and each new
+    child runs PythonImport: measured before this settles, a row pays for it.
+    """
+    count = len(inst.processes())
+    for _ in range(tries):
+        load.run(url, script, 2, settings)
+        previous, count = count, len(inst.processes())
+        if count == previous:
+            break
+    return count
 
 
 def wait_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
