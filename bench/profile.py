@@ -35,8 +35,8 @@ def _stub_mod_python() -> None:
     stub = types.ModuleType("mod_python.apache")
     stub.OK = 0
     stub.main_server = None
-    stub.__getattr__ = lambda name: http.HTTPStatus[name[5:]].value if name.startswith("HTTP_") else (
-        (_ for _ in ()).throw(AttributeError(name)))
+    for status in http.HTTPStatus:
+        setattr(stub, "HTTP_" + status.name, int(status))
     sys.modules["mod_python.apache"] = stub
     import mod_python
     mod_python.apache = stub
