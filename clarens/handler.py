@@ -31,8 +31,8 @@ from clarens.protocol import jsonrpc, xmlrpc
 from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
-_XML_TYPES = ("text/xml", "application/xml")
-_JSON_TYPES = ("application/json", "application/json-rpc")
+_PROTOCOLS = {"text/xml": "xmlrpc", "application/xml": "xmlrpc",
+              "application/json": "jsonrpc", "application/json-rpc": "jsonrpc"}
 
 
 def handler(req) -> int:
@@ -117,8 +117,10 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
 
 def _host() -> host_mod.Host | None:
     """The booted host; boots it now if PythonImport clarens.startup was not configured."""
-    if host_mod.booted():
+    try:
         return host_mod.current()
+    except RuntimeError:
+        pass
     try:
         host = host_mod.boot(apache.main_server.get_options())
     except ConfigError as e:
@@ -136,12 +138,13 @@ def _identify(req, host: host_mod.Host) -> Identity:
 
 
 def _rpc(req, host: host_mod.Host) -> int:
-    ctype = (req.headers_in.get("Content-Type") or "").partition(";")[0].strip().lower()
-    if ctype in _XML_TYPES:
-        protocol = "xmlrpc"
-    elif ctype in _JSON_TYPES:
-        protocol = "jsonrpc"
-    else:
+    headers = req.headers_in
+    raw = headers.get("Content-Type") or ""
+    protocol = _PROTOCOLS.get(raw)   # the usual exact type spares the normalising below
+    if protocol is None:
+        ctype = raw.partition(";")[0].strip().lower()
+        protocol = _PROTOCOLS.get(ctype)
+    if protocol is None:
         host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip, ctype[:60])
         return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
                       "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
@@ -159,7 +162,7 @@ def _rpc(req, host: host_mod.Host) -> int:
             fault = Fault(faults.ACCESS_DENIED, "credentials refused: %s" % e)
             _report(ctx, fault)
             return _fault_response(req, protocol, fault, apache.HTTP_OK)
-        problem = _body_problem(req, host.config.max_body)
+        problem = _body_problem(headers, host.config.max_body)
         if problem is not None:
             _report(ctx, problem[1])
             return _fault_response(req, protocol, problem[1], problem[0])
@@ -199,9 +202,9 @@ def _report(ctx: context.CallContext, fault: Fault) -> None:
     ctx.host.log.warning("%s %s: fault %d: %s", ctx.describe(), ctx.method or "-", fault.code, fault.message)
 
 
-def _body_problem(req, limit: int) -> tuple[int, Fault] | None:
+def _body_problem(headers, limit: int) -> tuple[int, Fault] | None:
     """Why the body cannot be read (HTTP status and fault), or None if it can."""
-    length = req.headers_in.get("Content-Length")
+    length = headers.get("Content-Length")
     if length is None:   # mod_python cannot read chunked bodies
         return apache.HTTP_LENGTH_REQUIRED, Fault(
             faults.INVALID_REQUEST, "a Content-Length header is required (chunked bodies are not supported)")

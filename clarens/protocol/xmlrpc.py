@@ -44,13 +44,14 @@ class _Decoder:
         self.max_depth = max_depth
         self.stack: list[Any] = []     # decoded values; struct member names as _Name
         self.marks: list[int] = []     # stack index where each open array/struct begins
-        self.data: list[str] = []
+        self.data = ""                 # character data since the last start tag
         self.bare = False              # inside <value> with no type element (yet)
+        self.stray = False             # a <name> decoded outside any array/struct
         self.method: str | None = None
         self.root: str | None = None
 
     def start(self, tag: str, attrs: Any) -> None:
-        self.data = []
+        self.data = ""
         if self.root is None:
             self.root = tag
             if tag != "methodCall":
@@ -68,12 +69,12 @@ class _Decoder:
             raise Fault(PARSE_ERROR, "unknown element <%s>" % tag[:40])
 
     def chars(self, text: str) -> None:
-        self.data.append(text)
+        self.data += text              # buffer_text: usually the only piece
 
     def end(self, tag: str) -> None:
         decode = _END.get(tag)
         if decode is not None:
-            decode(self, "".join(self.data))
+            decode(self, self.data)
 
     def value(self, data: str) -> None:
         if self.bare:          # <value>text</value> is a string
@@ -133,6 +134,8 @@ class _Decoder:
         self.stack.append(None)
 
     def name(self, data: str) -> None:
+        if not self.marks:             # nothing can take it off the top level
+            self.stray = True
         self.stack.append(_Name(data))
 
     def array(self, data: str) -> None:
@@ -190,10 +193,9 @@ def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
         raise Fault(PARSE_ERROR, "document nested too deeply") from None
     if decoder.method is None:
         raise Fault(INVALID_REQUEST, "methodCall has no <methodName>")
-    params = decoder.stack
-    if any(type(p) is _Name for p in params):
+    if decoder.stray:
         raise Fault(PARSE_ERROR, "<name> outside a <struct> member")
-    return decoder.method, params
+    return decoder.method, decoder.stack
 
 
 # -- encoding ---------------------------------------------------------------

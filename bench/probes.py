@@ -1,0 +1,144 @@
+"""Measurements that are not a request under steady load, each giving one table row.
+
+:data:`PROBES` lists them; a probe is a function of a :class:`ProbeEnv` returning a
+:class:`ProbeRow`.  The burn row will be one more entry there once the burner exists.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from clarens.instance import Instance
+
+from bench import load, machine, servers, targets
+
+
+@dataclass(frozen=True)
+class ProbeEnv:
+    """What a probe may use: its own port and state directory, the load settings."""
+    port: int
+    state_dir: str
+    load: load.Load
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    key: str
+    label: str
+    group: str
+    latency_ms: float        # shown in the p50 column
+    ratio: float | None      # shown in the notes, and checked by a target
+    note: str
+    detail: dict = field(default_factory=dict)
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])   # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _wait_children_idle(inst: Instance, children: int, timeout: float = 60.0) -> float:
+    """Wait until ``children`` children exist and none uses CPU (PythonImport has finished).
+
+    Returns the seconds it waited."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last, quiet = -1, 0
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise RuntimeError("Apache children did not settle within %.0fs" % timeout)
+        time.sleep(0.2)
+        pids = inst.processes()
+        ticks = _cpu_ticks(pids)
+        quiet = quiet + 1 if len(pids) > children and ticks == last else 0
+        last = ticks
+    return time.monotonic() - start
+
+
+def _timed(target: targets.Target, port: int) -> float:
+    """Milliseconds to send the request on a new connection and read the whole (correct) answer."""
+    start = time.perf_counter()
+    status, body = targets.request(target, "127.0.0.1", port)
+    elapsed = (time.perf_counter() - start) * 1000
+    targets.verify(target, status, body)
+    return elapsed
+
+
+def _served_ms(access_log: str, offset: int) -> list[float]:
+    """Apache's own time to serve each request logged after ``offset`` (%D, the last field), in ms."""
+    with open(access_log, "rb") as f:
+        f.seek(offset)
+        return [int(line.rsplit(None, 1)[1]) / 1000 for line in f.read().splitlines()]
+
+
+def first_request(env: ProbeEnv, samples: int = 200, idle_samples: int = 3) -> ProbeRow:
+    """Latency of the very first echo call to a freshly started instance vs its steady state.
+
+    Each start waits (sending no request) until every child has run its
+    PythonImport, times one echo call on a new connection, loads every child with
+    wrk for a second, then times ``samples`` sequential calls the same way.  Two
+    controls separate what Clarens does from what the machine does: Apache's own
+    serving time (%D in the access log) of the same calls, and calls to the warm
+    instance after it sat idle as long as before the first one.
+    """
+    echo = next(t for t in targets.ROWS if t.key == "xmlrpc_echo")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        script = load.write_script(tmp, echo.key, echo.method, echo.body, echo.content_type)
+        for _ in range(env.load.rounds):
+            inst = Instance(env.state_dir, env.port)
+            inst.prepare()
+            inst.configtest()
+            with open(inst.conf_path) as f:
+                conf = f.read()
+            if "PythonImport clarens.startup" not in conf:
+                raise RuntimeError("%s does not preload the host with PythonImport" % inst.conf_path)
+            log = os.path.join(inst.state_dir, "log", "access.log")
+            open(log, "w").close()
+            # Not Instance.start(): its readiness poll would send the first request.
+            inst.process = subprocess.Popen(inst.command(), stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                servers.wait_port(env.port, process=inst.process)
+                settle = _wait_children_idle(inst, int(machine.mpm_settings(conf)["StartServers"]))
+                first = _timed(echo, env.port)
+                first_served = _served_ms(log, 0)[0]
+                load.run("http://127.0.0.1:%d%s" % (env.port, echo.path), script, 1, env.load)
+                mark = os.path.getsize(log)
+                steady = statistics.median(_timed(echo, env.port) for _ in range(samples))
+                steady_served = statistics.median(_served_ms(log, mark))
+                idle, mark = [], os.path.getsize(log)
+                for _ in range(idle_samples):
+                    time.sleep(settle)
+                    idle.append(_timed(echo, env.port))
+                idle_served = statistics.median(_served_ms(log, mark))
+            finally:
+                inst.stop()
+            runs.append({"first_ms": first, "steady_ms": steady, "after_idle_ms": statistics.median(idle),
+                         "first_served_ms": first_served, "steady_served_ms": steady_served,
+                         "after_idle_served_ms": idle_served})
+    m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    ratio, served_ratio = m["first_ms"] / m["steady_ms"], m["first_served_ms"] / m["steady_served_ms"]
+    note = ("%.2fx steady %.2f ms; warm after %.1f s idle %.2f ms. In Apache (%%D): %.2f ms, %.2fx steady %.2f ms;"
+            " warm after idle %.2f ms" % (ratio, m["steady_ms"], settle, m["after_idle_ms"], m["first_served_ms"],
+                                          served_ratio, m["steady_served_ms"], m["after_idle_served_ms"]))
+    return ProbeRow("first_request", "first request after a start (echo, XML-RPC)", targets.PRODUCT,
+                    m["first_ms"], ratio, note,
+                    {**m, "served_ratio": served_ratio, "runs": runs, "samples": samples,
+                     "method": "sequential calls, each on a new connection"})
+
+
+# The burn row goes here once the burner exists: a function of ProbeEnv returning a ProbeRow.
+PROBES: list[Callable[[ProbeEnv], ProbeRow]] = [first_request]

@@ -1,0 +1,149 @@
+"""Aggregate the rounds, check the targets, and render the table (terminal, markdown, JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict
+from typing import Any
+
+from bench import load, targets
+from bench.probes import ProbeRow
+
+# The references every row's req/s is divided by: (row key, column heading).
+REFERENCES = (("static", "x static"), ("fixed", "x fixed"), ("parse", "x parse+marshal"))
+P99_LIMIT_MS = 5.0
+P99_ROWS = ("xmlrpc_echo", "xmlrpc_echo_acl", "jsonrpc_echo")   # single small calls: the latency target
+
+
+def row(target: targets.Target, rounds: list[load.Result]) -> dict[str, Any]:
+    """A measured row: medians over its rounds, and every round."""
+    return {
+        "key": target.key, "label": target.label, "group": target.group,
+        "rps": statistics.median(r.rps for r in rounds),
+        "p50_ms": statistics.median(r.p50_ms for r in rounds),
+        "p99_ms": statistics.median(r.p99_ms for r in rounds),
+        "calls_per_request": target.calls,
+        "errors": sum(r.errors for r in rounds),
+        "rounds": [asdict(r) for r in rounds],
+    }
+
+
+def probe_row(probe: ProbeRow) -> dict[str, Any]:
+    return {"key": probe.key, "label": probe.label, "group": probe.group, "rps": None, "p50_ms": probe.latency_ms,
+            "p99_ms": None, "ratio": probe.ratio, "note": probe.note, "detail": probe.detail}
+
+
+def build(machine: dict, settings: load.Load, rows: list[dict]) -> dict[str, Any]:
+    """The complete result: machine, load, rows with their ratios, and the targets."""
+    by_key = {r["key"]: r for r in rows}
+    for r in rows:
+        r["ratios"] = {ref: r["rps"] / by_key[ref]["rps"] if r["rps"] and ref in by_key else None
+                       for ref, _ in REFERENCES}
+        if r["rps"] is not None:
+            notes = ["%s calls/s" % _int(r["rps"] * r["calls_per_request"])] if r["calls_per_request"] > 1 else []
+            if r["errors"]:
+                notes.append("%d ERRORS (non-2xx or socket)" % r["errors"])
+            r["note"] = "; ".join(notes)
+    return {"machine": machine, "load": asdict(settings), "rows": rows, "targets": goals(by_key)}
+
+
+def _rps_ratio(rows: dict, a: str, b: str) -> float | None:
+    return rows[a]["rps"] / rows[b]["rps"] if a in rows and b in rows else None
+
+
+def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
+    """The performance targets, each with its measured value and whether it is met (informational)."""
+    out = []
+
+    def goal(text: str, value: float | None, met: bool, shown: str) -> None:
+        if value is not None:
+            out.append({"target": text, "value": value, "met": met, "shown": shown})
+
+    for a, b, minimum, text in (("xmlrpc_echo", "parse", 1.0, "XML-RPC echo >= 1.0x the bare parse+marshal handler"),
+                                ("xmlrpc_echo", "stdlib_server", 3.0, "XML-RPC echo >= 3x the threaded stdlib server"),
+                                ("jsonrpc_echo", "xmlrpc_echo", 1.5, "JSON-RPC echo >= 1.5x the XML-RPC echo")):
+        ratio = _rps_ratio(rows, a, b)
+        goal(text, ratio, ratio is not None and ratio >= minimum, "%.2fx" % (ratio or 0))
+    measured = [rows[k] for k in P99_ROWS if k in rows]
+    if measured:
+        worst = max(measured, key=lambda r: r["p99_ms"])
+        goal("p99 < %g ms at 16 connections (echo rows)" % P99_LIMIT_MS, worst["p99_ms"],
+             worst["p99_ms"] < P99_LIMIT_MS, "worst %.2f ms (%s)" % (worst["p99_ms"], worst["key"]))
+    if "first_request" in rows:
+        first = rows["first_request"]
+        goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,
+             "%.2fx as the client sees it, %.2fx in Apache (%%D)" % (first["ratio"], first["detail"]["served_ratio"]))
+    return out
+
+
+# -- rendering ------------------------------------------------------------------
+
+def _int(value: float) -> str:
+    return "{:,.0f}".format(value)
+
+
+def _cells(result: dict) -> list[list[str]]:
+    head = ["row", "req/s", "p50 ms", "p99 ms"] + [title for _, title in REFERENCES] + ["notes"]
+    body = []
+    for r in result["rows"]:
+        body.append([r["label"], _int(r["rps"]) if r["rps"] is not None else "-",
+                     "%.2f" % r["p50_ms"], "%.2f" % r["p99_ms"] if r["p99_ms"] is not None else "-"]
+                    + ["%.2fx" % r["ratios"][ref] if r["ratios"][ref] is not None else "-" for ref, _ in REFERENCES]
+                    + [r["note"]])
+    return [head] + body
+
+
+def _machine_lines(result: dict) -> list[str]:
+    m, ld = result["machine"], result["load"]
+    mpm = m["mpm"]
+    return [
+        "%s; %d cores, %s; %.1f GiB; %s, kernel %s" % (m["date"], m["cores"], m["cpu"], m["memory_gib"], m["os"],
+                                                       m["kernel"]),
+        "Apache %s, %s MPM (%s); Python %s, mod_python %s; Clarens %s" % (
+            m["apache"], mpm["MPM"], ", ".join("%s %s" % kv for kv in mpm.items() if kv[0] != "MPM"),
+            m["python"], m["mod_python"], m["clarens"]),
+        "%s: -t%d -c%d, keep-alive, %d s per round after %d s warm-up, median of %d rounds (round-robin)" % (
+            m["wrk"].split(" [")[0], ld["threads"], ld["connections"], ld["duration"], ld["warmup"], ld["rounds"]),
+    ]
+
+
+def _goal_lines(result: dict) -> list[str]:
+    return ["%-6s %s: %s" % ("met" if g["met"] else "MISSED", g["target"], g["shown"]) for g in result["targets"]]
+
+
+def text(result: dict) -> str:
+    """The report for a terminal."""
+    cells = _cells(result)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    numeric = range(1, len(widths) - 1)
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(_machine_lines(result) + [""] + lines + ["", "Targets (informational):"]
+                     + ["  " + g for g in _goal_lines(result)]) + "\n"
+
+
+def markdown(result: dict) -> str:
+    """The report as markdown (for the README)."""
+    cells = _cells(result)
+    rows = ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells]
+    rows.insert(1, "|" + "|".join(["---"] + ["--:"] * (len(cells[0]) - 2) + ["---"]) + "|")
+    return "\n".join(["%s  " % line for line in _machine_lines(result)] + [""] + rows + ["", "Targets:", ""]
+                     + ["- %s" % g for g in _goal_lines(result)]) + "\n"
+
+
+def write(result: dict, directory: str) -> list[str]:
+    """Write ``latest.json`` and ``latest.md`` into ``directory``; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, "latest.json"), os.path.join(directory, "latest.md")]
+    with open(paths[0], "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(paths[1], "w") as f:
+        f.write(markdown(result))
+    return paths

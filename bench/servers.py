@@ -1,0 +1,105 @@
+"""The servers under test: one private Apache (Clarens plus the references) and the stdlib server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+from clarens.instance import ROOT, Instance, InstanceError
+
+from bench import load, stdlib_server, targets
+
+PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
+
+# Served by the same Apache, beside /clarens: the references are preloaded like the host.
+REFERENCES_CONF = """
+# --- benchmark references (bench/servers.py) ---
+PythonImport bench.handlers.fixed clarens
+PythonImport bench.handlers.parse_marshal clarens
+<Location /bench/fixed>
+    SetHandler mod_python
+    PythonHandler bench.handlers.fixed
+    PythonAutoReload Off
+    PythonDebug Off
+    Require all granted
+</Location>
+<Location /bench/parse>
+    SetHandler mod_python
+    PythonHandler bench.handlers.parse_marshal
+    PythonAutoReload Off
+    PythonDebug Off
+    Require all granted
+</Location>
+"""
+
+
+def apache(state_dir: str, port: int) -> Instance:
+    """An Instance serving Clarens, the static file and the reference handlers (not started)."""
+    inst = Instance(state_dir, port, extra_conf=REFERENCES_CONF)
+    if inst.running_pid():
+        raise InstanceError("an instance is still running from %s: /usr/bin/python3 -m clarens.instance stop "
+                            "--state %s" % (state_dir, state_dir))
+    os.makedirs(os.path.join(inst.state_dir, "htdocs"), exist_ok=True)
+    with open(os.path.join(inst.state_dir, "htdocs", targets.STATIC_FILE), "wb") as f:
+        f.write(b"x" * (targets.STATIC_SIZE - 1) + b"\n")
+    return inst
+
+
+def truncate_access_log(inst: Instance) -> None:
+    """Empty the access log (Apache appends, so this is safe while it runs): it grows ~100 MB a minute."""
+    path = os.path.join(inst.state_dir, "log", "access.log")
+    if os.path.exists(path):
+        os.truncate(path, 0)
+
+
+def settle(inst: Instance, url: str, script: str, settings: load.Load, tries: int = 10) -> int:
+    """Load the instance until prefork stops adding children; returns how many processes it has.
+
+    Under 16 busy keep-alive connections prefork grows from StartServers towards
+    MinSpareServers idle children, spawning 1, 2, 4... a second, and each new
+    child runs PythonImport: measured before this settles, a row pays for it.
+    """
+    count = len(inst.processes())
+    for _ in range(tries):
+        load.run(url, script, 2, settings)
+        previous, count = count, len(inst.processes())
+        if count == previous:
+            break
+    return count
+
+
+def wait_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    """Return once something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("server exited with status %d before listening" % process.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nothing listens on port %d after %.0fs" % (port, timeout)) from None
+            time.sleep(0.05)
+
+
+def start_stdlib(port: int) -> subprocess.Popen:
+    """Start :mod:`bench.stdlib_server` as a subprocess and wait until it listens."""
+    proc = subprocess.Popen([PYTHON, "-m", stdlib_server.__name__, str(port)], cwd=ROOT, stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port, process=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
