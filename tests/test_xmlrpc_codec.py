@@ -80,6 +80,12 @@ def test_malformed_bodies_are_parse_errors(body):
     assert fault_code(body) == PARSE_ERROR
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_bodies_are_refused_even_though_expat_could_read_them(encoding):
+    body = "<?xml version='1.0'?><methodCall><methodName>echo.echo</methodName></methodCall>".encode(encoding)
+    assert fault_code(body) == PARSE_ERROR
+
+
 def test_entity_expansion_and_external_entities_are_refused():
     laughs = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
               b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'

@@ -177,6 +177,10 @@ def _refuse_dtd(*args: Any) -> None:
 
 def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
     """Decode a methodCall into (method name, parameters); raises Fault."""
+    # expat detects UTF-16/32 by itself, despite the UTF-8 override; such a body always
+    # holds NUL bytes (its ASCII markup), which UTF-8 XML never does.
+    if b"\x00" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise Fault(PARSE_ERROR, "the body is not UTF-8")
     decoder = _Decoder(max_depth)
     parser = expat.ParserCreate("UTF-8")
     parser.buffer_text = True
