@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per row, alternated between rows (default 3)")
     p.add_argument("--only", metavar="REGEX", help="measure only rows whose key matches (keys: %s)"
                    % ", ".join([t.key for t in targets.ROWS] + [f.__name__ for f in probes.PROBES]))
-    p.add_argument("--port", type=int, default=18180, help="Apache port; PORT+1 first-request probe, PORT+2 stdlib")
+    p.add_argument("--port", type=int, default=18180,
+                   help="first of the ports used: PORT to PORT+4 for the rows, PORT+6 up for the probes")
     p.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="directory for latest.json/.md")
     args = p.parse_args(argv)
     args.duration = args.duration or (2 if args.quick else 10)
@@ -41,25 +42,33 @@ def _progress(text: str) -> None:
 
 
 def measure(chosen: list[targets.Target], settings: load.Load, port: int) -> tuple[dict, dict[str, list]]:
-    """Serve and measure the wrk rows; returns (machine facts, results per row key)."""
-    inst = servers.apache("/tmp/bench-state", port)
+    """Serve and measure the wrk rows; returns (machine facts, results per row key).
+
+    Ports: the product as shipped on PORT (HTTPS PORT+1), the same with access
+    control off on PORT+2 (PORT+3), the stdlib server on PORT+4.
+    """
+    instances = {targets.APACHE: servers.apache("/tmp/bench-state", port)}
+    if any(t.server == targets.APACHE_OPEN for t in chosen):
+        instances[targets.APACHE_OPEN] = servers.apache("/tmp/bench-open", port + 2, access_control=False)
+    ports = {targets.APACHE: port, targets.APACHE_OPEN: port + 2, targets.STDLIB: port + 4}
     stdlib = None
     results: dict[str, list[load.Result]] = {t.key: [] for t in chosen}
     try:
-        inst.start()
-        ports = {targets.APACHE: port}
+        for inst in instances.values():
+            inst.start()
         if any(t.server == targets.STDLIB for t in chosen):
-            stdlib = servers.start_stdlib(port + 2)
-            ports[targets.STDLIB] = port + 2
+            stdlib = servers.start_stdlib(ports[targets.STDLIB])
         for t in chosen:
             targets.check(t, "127.0.0.1", ports[t.server])
-        facts = machine.describe(inst.conf_path, inst.url)
+        facts = machine.describe(instances[targets.APACHE].conf_path, instances[targets.APACHE].url)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             scripts = {t.key: load.write_script(tmp, t.key, t.method, t.body, t.content_type) for t in chosen}
-            first = next((t for t in chosen if t.server == targets.APACHE), None)
-            if first is not None:
-                count = servers.settle(inst, "http://127.0.0.1:%d%s" % (port, first.path), scripts[first.key], settings)
-                _progress("Apache settled at %d processes" % count)
+            for server, inst in instances.items():
+                first = next((t for t in chosen if t.server == server), None)
+                if first is not None:
+                    count = servers.settle(inst, "http://127.0.0.1:%d%s" % (ports[server], first.path),
+                                           scripts[first.key], settings)
+                    _progress("Apache (%s) settled at %d processes" % (server, count))
             for n in range(settings.rounds):
                 for t in chosen:
                     url = "http://127.0.0.1:%d%s" % (ports[t.server], t.path)
@@ -67,14 +76,16 @@ def measure(chosen: list[targets.Target], settings: load.Load, port: int) -> tup
                         load.run(url, scripts[t.key], settings.warmup, settings)
                     r = load.run(url, scripts[t.key], settings.duration, settings)
                     results[t.key].append(r)
-                    servers.truncate_access_log(inst)
-                    _progress("round %d/%d  %-14s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms%s" % (
+                    for inst in instances.values():
+                        servers.truncate_access_log(inst)
+                    _progress("round %d/%d  %-16s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms%s" % (
                         n + 1, settings.rounds, t.key, r.rps, r.p50_ms, r.p99_ms,
                         "  %d errors" % r.errors if r.errors else ""))
     finally:
         if stdlib is not None:
             servers.stop_process(stdlib)
-        inst.stop()
+        for inst in instances.values():
+            inst.stop()
     return facts, results
 
 
@@ -90,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         facts, results = measure(chosen, settings, args.port)
         rows = [report.row(t, results[t.key]) for t in chosen]
-        for probe in chosen_probes:
+        for i, probe in enumerate(chosen_probes):
             _progress("probe %s" % probe.__name__)
-            rows.append(report.probe_row(probe(probes.ProbeEnv(args.port + 1, "/tmp/bench-first", settings))))
+            env = probes.ProbeEnv(args.port + 6 + 2 * i, "/tmp/bench-%s" % probe.__name__, settings)
+            rows.append(report.probe_row(probe(env)))
     except (InstanceError, RuntimeError, AssertionError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

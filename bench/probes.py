@@ -1,7 +1,7 @@
 """Measurements that are not a request under steady load, each giving one table row.
 
 :data:`PROBES` lists them; a probe is a function of a :class:`ProbeEnv` returning a
-:class:`ProbeRow`.  The burn row will be one more entry there once the burner exists.
+:class:`ProbeRow`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from clarens.burnerd.client import BurnerClient
 from clarens.instance import Instance
 
 from bench import load, machine, servers, targets
@@ -99,7 +100,7 @@ def first_request(env: ProbeEnv, samples: int = 200, idle_samples: int = 3) -> P
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         script = load.write_script(tmp, echo.key, echo.method, echo.body, echo.content_type)
         for _ in range(env.load.rounds):
-            inst = Instance(env.state_dir, env.port)
+            inst = servers.instance(env.state_dir, env.port)
             inst.prepare()
             inst.configtest()
             with open(inst.conf_path) as f:
@@ -140,5 +141,75 @@ def first_request(env: ProbeEnv, samples: int = 200, idle_samples: int = 3) -> P
                      "method": "sequential calls, each on a new connection"})
 
 
-# The burn row goes here once the burner exists: a function of ProbeEnv returning a ProbeRow.
-PROBES: list[Callable[[ProbeEnv], ProbeRow]] = [first_request]
+def _make_iso(directory: str, megabytes: int) -> str:
+    src = os.path.join(directory, "src")
+    os.makedirs(src)
+    with open(os.path.join(src, "data.bin"), "wb") as f:
+        for _ in range(megabytes):
+            f.write(os.urandom(1 << 20))
+    path = os.path.join(directory, "bench.iso")
+    subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-V", "BENCH", "-o", path, src], check=True,
+                   capture_output=True)
+    os.unlink(os.path.join(src, "data.bin"))
+    return path
+
+
+def _copy_and_hash(iso: str, directory: str) -> float:
+    """Seconds to copy the image with dd (flushed to disk, as the burn is) and sha256sum the copy."""
+    copy = os.path.join(directory, "copy.iso")
+    start = time.perf_counter()
+    subprocess.run(["dd", "if=" + iso, "of=" + copy, "bs=4M", "conv=fsync"], check=True, capture_output=True)
+    subprocess.run(["sha256sum", copy], check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    os.unlink(copy)
+    return elapsed
+
+
+def _burn_and_verify(client: BurnerClient, disc: str) -> float:
+    """Seconds from the helper starting the job to its verified end (the job's own timestamps)."""
+    if os.path.exists(disc):
+        os.unlink(disc)          # a fresh "disc" each time, as dd writes a fresh file
+    job = client.submit("bench.iso", "sim0", identity="bench", verify=True)
+    while job["state"] in ("queued", "burning", "verifying"):
+        time.sleep(0.05)
+        job = client.job(job["id"])
+    if job["state"] != "done" or not job["verification"]["match"]:
+        raise RuntimeError("the bench burn ended %s: %s" % (job["state"], job.get("error")))
+    return job["finished"] - job["started"]
+
+
+def burn(env: ProbeEnv, megabytes: int = 256) -> ProbeRow:
+    """Burn and verify a 256 MiB ISO to the stdio: drive, against dd + sha256sum of the same file.
+
+    Rounds alternate the two; both read the image from the page cache and write
+    to the same file system, so the ratio is the burner's overhead over the
+    disk's own limit.
+    """
+    inst = servers.instance(env.state_dir, env.port, burner=True)
+    burns, copies = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-burn-", dir=env.state_dir if os.path.isdir(env.state_dir)
+                                     else None) as tmp:
+        iso = _make_iso(tmp, megabytes)
+        inst.start()
+        try:
+            image = os.path.join(inst.images_dir, "bench.iso")
+            subprocess.run(["cp", iso, image], check=True)
+            images_dir = os.stat(inst.images_dir)
+            os.chown(image, images_dir.st_uid, images_dir.st_gid)
+            os.chmod(image, 0o640)
+            client = BurnerClient(os.path.join(inst.state_dir, "burner-socket", "burnerd.sock"), timeout=600)
+            disc = os.path.join(inst.burner_dir, "sim0.disc")
+            for _ in range(env.load.rounds):
+                burns.append(_burn_and_verify(client, disc))
+                copies.append(_copy_and_hash(image, tmp))
+            client.close()
+        finally:
+            inst.stop()
+    b, c = statistics.median(burns), statistics.median(copies)
+    size = os.path.getsize(iso) if os.path.exists(iso) else megabytes << 20
+    note = "%.2fx dd copy + sha256sum %.2f s; burn + verify %.2f s (%.0f MB/s)" % (b / c, c, b, size / b / 1e6)
+    return ProbeRow("burn", "burn + verify, %d MiB ISO to a stdio: drive" % megabytes, targets.PRODUCT,
+                    b * 1000, b / c, note, {"burn_s": burns, "copy_and_hash_s": copies, "image_bytes": size})
+
+
+PROBES: list[Callable[[ProbeEnv], ProbeRow]] = [first_request, burn]

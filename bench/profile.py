@@ -22,7 +22,7 @@ import timeit
 import types
 from typing import Any, Callable
 
-from bench import targets
+from bench import servers, targets
 
 
 def _stub_mod_python() -> None:
@@ -52,6 +52,7 @@ class FakeRequest:
         self.headers_in = {"Content-Type": target.content_type, "Content-Length": str(len(target.body or b""))}
         self.headers_out: dict[str, str] = {}
         self.useragent_ip = "127.0.0.1"
+        self.user = self.ap_auth_type = self.args = None     # anonymous, plain HTTP
         self.body = target.body or b""
         self.reset()
 
@@ -72,6 +73,9 @@ class FakeRequest:
     def get_config(self) -> dict:
         return {}
 
+    def ssl_var_lookup(self, name: str) -> None:
+        return None
+
 
 def handlers() -> dict[str, tuple[Callable[[Any], int], str]]:
     """Handler and ``<Location>`` of each path the Apache rows are served at."""
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     _stub_mod_python()
     from clarens import host
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as db:
-        host.boot({"clarens.server.db_dir": db})
+        host.boot({"clarens.server.db_dir": db, "clarens.server.acl_dir": servers.acl_dir(db)})
         table = handlers()
         rows = [t for t in targets.ROWS if t.path in table and t.method == "POST"]
         if args.cprofile:

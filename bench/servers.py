@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -35,12 +36,46 @@ PythonImport bench.handlers.parse_marshal clarens
 """
 
 
-def apache(state_dir: str, port: int) -> Instance:
-    """An Instance serving Clarens, the static file and the reference handlers (not started)."""
-    inst = Instance(state_dir, port, extra_conf=REFERENCES_CONF)
+# Lets anonymous callers run the validator row (the shipped policy wants them
+# authenticated, and Basic authentication would measure bcrypt, not the host).
+BENCH_ACL = """<Acl validator1.moderateSizeArrayCheck>
+    Allow anonymous
+    Allow authenticated
+</Acl>
+"""
+
+
+def acl_dir(state_dir: str) -> str:
+    """The shipped ACL files plus the bench's entry, in a directory of the state."""
+    directory = os.path.join(state_dir, "acl")
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(os.path.join(ROOT, "acl")):
+        if name.endswith(".acl"):
+            shutil.copy(os.path.join(ROOT, "acl", name), directory)
+    with open(os.path.join(directory, "zz-bench.acl"), "w") as f:
+        f.write(BENCH_ACL)
+    for name in os.listdir(directory):
+        os.chmod(os.path.join(directory, name), 0o644)
+    os.chmod(directory, 0o755)
+    return directory
+
+
+def instance(state_dir: str, port: int, access_control: bool = True, burner: bool = False,
+             extra_conf: str = "") -> Instance:
+    """A private instance for the bench: HTTPS on ``port + 1``, the bench's ACL entry (not started)."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    options = {"clarens.server.acl_dir": acl_dir(state_dir),
+               "clarens.server.access_control": "on" if access_control else "off"}
+    inst = Instance(state_dir, port, port + 1, options=options, extra_conf=extra_conf, burner=burner)
     if inst.running_pid():
         raise InstanceError("an instance is still running from %s: /usr/bin/python3 -m clarens.instance stop "
                             "--state %s" % (state_dir, state_dir))
+    return inst
+
+
+def apache(state_dir: str, port: int, access_control: bool = True) -> Instance:
+    """An Instance serving Clarens, the static file and the reference handlers (not started)."""
+    inst = instance(state_dir, port, access_control, extra_conf=REFERENCES_CONF)
     os.makedirs(os.path.join(inst.state_dir, "htdocs"), exist_ok=True)
     with open(os.path.join(inst.state_dir, "htdocs", targets.STATIC_FILE), "wb") as f:
         f.write(b"x" * (targets.STATIC_SIZE - 1) + b"\n")

@@ -20,7 +20,8 @@ PRODUCT = "product"
 ALTERNATIVE = "alternative"
 
 # servers a target can be served by (see bench.servers)
-APACHE = "apache"
+APACHE = "apache"            # the product as shipped: access control on
+APACHE_OPEN = "apache_open"  # the same with access_control = off
 STDLIB = "stdlib"
 
 STATIC_FILE = "static200.txt"
@@ -65,8 +66,10 @@ ROWS: list[Target] = [
     static("static", "static file, 200 B", "/" + STATIC_FILE, STATIC_SIZE),
     xmlrpc_call("fixed", "bare handler, fixed response", REFERENCE, "/bench/fixed", "echo.echo", ["hi"], "hi"),
     xmlrpc_call("parse", "bare handler, stdlib parse+marshal", REFERENCE, "/bench/parse", "echo.echo", ["hi"], "hi"),
-    xmlrpc_call("xmlrpc_echo", "echo.echo, XML-RPC", PRODUCT, "/clarens/", "echo.echo", ["hi"], "hi"),
-    # When ACLs land: xmlrpc_call("xmlrpc_echo_acl", "echo.echo, XML-RPC, with ACL check", PRODUCT, ...),
+    xmlrpc_call("xmlrpc_echo", "echo.echo, XML-RPC, access control off", PRODUCT, "/clarens/", "echo.echo",
+                ["hi"], "hi", server=APACHE_OPEN),
+    xmlrpc_call("xmlrpc_echo_acl", "echo.echo, XML-RPC, with ACL check", PRODUCT, "/clarens/", "echo.echo",
+                ["hi"], "hi"),
     jsonrpc_call("jsonrpc_echo", "echo.echo, JSON-RPC", PRODUCT, "/clarens/", "echo.echo", ["hi"], "hi"),
     xmlrpc_call("multicall", "system.multicall, 100 x echo", PRODUCT, "/clarens/", "system.multicall",
                 [_MULTICALL], [["hi"]] * 100, calls=100),

@@ -25,17 +25,21 @@ _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("claren
 class CallContext:
     """One request's context, shared by every call it carries (e.g. multicall sub-calls)."""
 
-    __slots__ = ("host", "request", "identity", "client_address", "protocol", "method", "_debug")
+    __slots__ = ("host", "request", "identity", "protocol", "method", "_debug")
 
     def __init__(self, host: "Host", request: Any = None, identity: Identity = ANONYMOUS,
-                 client_address: str = "-", protocol: str = "xmlrpc", debug: bool | None = None):
+                 protocol: str = "xmlrpc", debug: bool | None = None):
         self.host = host
         self.request = request                # the mod_python request, or None outside Apache
         self.identity = identity
-        self.client_address = client_address
-        self.protocol = protocol              # "xmlrpc" or "jsonrpc"
+        self.protocol = protocol              # "xmlrpc", "jsonrpc", or "http" (web routes)
         self.method: str | None = None        # the method being called, set by the dispatcher
         self._debug = debug
+
+    @property
+    def client_address(self) -> str:
+        """The client's IP address (read from the request only when someone asks)."""
+        return self.request.useragent_ip if self.request is not None else "-"
 
     @property
     def debug(self) -> bool:

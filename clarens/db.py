@@ -35,7 +35,7 @@ class Database:
     def __init__(self, path: str, mode: int):
         self.path = path
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        self._forked = False   # set in a forked child: reopen before first use there
         self._tdb = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDWR | os.O_CREAT, mode)
         self._tdb.enable_seqnum()
         st = os.stat(path)
@@ -43,9 +43,9 @@ class Database:
             os.chmod(path, mode)   # the umask may have widened nothing, but never trust it
 
     def _handle(self):
-        if self._pid != os.getpid():   # forked since the open: fcntl locks did not follow
+        if self._forked:   # fcntl locks do not follow a fork
             self._tdb.reopen()
-            self._pid = os.getpid()
+            self._forked = False
         return self._tdb
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -141,10 +141,13 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
+    # Only Python-level forks come here.  Apache forks its children in C, but no
+    # handle exists in Apache's parent: the host opens them in each child.
     global _registry_lock
     _registry_lock = threading.Lock()
     for db in _open.values():
         db._lock = threading.RLock()
+        db._forked = True
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,

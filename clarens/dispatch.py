@@ -49,20 +49,29 @@ class Dispatcher:
         self.log = log
         self.authorise = authorise
 
-    def call(self, ctx: CallContext, name: Any, params: list | dict) -> Any:
+    def call(self, ctx: CallContext, name: str, params: list | dict) -> Any:
         """Run method ``name`` for the caller in ``ctx``.
 
         ``params`` is a list, or a dict of parameter names (JSON-RPC by-name calls).
+        Each protocol has checked that ``name`` is a string.
         """
         try:
-            method = self.methods.get(name) if isinstance(name, str) else None
+            method = self.methods.get(name)
             if method is None:
                 raise self._unknown(name)
             self.authorise(ctx, name)
             if isinstance(params, dict):
                 params = self._positional(method, params)
             method.check(params, ctx.protocol == "jsonrpc")
-            return self._invoke(ctx, method, params)
+            outer, ctx.method = ctx.method, name
+            try:
+                return method.func(*params)
+            except Fault:
+                raise
+            except Exception as e:
+                raise self._application_error(ctx, name, e) from None
+            finally:
+                ctx.method = outer
         except Fault as fault:
             self.log.warning("%s %s: fault %d: %s", ctx.describe(), _short(name), fault.code,
                              fault.message.partition("\n")[0])
@@ -100,24 +109,12 @@ class Dispatcher:
                 results.append(fault.as_struct())
         return results
 
-    def _unknown(self, name: Any) -> Fault:
-        if not isinstance(name, str) or not METHOD_NAME_RE.match(name) or any(
+    def _unknown(self, name: str) -> Fault:
+        if not METHOD_NAME_RE.match(name) or any(
                 part.startswith("_") or not part for part in name.split(".")):
             return Fault(INVALID_REQUEST, "invalid method name %s: use module.method with letters, digits and _"
                          % _short(name))
         return Fault(METHOD_NOT_FOUND, "method %r not found" % name)
-
-    def _invoke(self, ctx: CallContext, method: Method, params: list) -> Any:
-        outer = ctx.method
-        ctx.method = method.name
-        try:
-            return method.func(*params)
-        except Fault:
-            raise
-        except Exception as e:
-            raise self._application_error(ctx, method.name, e) from None
-        finally:
-            ctx.method = outer
 
     def _application_error(self, ctx: CallContext, name: str, error: Exception) -> Fault:
         incident = secrets.token_hex(4)

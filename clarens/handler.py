@@ -59,7 +59,7 @@ def handler(req) -> int:
         except IdentityRefused as e:
             host.log.warning("%s: credentials refused: %s", req.useragent_ip, e)
             return _plain(req, apache.HTTP_FORBIDDEN, "Refused: %s\n" % e)
-        ctx = context.CallContext(host, req, caller, req.useragent_ip)
+        ctx = context.CallContext(host, req, caller)
         for key, value in routes.PAGE_HEADERS.items():
             req.headers_out[key] = value
         page = discovery.render(host, ctx, base).encode("utf-8")
@@ -94,7 +94,7 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
         host.log.warning("%s: credentials refused: %s", req.useragent_ip, e)
         response = routes.WebResponse.fault(Fault(faults.ACCESS_DENIED, "credentials refused: %s" % e))
         return _send(req, response.status, response.content_type, response.body)
-    ctx = context.CallContext(host, req, caller, req.useragent_ip, "http")
+    ctx = context.CallContext(host, req, caller, "http")
     forged = _cross_site(req) if req.method not in ("GET", "HEAD", "OPTIONS") else None
     token = context.activate(ctx)
     try:
@@ -134,7 +134,10 @@ def _host() -> host_mod.Host | None:
 def _identify(req, host: host_mod.Host) -> Identity:
     """Who is calling, with the ACL groups they are in (IdentityRefused for unacceptable credentials)."""
     caller = identity_mod.from_request(req, host.config.cert_require)
-    return host.guard.with_groups(caller) if host.guard is not None else caller
+    if host.guard is None:
+        return caller
+    host.guard.refresh()   # once per request: a policy change applies from the next request on
+    return host.guard.with_groups(caller)
 
 
 def _rpc(req, host: host_mod.Host) -> int:
@@ -148,7 +151,7 @@ def _rpc(req, host: host_mod.Host) -> int:
         host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip, ctype[:60])
         return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
                       "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
-    ctx = context.CallContext(host, req, identity_mod.ANONYMOUS, req.useragent_ip, protocol)
+    ctx = context.CallContext(host, req, identity_mod.ANONYMOUS, protocol)
     token = context.activate(ctx)
     try:
         forged = _cross_site(req)
@@ -168,12 +171,12 @@ def _rpc(req, host: host_mod.Host) -> int:
             return _fault_response(req, protocol, problem[1], problem[0])
         body = req.read()
         if protocol == "xmlrpc":
-            return _send(req, apache.HTTP_OK, xmlrpc.CONTENT_TYPE, _xmlrpc(ctx, body))
+            return _send_ok(req, xmlrpc.CONTENT_TYPE, _xmlrpc(ctx, body))
         out = jsonrpc.respond(body, lambda name, params: host.dispatcher.call(ctx, name, params),
                               lambda fault: _report(ctx, fault), host.config.max_depth)
         if out is None:   # notifications only: nothing to answer
             return _send(req, apache.HTTP_NO_CONTENT, None, b"")
-        return _send(req, apache.HTTP_OK, jsonrpc.CONTENT_TYPE, out)
+        return _send_ok(req, jsonrpc.CONTENT_TYPE, out)
     except Exception:   # a bug in the host itself: still answer in protocol
         host.log.exception("%s: internal error serving %s request", ctx.describe(), protocol)
         return _fault_response(req, protocol, Fault(faults.INTERNAL_ERROR, "internal server error; see the server log"),
@@ -221,6 +224,14 @@ def _fault_response(req, protocol: str, fault: Fault, status: int) -> int:
 
 def _plain(req, status: int, text: str) -> int:
     return _send(req, status, "text/plain; charset=utf-8", text.encode("utf-8"))
+
+
+def _send_ok(req, content_type: str, body: bytes) -> int:
+    """An RPC answer: 200 is already the status, and the method is POST."""
+    req.content_type = content_type
+    req.set_content_length(len(body))
+    req.write(body, 0)
+    return apache.OK
 
 
 def _send(req, status: int, content_type: str | None, body: bytes) -> int:

@@ -84,6 +84,8 @@ class Host:
                 self.guard.broken = str(e)
         if self.guard.broken:
             self.log.critical("access control: %s; every call will be refused until this is fixed", self.guard.broken)
+        else:
+            self.guard.refresh()
         self.dispatcher.authorise = self.guard.authorise
 
     def _init_args(self, name: str) -> tuple:

@@ -123,9 +123,11 @@ def from_request(req: Any, cert_require: Mapping[str, str]) -> Identity:
         if problem:
             raise IdentityRefused(problem)
         return Identity(slash_form(rdns), "certificate")
-    user, auth_type = req.user, req.ap_auth_type
-    if user and auth_type:
-        if user.startswith("/") or user in RESERVED_NAMES:
-            raise IdentityRefused("user name %r is reserved (it could pass for a DN or a special identity)" % user)
-        return Identity(user, auth_type.lower())
+    user = req.user
+    if user:
+        auth_type = req.ap_auth_type
+        if auth_type:
+            if user.startswith("/") or user in RESERVED_NAMES:
+                raise IdentityRefused("user name %r is reserved (it could pass for a DN or a special identity)" % user)
+            return Identity(user, auth_type.lower())
     return ANONYMOUS

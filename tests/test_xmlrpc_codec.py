@@ -1,6 +1,7 @@
 """The XML-RPC codec on its own: strict, safe decoding and faithful encoding."""
 
 import datetime
+import random
 import xmlrpc.client
 
 import pytest
@@ -124,3 +125,109 @@ def test_fault_response_is_well_formed_even_with_unsafe_text():
     with pytest.raises(xmlrpc.client.Fault) as info:
         xmlrpc.client.loads(body)
     assert info.value.faultCode == -32500 and "<thing> &" in info.value.faultString
+
+
+# -- the fast path never disagrees with expat -----------------------------------------
+
+def _outcome(feed):
+    decoder = codec._Decoder(64)
+    try:
+        feed(decoder)
+        if decoder.method is None:
+            return ("fault", INVALID_REQUEST)
+        return ("ok", decoder.method, repr(decoder.stack), decoder.stray)
+    except Fault as fault:
+        return ("fault", fault.code, fault.message)
+
+
+_PIECES = ["<", ">", "&", "&amp;", "&lt;", "&#65;", "&#x10FFFF;", "&#0;", "&#xD800;", "&bogus;", "&#;", "/", " ", "\t",
+           "\n", "\r", "\r\n", "?", "!", "]]>", "<!-- c -->", "<![CDATA[x]]>", "<?pi x?>", "é", "\u2028", "\ufeff",
+           "<x a='1'>", "<value/>", "</value>", "<value>", "<string>", "</string>", "<nil/>", "<i4>7</i4>",
+           "<?xml version='1.0'?>", '<?xml version="1.0" encoding="ISO-8859-1"?>', "<methodCall>", "</methodCall>"]
+
+
+def _mutations(seed: int, count: int):
+    rng = random.Random(seed)
+    base = [xmlrpc.client.dumps(params, "m.x", allow_none=True) for params in (
+        ("hi",), (1, True, 2.5), ([1, ["a", {"k": None}]],), ({"a": b"\x00\x01", "b": "<&>"},), ())]
+    for _ in range(count):
+        doc = rng.choice(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(doc))
+            cut = rng.choice([0, 0, 1, 2, 5])
+            doc = doc[:at] + rng.choice(_PIECES) + doc[at + cut:]
+        yield doc.encode("utf-8")
+
+
+def _random_value(rng, depth=0):
+    r = rng.random()
+    if depth > 3 or r < 0.55:
+        return rng.choice(["hi", "", "a<b&c>\"'", 0, -7, 2**31 - 1, True, False, 1.5, None, b"\x00\xff",
+                           datetime.datetime(2020, 1, 2, 3, 4, 5), "é\U0001F600\u2028", "  spaced  ", "\t\n"])
+    if r < 0.8:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(["a", "b&c", "", "<k>"]): _random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+
+
+def _well_formed(seed: int, count: int):
+    """Valid calls with references and spacing varied where XML allows it (in text, between tags)."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        params = tuple(_random_value(rng) for _ in range(rng.randint(0, 3)))
+        doc = xmlrpc.client.dumps(params, "m.x", allow_none=True)
+        doc = doc.replace("&amp;", rng.choice(["&amp;", "&#38;", "&#x26;"]))
+        doc = doc.replace("&lt;", rng.choice(["&lt;", "&#60;", "&#x3C;"])).replace(">\n<", rng.choice([">\n<", "><", "> \t <"]))
+        if rng.random() < 0.3:
+            doc = doc.replace("<?xml version='1.0'?>", rng.choice(["", '<?xml version="1.0" encoding="utf-8"?>',
+                                                                  "<?xml version='1.0' standalone='yes'?>"]))
+        yield doc.encode("utf-8")
+
+
+def _fast(body):
+    """What the fast path alone makes of ``body``: an outcome, or None where it defers to expat."""
+    pieces = codec._plain_pieces(body)
+    if pieces is None:
+        return None
+
+    def feed(decoder):
+        decoder.feed(pieces, raw=True)
+        if decoder.open or not decoder.root:
+            raise codec._NotPlain
+    try:
+        return _outcome(feed)
+    except codec._NotPlain:
+        return None
+
+
+def test_fast_path_agrees_with_expat_on_every_document_it_reads():
+    fast_taken = 0
+    for body in list(_well_formed(2, 4000)) + list(_mutations(1, 20000)):
+        fast = _fast(body)
+        if fast is None:
+            continue
+        fast_taken += 1
+        assert fast == _outcome(lambda d: codec._expat(body, d)), body
+    assert fast_taken > 4000   # the comparison covered many documents the fast path accepts
+
+
+def test_documents_outside_the_fast_subset_still_decode():
+    cases = {
+        b"<methodCall><!-- a comment --><methodName>m.x</methodName></methodCall>": ("m.x", []),
+        b"<methodCall><methodName>m.x</methodName><params><param><value><string><![CDATA[<b>]]></string>"
+        b"</value></param></params></methodCall>": ("m.x", ["<b>"]),
+        b"<methodCall>\r\n<methodName>m.x</methodName><params><param><value>a\r\nb</value></param></params>"
+        b"</methodCall>": ("m.x", ["a\nb"]),
+        b"<methodCall xmlns:ex='http://ws.apache.org/xmlrpc/namespaces/extensions'><methodName>m.x</methodName>"
+        b"<params><param><value><ex:nil/></value></param></params></methodCall>": ("m.x", [None]),
+        b"\xef\xbb\xbf<methodCall><methodName>m.x</methodName></methodCall>": ("m.x", []),
+    }
+    for body, expected in cases.items():
+        assert _fast(body) is None
+        assert codec.loads(body) == expected
+
+
+def test_large_bodies_are_decoded_in_bounded_chunks():
+    strings = ["s%05d" % i for i in range(20000)]
+    body = call(strings)
+    assert len(body) > 4 * codec._CHUNK and codec._plain_pieces(body) is None
+    assert codec.loads(body)[1] == [strings]

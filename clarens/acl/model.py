@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from clarens.identity import Identity
 
@@ -106,9 +106,16 @@ class Entry:
             raise AclError("not_before is after not_after")
         self._allow = Matcher(self.allow, self.allow_groups)
         self._deny = Matcher(self.deny, self.deny_groups)
+        self.timeless = self.not_before is None and self.not_after is None
 
     def in_force(self, now: float) -> bool:
         return (self.not_before is None or now >= self.not_before) and (self.not_after is None or now <= self.not_after)
+
+    def permits(self, identity: Identity) -> bool:
+        """:meth:`evaluate` without the explanation (the per-call fast path)."""
+        if self.order == "allow,deny":
+            return self._allow.matches(identity) is not None and self._deny.matches(identity) is None
+        return self._allow.matches(identity) is not None or self._deny.matches(identity) is None
 
     def evaluate(self, identity: Identity) -> tuple[bool, str]:
         """(allowed, why) for ``identity`` under this entry alone."""
@@ -195,15 +202,26 @@ class Policy:
                 self._groups_of[key] = groups
         return groups
 
-    def decide(self, identity: Identity, method: str, now: float) -> Decision:
-        """Whether ``identity`` may call ``method`` at time ``now``, and why."""
+    def _chain(self, method: str) -> list[Entry]:
+        """The entries that could decide for ``method``, most specific first (memoised)."""
         chain = self._chains.get(method)
         if chain is None:
             module = method.partition(".")[0]
             chain = [self.entries[k] for k in (method, module, "*") if k in self.entries]
             if len(self._chains) < 10000:
                 self._chains[method] = chain
-        for entry in chain:
+        return chain
+
+    def allows(self, identity: Identity, method: str, clock: Callable[[], float]) -> bool:
+        """Whether ``identity`` may call ``method`` now (the clock is read only for windowed entries)."""
+        for entry in self._chain(method):
+            if entry.timeless or entry.in_force(clock()):
+                return entry.permits(identity)
+        return False
+
+    def decide(self, identity: Identity, method: str, now: float) -> Decision:
+        """Whether ``identity`` may call ``method`` at time ``now``, and why."""
+        for entry in self._chain(method):
             if entry.in_force(now):
                 allowed, why = entry.evaluate(identity)
                 return Decision(allowed, entry.target, "%s (entry %s%s)" % (

@@ -108,8 +108,12 @@ class Guard:
         self._seqnum = -1
         self._policy = Policy({}, {})
 
-    def policy(self) -> Policy:
-        """The current policy, reloaded if any process changed it since the last look."""
+    def refresh(self) -> Policy:
+        """Reload the policy if any process changed it since the last look; the current policy.
+
+        The host calls this once per request, so that a change is enforced from
+        every child's next request on; within a request the policy stays put.
+        """
         if self.db is None:
             return self._policy
         seqnum = self.db.seqnum
@@ -123,20 +127,20 @@ class Guard:
         return self._policy
 
     def with_groups(self, identity: Identity) -> Identity:
-        """``identity`` with the groups the policy puts it in."""
-        groups = self.policy().groups_of(identity.name, identity.authenticated)
+        """``identity`` with the groups the current policy puts it in."""
+        groups = self._policy.groups_of(identity.name, identity.authenticated)
         return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
 
     def decide(self, identity: Identity, method: str) -> Decision:
+        """Whether ``identity`` may call ``method``, and why (for explanations: acl.check, the CLI)."""
         if self.broken:
             return Decision(False, None, "the access-control policy failed to load: " + self.broken)
-        return self.policy().decide(identity, method, self.clock())
+        return self.refresh().decide(identity, method, self.clock())
 
     def authorise(self, ctx: CallContext, method: str) -> None:
         """The dispatcher's authoriser: Fault(ACCESS_DENIED) unless the policy allows the call."""
-        decision = self.decide(ctx.identity, method)
-        if not decision.allowed:
-            if self.broken:
-                raise Fault(ACCESS_DENIED, "access denied: the server's access-control policy failed to load "
-                                           "(see the server log)")
+        if self.broken:
+            raise Fault(ACCESS_DENIED, "access denied: the server's access-control policy failed to load "
+                                       "(see the server log)")
+        if not self._policy.allows(ctx.identity, method, self.clock):
             raise Fault(ACCESS_DENIED, "access denied: %s may not call %s" % (ctx.identity.name, method))

@@ -37,8 +37,85 @@ _SCALARS = {"string", "int", "i4", "i8", "ex:i8", "boolean", "double", "dateTime
 _STRUCTURE = {"methodCall", "methodName", "params", "param", "value", "array", "data", "struct", "member", "name"}
 
 
+def _integer(data: str) -> int:
+    if not _INT_RE.match(data):
+        raise Fault(PARSE_ERROR, "invalid integer %r" % data[:40])
+    value = int(data)
+    if not -_INT64 <= value < _INT64:
+        raise Fault(PARSE_ERROR, "integer %s out of the 64-bit range" % data.strip()[:40])
+    return value
+
+
+def _boolean(data: str) -> bool:
+    data = data.strip()
+    if data not in ("0", "1"):
+        raise Fault(PARSE_ERROR, "invalid boolean %r (expected 0 or 1)" % data[:40])
+    return data == "1"
+
+
+def _double(data: str) -> float:
+    if not _DOUBLE_RE.match(data):
+        raise Fault(PARSE_ERROR, "invalid double %r" % data[:40])
+    value = float(data)
+    if math.isinf(value):
+        raise Fault(PARSE_ERROR, "double %r out of range" % data.strip()[:40])
+    return value
+
+
+def _datetime(data: str) -> datetime.datetime:
+    m = _DATETIME_RE.match(data)
+    try:
+        if not m:
+            raise ValueError
+        y, mo, d, h, mi, s, frac, tz = m.groups()
+        tzinfo = None
+        if tz == "Z":
+            tzinfo = datetime.timezone.utc
+        elif tz:
+            sign = -1 if tz[0] == "-" else 1
+            tzinfo = datetime.timezone(sign * datetime.timedelta(hours=int(tz[1:3]), minutes=int(tz[-2:])))
+        micro = int(round(float(frac) * 1e6)) if frac else 0
+        return datetime.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), min(micro, 999999), tzinfo)
+    except ValueError:
+        raise Fault(PARSE_ERROR, "invalid dateTime.iso8601 %r" % data[:40]) from None
+
+
+def _base64(data: str) -> bytes:
+    try:
+        return binascii.a2b_base64("".join(data.split()).encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise Fault(PARSE_ERROR, "invalid base64 data") from None
+
+
+def _nil(data: str) -> None:
+    return None
+
+
+_SCALAR = {"int": _integer, "i4": _integer, "i8": _integer, "ex:i8": _integer, "boolean": _boolean,
+           "double": _double, "dateTime.iso8601": _datetime, "base64": _base64, "nil": _nil, "ex:nil": _nil}
+_PLAIN = {"param", "params", "data", "member", "methodCall"}   # structure whose end needs no work
+
+
+class _Name(str):
+    """A struct member name on the decode stack (distinguishes it from a string value)."""
+
+
+class _NotPlain(Exception):
+    """The document leaves the subset the fast path reads: expat must read it from the start."""
+
+
 class _Decoder:
-    """expat callbacks building (method, params) from a methodCall."""
+    """The XML-RPC rules, applied to a document as a sequence of *pieces*: ``"tag>text"`` for
+    a start tag and ``"/tag>text"`` for an end tag, where ``text`` is the character data
+    that follows the tag up to the next one.  Both readers below produce pieces; the
+    rules live only here.
+
+    ``raw`` pieces come straight from splitting the document at ``<``: their text is
+    still escaped and nothing has checked them yet, so :meth:`feed` also checks that
+    they stay inside a plain subset of XML (element names without attributes, the five
+    predefined entities and valid character references, properly nested, nothing after
+    the root) and raises :class:`_NotPlain` as soon as they do not.
+    """
 
     def __init__(self, max_depth: int):
         self.max_depth = max_depth
@@ -48,131 +125,202 @@ class _Decoder:
         self.bare = False              # inside <value> with no type element (yet)
         self.stray = False             # a <name> decoded outside any array/struct
         self.method: str | None = None
-        self.root: str | None = None
+        self.root = False
+        self.open: list[str] = []      # raw pieces: elements not yet closed
 
-    def start(self, tag: str, attrs: Any) -> None:
-        self.data = ""
-        if self.root is None:
-            self.root = tag
-            if tag != "methodCall":
-                raise Fault(INVALID_REQUEST, "expected a <methodCall> document, got <%s>" % tag[:40])
-        if tag == "value":
-            self.bare = True
-        elif tag in _SCALARS:
-            self.bare = False
-        elif tag == "array" or tag == "struct":
-            self.bare = False
-            self.marks.append(len(self.stack))
-            if len(self.marks) > self.max_depth:
-                raise Fault(PARSE_ERROR, "values nested deeper than %d levels" % self.max_depth)
-        elif tag not in _STRUCTURE:
-            raise Fault(PARSE_ERROR, "unknown element <%s>" % tag[:40])
-
-    def chars(self, text: str) -> None:
-        self.data += text              # buffer_text: usually the only piece
-
-    def end(self, tag: str) -> None:
-        decode = _END.get(tag)
-        if decode is not None:
-            decode(self, self.data)
-
-    def value(self, data: str) -> None:
-        if self.bare:          # <value>text</value> is a string
-            self.stack.append(data)
-            self.bare = False
-
-    def string(self, data: str) -> None:
-        self.stack.append(data)
-
-    def integer(self, data: str) -> None:
-        if not _INT_RE.match(data):
-            raise Fault(PARSE_ERROR, "invalid integer %r" % data[:40])
-        value = int(data)
-        if not -_INT64 <= value < _INT64:
-            raise Fault(PARSE_ERROR, "integer %s out of the 64-bit range" % data.strip()[:40])
-        self.stack.append(value)
-
-    def boolean(self, data: str) -> None:
-        data = data.strip()
-        if data not in ("0", "1"):
-            raise Fault(PARSE_ERROR, "invalid boolean %r (expected 0 or 1)" % data[:40])
-        self.stack.append(data == "1")
-
-    def double(self, data: str) -> None:
-        if not _DOUBLE_RE.match(data):
-            raise Fault(PARSE_ERROR, "invalid double %r" % data[:40])
-        value = float(data)
-        if math.isinf(value):
-            raise Fault(PARSE_ERROR, "double %r out of range" % data.strip()[:40])
-        self.stack.append(value)
-
-    def datetime(self, data: str) -> None:
-        m = _DATETIME_RE.match(data)
+    def feed(self, pieces: list[str], raw: bool = False) -> None:
+        stack, marks, push = self.stack, self.marks, self.stack.append
+        elements = self.open
+        data, bare, root = self.data, self.bare, self.root
         try:
-            if not m:
-                raise ValueError
-            y, mo, d, h, mi, s, frac, tz = m.groups()
-            tzinfo = None
-            if tz == "Z":
-                tzinfo = datetime.timezone.utc
-            elif tz:
-                sign = -1 if tz[0] == "-" else 1
-                tzinfo = datetime.timezone(sign * datetime.timedelta(hours=int(tz[1:3]), minutes=int(tz[-2:])))
-            micro = int(round(float(frac) * 1e6)) if frac else 0
-            value = datetime.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), min(micro, 999999), tzinfo)
-        except ValueError:
-            raise Fault(PARSE_ERROR, "invalid dateTime.iso8601 %r" % data[:40]) from None
-        self.stack.append(value)
+            for piece in pieces:
+                tag, gt, text = piece.partition(">")
+                if raw:
+                    if not gt or not tag or (root and not elements):   # "<" alone, "<>", after the root
+                        raise _NotPlain
+                    if "&" in text:
+                        text = _unescape(text)
+                if tag[0] == "/":
+                    tag = tag[1:]
+                    if raw and (not elements or elements.pop() != tag):
+                        raise _NotPlain
+                else:
+                    empty = raw and tag[-1] == "/"         # <tag/>: a start, then at once its end
+                    if raw:
+                        if empty:
+                            tag = tag[:-1]
+                        if tag not in _KNOWN_NAMES and not _XML_NAME.match(tag):   # attributes, "!", odd names
+                            raise _NotPlain
+                        if not empty:
+                            elements.append(tag)
+                    data = "" if empty else text
+                    if not root:
+                        if tag != "methodCall":
+                            raise Fault(INVALID_REQUEST, "expected a <methodCall> document, got <%s>" % tag[:40])
+                        root = True
+                    if tag == "value":
+                        bare = True
+                    elif tag in _SCALARS:
+                        bare = False
+                    elif tag == "array" or tag == "struct":
+                        bare = False
+                        marks.append(len(stack))
+                        if len(marks) > self.max_depth:
+                            raise Fault(PARSE_ERROR, "values nested deeper than %d levels" % self.max_depth)
+                    elif tag not in _STRUCTURE:
+                        raise Fault(PARSE_ERROR, "unknown element <%s>" % tag[:40])
+                    if not empty:
+                        continue
+                # an end tag
+                if raw and not elements and text.strip(_XML_SPACE):   # text after the root
+                    raise _NotPlain
+                if tag == "value":
+                    if bare:              # <value>text</value> is a string
+                        push(data)
+                        bare = False
+                elif tag == "string":
+                    push(data)
+                elif tag in _PLAIN:
+                    pass
+                elif tag in _SCALAR:
+                    push(_SCALAR[tag](data))
+                elif tag == "name":
+                    if not marks:         # nothing can take it off the top level
+                        self.stray = True
+                    push(_Name(data))
+                elif tag == "array":
+                    mark = marks.pop()
+                    items = stack[mark:]
+                    if any(type(i) is _Name for i in items):
+                        raise Fault(PARSE_ERROR, "<name> outside a <struct> member")
+                    stack[mark:] = [items]
+                elif tag == "struct":
+                    mark = marks.pop()
+                    items = stack[mark:]
+                    keys, values = items[0::2], items[1::2]
+                    if len(keys) != len(values) or any(type(k) is not _Name for k in keys) or any(
+                            type(v) is _Name for v in values):
+                        raise Fault(PARSE_ERROR, "<struct> members must each hold one <name> and one <value>")
+                    stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, values)}]
+                elif tag == "methodName":
+                    self.method = data.strip()
+                data += text
+        finally:
+            self.data, self.bare, self.root = data, bare, root
 
-    def base64(self, data: str) -> None:
-        try:
-            self.stack.append(binascii.a2b_base64("".join(data.split()).encode("ascii"), strict_mode=True))
-        except (binascii.Error, UnicodeEncodeError):
-            raise Fault(PARSE_ERROR, "invalid base64 data") from None
 
-    def nil(self, data: str) -> None:
-        self.stack.append(None)
+# -- readers ------------------------------------------------------------------
+#
+# Small bodies are first read by splitting them at "<" (the fast path), as long as
+# they stay inside a strict subset of XML: UTF-8 without carriage returns or
+# characters XML forbids, elements without attributes, the five predefined
+# entities and valid character references, an optional XML declaration, nothing
+# after the root element.  Anything else (comments, CDATA, a DOCTYPE,
+# attributes, any error) goes to expat, from the start: the fast path never
+# accepts a document expat would refuse or read differently
+# (tests/test_xmlrpc_codec.py compares the two).
 
-    def name(self, data: str) -> None:
-        if not self.marks:             # nothing can take it off the top level
-            self.stray = True
-        self.stack.append(_Name(data))
-
-    def array(self, data: str) -> None:
-        mark = self.marks.pop()
-        items = self.stack[mark:]
-        if any(type(i) is _Name for i in items):
-            raise Fault(PARSE_ERROR, "<name> outside a <struct> member")
-        self.stack[mark:] = [items]
-
-    def struct(self, data: str) -> None:
-        mark = self.marks.pop()
-        items = self.stack[mark:]
-        keys, values = items[0::2], items[1::2]
-        if len(keys) != len(values) or any(type(k) is not _Name for k in keys) or any(
-                type(v) is _Name for v in values):
-            raise Fault(PARSE_ERROR, "<struct> members must each hold one <name> and one <value>")
-        self.stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, values)}]
-
-    def method_name(self, data: str) -> None:
-        self.method = data.strip()
+_FAST_MAX = 1 << 16
+_CHUNK = 1 << 16
+_XML_NAME = re.compile(r"[A-Za-z_][-A-Za-z0-9._:]*\Z")
+_XML_DECL = re.compile(r"""\?xml[ \t\n]+version[ \t\n]*=[ \t\n]*(["'])1\.[0-9]+\1"""
+                       r"""(?:[ \t\n]+encoding[ \t\n]*=[ \t\n]*(["'])[A-Za-z][-A-Za-z0-9._]*\2)?"""
+                       r"""(?:[ \t\n]+standalone[ \t\n]*=[ \t\n]*(["'])(?:yes|no)\3)?[ \t\n]*\?\Z""")
+_REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));")
+_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+_XML_SPACE = " \t\n"
+# Bytes XML forbids in text (controls; NUL is refused earlier), and the carriage return,
+# which XML normalises: documents with any of them are left to expat.
+_NOT_PLAIN = bytes(range(1, 9)) + b"\x0b\x0c\r" + bytes(range(0x0e, 0x20))
+_KNOWN_NAMES = _SCALARS | _STRUCTURE
+_USUAL_DECLS = {"?xml version='1.0'?", '?xml version="1.0"?', '?xml version="1.0" encoding="UTF-8"?',
+                "?xml version='1.0' encoding='UTF-8'?", '?xml version="1.0" encoding="utf-8"?'}
 
 
-class _Name(str):
-    """A struct member name on the decode stack (distinguishes it from a string value)."""
+def _xml_char(code: int) -> bool:
+    return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
 
 
-_END = {
-    "value": _Decoder.value, "string": _Decoder.string, "int": _Decoder.integer, "i4": _Decoder.integer,
-    "i8": _Decoder.integer, "ex:i8": _Decoder.integer, "boolean": _Decoder.boolean, "double": _Decoder.double,
-    "dateTime.iso8601": _Decoder.datetime, "base64": _Decoder.base64, "nil": _Decoder.nil,
-    "ex:nil": _Decoder.nil, "name": _Decoder.name, "array": _Decoder.array, "struct": _Decoder.struct,
-    "methodName": _Decoder.method_name,
-}
+def _unescape(text: str) -> str:
+    """Resolve predefined entities and character references; _NotPlain if anything else follows an ``&``."""
+    out, pos = [], 0
+    for m in _REFERENCE.finditer(text):
+        before = text[pos:m.start()]
+        if "&" in before:
+            raise _NotPlain
+        named, decimal, hexadecimal = m.groups()
+        if named:
+            out.append(before + _ENTITIES[named])
+        else:
+            code = int(decimal) if decimal else int(hexadecimal, 16)
+            if not _xml_char(code):
+                raise _NotPlain
+            out.append(before + chr(code))
+        pos = m.end()
+    rest = text[pos:]
+    if "&" in rest:
+        raise _NotPlain
+    out.append(rest)
+    return "".join(out)
+
+
+def _plain_pieces(body: bytes) -> list[str] | None:
+    """The raw pieces of a small document that may be plain (see above), or None for expat."""
+    if len(body) > _FAST_MAX or len(body.translate(None, _NOT_PLAIN)) != len(body) or b"]]>" in body:
+        return None
+    if not body.isascii() and (b"\xef\xbf\xbe" in body or b"\xef\xbf\xbf" in body):   # U+FFFE, U+FFFF
+        return None
+    try:
+        pieces = body.decode("utf-8").split("<")
+    except UnicodeDecodeError:
+        return None
+    if pieces[0].strip(_XML_SPACE) or len(pieces) < 2:   # text (or a byte-order mark) before the first tag
+        return None
+    if pieces[1][:1] == "?":                             # the XML declaration: first thing in the document
+        decl, gt, after = pieces[1].partition(">")
+        if pieces[0] or not gt or (decl not in _USUAL_DECLS and not _XML_DECL.match(decl)) or after.strip(_XML_SPACE):
+            return None
+        return pieces[2:]
+    return pieces[1:]
 
 
 def _refuse_dtd(*args: Any) -> None:
     raise Fault(PARSE_ERROR, "document type declarations are not allowed")
+
+
+def _expat(body: bytes, decoder: _Decoder) -> None:
+    """Read with expat, in chunks so that memory stays bounded, feeding ``decoder`` as it goes.
+
+    Pieces already read are decoded before an error of expat's is raised, so the
+    first problem in the document is the one reported.
+    """
+    pieces: list[str] = []
+    append = pieces.append
+
+    def chars(text: str) -> None:
+        if pieces:                    # before the root: only whitespace, which expat has checked
+            pieces[-1] += text
+
+    parser = expat.ParserCreate("UTF-8")
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.StartElementHandler = lambda tag, attrs: append(tag + ">")
+    parser.EndElementHandler = lambda tag: append("/" + tag + ">")
+    parser.CharacterDataHandler = chars
+    view = memoryview(body)
+    try:
+        for offset in range(0, max(len(body), 1), _CHUNK):
+            parser.Parse(view[offset:offset + _CHUNK], offset + _CHUNK >= len(body))
+            if len(pieces) > 1:       # the last piece's text may continue in the next chunk
+                decoder.feed(pieces[:-1])
+                del pieces[:-1]
+    except expat.ExpatError as e:
+        decoder.feed(pieces)
+        raise Fault(PARSE_ERROR, "not well-formed XML: %s" % e) from None
+    except RecursionError:
+        raise Fault(PARSE_ERROR, "document nested too deeply") from None
+    decoder.feed(pieces)
 
 
 def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
@@ -182,19 +330,16 @@ def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
     if b"\x00" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise Fault(PARSE_ERROR, "the body is not UTF-8")
     decoder = _Decoder(max_depth)
-    parser = expat.ParserCreate("UTF-8")
-    parser.buffer_text = True
-    parser.StartDoctypeDeclHandler = _refuse_dtd
-    parser.EntityDeclHandler = _refuse_dtd
-    parser.StartElementHandler = decoder.start
-    parser.EndElementHandler = decoder.end
-    parser.CharacterDataHandler = decoder.chars
+    pieces = _plain_pieces(body)
     try:
-        parser.Parse(body, True)
-    except expat.ExpatError as e:
-        raise Fault(PARSE_ERROR, "not well-formed XML: %s" % e) from None
-    except RecursionError:
-        raise Fault(PARSE_ERROR, "document nested too deeply") from None
+        if pieces is None:
+            raise _NotPlain
+        decoder.feed(pieces, raw=True)
+        if decoder.open or not decoder.root:
+            raise _NotPlain
+    except _NotPlain:
+        decoder = _Decoder(max_depth)
+        _expat(body, decoder)
     if decoder.method is None:
         raise Fault(INVALID_REQUEST, "methodCall has no <methodName>")
     if decoder.stray:

@@ -38,7 +38,7 @@ def _change(what, edit):
 def show():
     """Return the live policy: {entries: {target: entry}, groups: {name: [members]}}.  An entry is
     {order, allow, deny, allow_groups, deny_groups, not_before?, not_after?, source}."""
-    policy = _guard().policy()
+    policy = _guard().refresh()
     return {"entries": {t: e.to_dict() for t, e in policy.entries.items()}, "groups": dict(policy.groups)}
 
 
