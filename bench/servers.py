@@ -14,26 +14,35 @@ from bench import load, stdlib_server, targets
 
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
 
-# Served by the same Apache, beside /clarens: the references are preloaded like the host.
-REFERENCES_CONF = """
-# --- benchmark references (bench/servers.py) ---
-PythonImport bench.handlers.fixed clarens
-PythonImport bench.handlers.parse_marshal clarens
-<Location /bench/fixed>
+# Served by the same Apache, beside /clarens, preloaded like the host, and behind the same
+# access configuration as /clarens in the private instance (optional Basic
+# authentication: an expression and authorisation providers Apache evaluates on
+# every request), so that only the handler differs.
+_REFERENCE_LOCATION = """<Location /bench/%(name)s>
     SetHandler mod_python
-    PythonHandler bench.handlers.fixed
+    PythonHandler bench.handlers.%(module)s
     PythonAutoReload Off
     PythonDebug Off
-    Require all granted
-</Location>
-<Location /bench/parse>
-    SetHandler mod_python
-    PythonHandler bench.handlers.parse_marshal
-    PythonAutoReload Off
-    PythonDebug Off
-    Require all granted
+    AuthType Basic
+    AuthName "Clarens"
+    AuthBasicProvider file
+    AuthUserFile "%(state)s/htpasswd"
+    <If "-n req('Authorization')">
+        Require valid-user
+    </If>
+    <Else>
+        Require all granted
+    </Else>
 </Location>
 """
+
+
+def references_conf(state_dir: str) -> str:
+    """The reference handlers' Apache configuration for an instance in ``state_dir``."""
+    return ("# --- benchmark references (bench/servers.py) ---\n"
+            "PythonImport bench.handlers.fixed clarens\nPythonImport bench.handlers.parse_marshal clarens\n"
+            + "".join(_REFERENCE_LOCATION % {"name": name, "module": module, "state": state_dir}
+                      for name, module in (("fixed", "fixed"), ("parse", "parse_marshal"))))
 
 
 # Lets anonymous callers run the validator row (the shipped policy wants them
@@ -75,7 +84,7 @@ def instance(state_dir: str, port: int, access_control: bool = True, burner: boo
 
 def apache(state_dir: str, port: int, access_control: bool = True) -> Instance:
     """An Instance serving Clarens, the static file and the reference handlers (not started)."""
-    inst = instance(state_dir, port, access_control, extra_conf=REFERENCES_CONF)
+    inst = instance(state_dir, port, access_control, extra_conf=references_conf(os.path.abspath(state_dir)))
     os.makedirs(os.path.join(inst.state_dir, "htdocs"), exist_ok=True)
     with open(os.path.join(inst.state_dir, "htdocs", targets.STATIC_FILE), "wb") as f:
         f.write(b"x" * (targets.STATIC_SIZE - 1) + b"\n")

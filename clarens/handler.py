@@ -37,7 +37,7 @@ _PROTOCOLS = {"text/xml": "xmlrpc", "application/xml": "xmlrpc",
 
 def handler(req) -> int:
     """Serve one request."""
-    host = _host()
+    host = _booted or _host()
     if host is None:
         return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
     base = req.hlist.directory.rstrip("/") if req.hlist.directory else ""
@@ -115,12 +115,16 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
     return _send(req, response.status, response.content_type, response.body)
 
 
+_booted: host_mod.Host | None = None
+
+
 def _host() -> host_mod.Host | None:
-    """The booted host; boots it now if PythonImport clarens.startup was not configured."""
-    try:
-        return host_mod.current()
-    except RuntimeError:
-        pass
+    """The booted host (remembered for the next requests); boots it now if PythonImport
+    clarens.startup was not configured."""
+    global _booted
+    if host_mod.booted():
+        _booted = host_mod.current()
+        return _booted
     try:
         host = host_mod.boot(apache.main_server.get_options())
     except ConfigError as e:
@@ -128,16 +132,15 @@ def _host() -> host_mod.Host | None:
         return None
     host.log.warning("modules were loaded by a request: add 'PythonImport clarens.startup INTERPRETER' "
                      "so that children load them at start")
+    _booted = host
     return host
 
 
 def _identify(req, host: host_mod.Host) -> Identity:
     """Who is calling, with the ACL groups they are in (IdentityRefused for unacceptable credentials)."""
     caller = identity_mod.from_request(req, host.config.cert_require)
-    if host.guard is None:
-        return caller
-    host.guard.refresh()   # once per request: a policy change applies from the next request on
-    return host.guard.with_groups(caller)
+    # Once per request: a policy change applies from every child's next request on.
+    return caller if host.guard is None else host.guard.identify(caller)
 
 
 def _rpc(req, host: host_mod.Host) -> int:

@@ -183,6 +183,7 @@ class Policy:
         self._members = {name: Matcher(members) for name, members in groups.items()}
         self._chains: dict[str, list[Entry]] = {}
         self._groups_of: dict[tuple[str, bool], tuple[str, ...]] = {}
+        self._allowed: dict[tuple[str, str, str], bool] = {}   # decisions that do not depend on the time
 
     def validate(self) -> None:
         """AclError if an entry names a group that does not exist."""
@@ -213,11 +214,23 @@ class Policy:
         return chain
 
     def allows(self, identity: Identity, method: str, clock: Callable[[], float]) -> bool:
-        """Whether ``identity`` may call ``method`` now (the clock is read only for windowed entries)."""
+        """Whether ``identity`` may call ``method`` now (the clock is read only for windowed entries).
+
+        Memoised per identity and method unless an entry with a validity window took part.
+        """
+        key = (identity.name, identity.source, method)
+        known = self._allowed.get(key)
+        if known is not None:
+            return known
+        allowed, timeless = False, True
         for entry in self._chain(method):
+            timeless = timeless and entry.timeless
             if entry.timeless or entry.in_force(clock()):
-                return entry.permits(identity)
-        return False
+                allowed = entry.permits(identity)
+                break
+        if timeless and len(self._allowed) < 10000:   # bounded: identities come from outside
+            self._allowed[key] = allowed
+        return allowed
 
     def decide(self, identity: Identity, method: str, now: float) -> Decision:
         """Whether ``identity`` may call ``method`` at time ``now``, and why."""

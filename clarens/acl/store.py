@@ -131,6 +131,11 @@ class Guard:
         groups = self._policy.groups_of(identity.name, identity.authenticated)
         return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
 
+    def identify(self, identity: Identity) -> Identity:
+        """At the start of a request: refresh the policy, then ``identity`` with its groups."""
+        self.refresh()
+        return self.with_groups(identity)
+
     def decide(self, identity: Identity, method: str) -> Decision:
         """Whether ``identity`` may call ``method``, and why (for explanations: acl.check, the CLI)."""
         if self.broken:

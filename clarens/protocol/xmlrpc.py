@@ -443,6 +443,8 @@ _RESPONSE_TAIL = "</param></params></methodResponse>\n"
 
 def dumps_response(value: Any) -> bytes:
     """Encode a successful result; raises Fault(INTERNAL_ERROR) if it cannot be represented."""
+    if type(value) is str and _ESCAPE_NEEDED.search(value) is None:   # the commonest result
+        return (_RESPONSE_HEAD + "<value><string>" + value + "</string></value>" + _RESPONSE_TAIL).encode("utf-8")
     out = [_RESPONSE_HEAD]
     try:
         _dump(value, out)
