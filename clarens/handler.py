@@ -40,16 +40,17 @@ def handler(req) -> int:
     host = _booted or _host()
     if host is None:
         return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
-    base = req.hlist.directory.rstrip("/") if req.hlist.directory else ""
-    sub = req.uri[len(base):].strip("/") if req.uri.startswith(base) else None
+    uri = req.uri
+    place = _places.get(uri) or _place(req, uri)
+    base, sub = place
     if sub:
         name, _, rest = sub.partition("/")
         route = host.routes.get(name)
         if route is None:
-            return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
+            return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
         return _web(req, host, route, base, rest)
     if sub is None:
-        return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % req.uri)
+        return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
     method = req.method
     if method == "POST":
         return _rpc(req, host)
@@ -116,6 +117,17 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
 
 
 _booted: host_mod.Host | None = None
+_places: dict[str, tuple[str, str | None]] = {}   # URI -> (its <Location>, the rest): fixed per configuration
+
+
+def _place(req, uri: str) -> tuple[str, str | None]:
+    """Where ``uri`` is: the ``<Location>`` serving it, and what follows (None if outside it)."""
+    directory = req.hlist.directory
+    base = directory.rstrip("/") if directory else ""
+    place = (base, uri[len(base):].strip("/") if uri.startswith(base) else None)
+    if len(_places) < 256:   # URIs come from clients: remember only a few
+        _places[uri] = place
+    return place
 
 
 def _host() -> host_mod.Host | None:
