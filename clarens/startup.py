@@ -1,18 +1,16 @@
 """``PythonImport clarens.startup INTERPRETER``: boot the host in every Apache child at child start.
 
 Loading here, rather than on the first request, means no request pays for
-imports or ``_startup_init``.  The request path is imported too, for the same
-reason.
+imports or ``_startup_init``; the request path is imported and run a few times
+too, for the same reason.
 """
 
 from mod_python import apache
 
-from clarens import host
+from clarens import handler, host
 from clarens.config import ConfigError
 
 try:
-    host.boot(apache.main_server.get_options())
+    handler.warm_up(host.boot(apache.main_server.get_options()))
 except ConfigError as e:
     apache.log_error("clarens: configuration error, not serving: %s" % e, apache.APLOG_CRIT, apache.main_server)
-
-import clarens.handler  # noqa: E402,F401  (warm the request path)
