@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import tempfile
 
 ORG = "/C=UK/O=Clarens Demo"
 CLIENTS = {"demo-user": ORG + "/CN=Demo User", "demo-admin": ORG + "/CN=Demo Administrator"}

@@ -4,6 +4,7 @@ Screenshots go to tests/output/ (git-ignored): the burner page mid-burn and afte
 completion, at 1280x800 and at a phone's width.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -12,7 +13,6 @@ import urllib.parse
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -111,7 +111,7 @@ def test_sign_in_upload_burn_watch_verify_eject(browser, server, iso):
     wait(d, lambda d: "browser.iso" in d.find_element(By.ID, "images").text, message="uploaded image listed")
     assert any(m.startswith("Uploaded browser.iso") for m in messages(d))
     with open(iso, "rb") as f:
-        digest = __import__("hashlib").sha256(f.read()).hexdigest()
+        digest = hashlib.sha256(f.read()).hexdigest()
     assert digest in d.find_element(By.ID, "images").text
 
     # Burn slowly enough to watch.

@@ -11,8 +11,8 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import faults
-from tests.helpers import ROOT, basic_header, basic_proxy, cert_proxy
+from clarens import devpki, faults
+from tests.helpers import ROOT, basic_header, cert_proxy
 
 ACTIVE = ("queued", "burning", "verifying")
 
@@ -254,8 +254,7 @@ def test_helper_killed_mid_burn_then_restarted(server, proxy, isos, anon):
 
 
 def test_command_line_client_burns_and_verifies(server, isos):
-    env = dict(os.environ, CLARENS_PASSWORD=__import__("clarens.devpki", fromlist=["x"]).credentials(
-        server.state_dir)["demo"])
+    env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(server.state_dir)["demo"])
     out = subprocess.run(["/usr/bin/python3", "-m", "clarens.client", "--url", server.url, "--user", "demo",
                           "burn", isos["small"]], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
