@@ -41,8 +41,7 @@ def handler(req) -> int:
     if host is None:
         return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
     uri = req.uri
-    place = _places.get(uri) or _place(req, uri)
-    base, sub = place
+    base, sub = _places.get(uri) or _place(req, uri)
     if sub:
         name, _, rest = sub.partition("/")
         route = host.routes.get(name)
