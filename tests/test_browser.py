@@ -64,7 +64,7 @@ def fresh_browser():
 
 @pytest.fixture(scope="module")
 def iso(tmp_path_factory):
-    return make_iso(str(tmp_path_factory.mktemp("browser-isos")), "browser", 4)
+    return make_iso(str(tmp_path_factory.mktemp("browser-isos")), "browser", 8)   # ~6 s at 1x, polled each second
 
 
 def wait(driver, condition, timeout=30, message=""):

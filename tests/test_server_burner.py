@@ -86,12 +86,12 @@ def fault_of(call):
 
 
 def test_upload_burn_watch_verify_eject(server, proxy, isos):
-    record = upload(server, isos["small"], "first.iso")
-    with open(isos["small"], "rb") as f:
+    record = upload(server, isos["medium"], "first.iso")   # ~3 s at 1x: progress to watch
+    with open(isos["medium"], "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     assert record["sha256"] == digest and record["uploaded_by"] == "demo"
     listed = {i["name"]: i for i in proxy.burner.images()}
-    assert listed["first.iso"]["size"] == os.path.getsize(isos["small"]) and listed["first.iso"]["sha256"] == digest
+    assert listed["first.iso"]["size"] == os.path.getsize(isos["medium"]) and listed["first.iso"]["sha256"] == digest
     assert [d["name"] for d in proxy.burner.drives()] == ["sim0"]
     job_id = proxy.burner.burn("first.iso", "sim0", {"speed": 1})
     job, seen = wait_job(proxy, job_id)
