@@ -27,7 +27,7 @@ except ImportError:  # command-line tools, tests
 _AP_MPMQ_GENERATION = 15
 
 
-def _start_time(pid: int) -> str:
+def process_start_time(pid: int) -> str:
     """The kernel start time of ``pid`` (field 22 of /proc/PID/stat), or '' if unknown."""
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -41,7 +41,7 @@ def server_start_token() -> str:
     """A string that is equal in every child of one server start, and differs across starts."""
     parent = os.getppid()
     generation = _apache.mpm_query(_AP_MPMQ_GENERATION) if _apache is not None else 0
-    return "%d:%s:%d" % (parent, _start_time(parent), generation)
+    return "%d:%s:%d" % (parent, process_start_time(parent), generation)
 
 
 def _covers(recorded: str, token: str) -> bool:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from clarens.once import _start_time, once_per_server
+from clarens.once import once_per_server, process_start_time
 
 
 def _record(directory, log, delay):
@@ -66,7 +66,7 @@ def test_a_failing_block_records_nothing(tmp_path):
 def test_a_late_child_of_an_older_generation_does_not_run_it_again(tmp_path):
     (tmp_path / "once").mkdir()
     stamp = tmp_path / "once" / "load.done"
-    parent, start = os.getppid(), _start_time(os.getppid())
+    parent, start = os.getppid(), process_start_time(os.getppid())
     stamp.write_text("%d:%s:3" % (parent, start))   # generation 3 already ran it; we are generation 0
     assert once_per_server("load", lambda: pytest.fail("ran again"), str(tmp_path)) is False
     assert stamp.read_text().endswith(":3")

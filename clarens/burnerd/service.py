@@ -22,7 +22,7 @@ from clarens.burnerd.images import open_image
 from clarens.burnerd.jobs import FAILED, FINISHED, QUEUED, STATES, JobStore
 from clarens.burnerd.peercred import Peer
 from clarens.burnerd.worker import DriveWorker
-from clarens.once import _start_time as process_start_time
+from clarens.once import process_start_time
 
 SUBMIT_FIELDS = {"image", "drive", "identity", "speed", "verify"}
 MAX_IDENTITY = 1024

@@ -24,7 +24,7 @@ from clarens.burnerd.errors import Refused
 from clarens.burnerd.images import Image, open_image
 from clarens.burnerd.jobs import (BURNING, CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, VERIFYING,
                                   JobStore, now)
-from clarens.once import _start_time as process_start_time
+from clarens.once import process_start_time
 
 
 def _failed(code: str, message: str) -> dict:
