@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from clarens import procfs
 from clarens.burnerd.client import BurnerClient
 from clarens.instance import Instance
 
@@ -40,15 +41,9 @@ class ProbeRow:
 
 
 def _cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])   # utime + stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    """User and system CPU ticks used so far by the processes in ``pids`` that still exist."""
+    stats = [procfs.stat(pid) for pid in pids]
+    return sum(int(st[1][11]) + int(st[1][12]) for st in stats if st is not None)
 
 
 def _wait_children_idle(inst: Instance, children: int, timeout: float = 60.0) -> float:

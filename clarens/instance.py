@@ -24,7 +24,7 @@ import xmlrpc.client
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import devpki
+from clarens import devpki, procfs
 from clarens.burnerd import launch as burner_launch
 from clarens.acl.files import load_dir as load_acl_dir
 from clarens.acl.model import AclError
@@ -175,11 +175,11 @@ class Instance:
         if pid:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while procfs.alive(pid) and time.monotonic() < deadline:
                 if self.helper is not None:
                     self.helper.poll()
                 time.sleep(0.05)
-            if _alive(pid):
+            if procfs.alive(pid):
                 os.kill(pid, signal.SIGKILL)
             if self.helper is not None:
                 self.helper.wait()
@@ -349,14 +349,6 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _pid_running(pid_file: str, needle: str) -> int | None:
     """The pid in ``pid_file`` if that process is alive and has ``needle`` in its command line."""
     try:
@@ -366,7 +358,7 @@ def _pid_running(pid_file: str, needle: str) -> int | None:
             cmdline = f.read().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if needle.encode() in cmdline and _alive(pid) else None
+    return pid if needle.encode() in cmdline and procfs.alive(pid) else None
 
 
 def _tail(path: str, lines: int = 20) -> str:

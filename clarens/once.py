@@ -19,6 +19,8 @@ import fcntl
 import os
 from typing import Callable
 
+from clarens import procfs
+
 try:  # only inside Apache
     from mod_python import apache as _apache
 except ImportError:  # command-line tools, tests
@@ -27,21 +29,11 @@ except ImportError:  # command-line tools, tests
 _AP_MPMQ_GENERATION = 15
 
 
-def process_start_time(pid: int) -> str:
-    """The kernel start time of ``pid`` (field 22 of /proc/PID/stat), or '' if unknown."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[19]   # fields after "(comm)" start at field 3
-
-
 def server_start_token() -> str:
     """A string that is equal in every child of one server start, and differs across starts."""
     parent = os.getppid()
     generation = _apache.mpm_query(_AP_MPMQ_GENERATION) if _apache is not None else 0
-    return "%d:%s:%d" % (parent, process_start_time(parent), generation)
+    return "%d:%s:%d" % (parent, procfs.start_time(parent), generation)
 
 
 def _covers(recorded: str, token: str) -> bool:

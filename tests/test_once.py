@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from clarens.once import once_per_server, process_start_time
+from clarens import procfs
+from clarens.once import once_per_server
 
 
 def _record(directory, log, delay):
@@ -66,7 +67,7 @@ def test_a_failing_block_records_nothing(tmp_path):
 def test_a_late_child_of_an_older_generation_does_not_run_it_again(tmp_path):
     (tmp_path / "once").mkdir()
     stamp = tmp_path / "once" / "load.done"
-    parent, start = os.getppid(), process_start_time(os.getppid())
+    parent, start = os.getppid(), procfs.start_time(os.getppid())
     stamp.write_text("%d:%s:3" % (parent, start))   # generation 3 already ran it; we are generation 0
     assert once_per_server("load", lambda: pytest.fail("ran again"), str(tmp_path)) is False
     assert stamp.read_text().endswith(":3")

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import clarens
+from clarens import procfs
 from clarens.burnerd import xorriso
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.errors import Refused
@@ -22,7 +23,6 @@ from clarens.burnerd.images import open_image
 from clarens.burnerd.jobs import FAILED, FINISHED, QUEUED, STATES, JobStore
 from clarens.burnerd.peercred import Peer
 from clarens.burnerd.worker import DriveWorker
-from clarens.once import process_start_time
 
 SUBMIT_FIELDS = {"image", "drive", "identity", "speed", "verify"}
 MAX_IDENTITY = 1024
@@ -50,7 +50,7 @@ class Burner:
         for leftover in self.store.leftover_processes():
             # A helper killed mid-burn leaves xorriso running (it may already be dying of
             # SIGPIPE); the start time tells it apart from a process that reused the pid.
-            if process_start_time(leftover["pid"]) == leftover["start_time"]:
+            if procfs.start_time(leftover["pid"]) == leftover["start_time"]:
                 self.log.warning("killing xorriso process group %d left by the previous helper (job %s)",
                                  leftover["pid"], leftover["job"])
                 xorriso.terminate_group(leftover["pid"], self.config.cancel_grace)

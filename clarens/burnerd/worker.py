@@ -18,13 +18,13 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from clarens import procfs
 from clarens.burnerd import verify, xorriso
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.images import Image, open_image
 from clarens.burnerd.jobs import (BURNING, CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, VERIFYING,
                                   JobStore, now)
-from clarens.once import process_start_time
 
 
 def _failed(code: str, message: str) -> dict:
@@ -165,7 +165,7 @@ class DriveWorker:
         with self._cond:
             self._proc = proc
             abort = self._abort is not None
-        self.store.set_process(self.drive.name, self._current, proc.pid, process_start_time(proc.pid))
+        self.store.set_process(self.drive.name, self._current, proc.pid, procfs.start_time(proc.pid))
         if abort:                    # a cancel came between the check and now
             proc.kill_group(self.config.cancel_grace)
 

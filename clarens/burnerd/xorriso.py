@@ -30,6 +30,7 @@ import subprocess
 import time
 from typing import Callable, NamedTuple
 
+from clarens import procfs
 from clarens.burnerd.config import DriveConfig
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -158,15 +159,10 @@ def group_alive(pgid: int) -> bool:
     ``killpg(pgid, 0)`` also counts zombies, and an orphan's zombie lingers
     where PID 1 is slow to reap (containers).
     """
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):   # fields: state, ppid, pgrp...
+    group = str(pgid)
+    for pid in procfs.pids():
+        st = procfs.stat(pid)
+        if st is not None and st[1][2] == group and st[1][0] not in ("Z", "X"):
             return True
     return False
 

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 
+from clarens import procfs
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,20 +144,9 @@ class Helper:
 
     def xorriso_children(self) -> list[int]:
         """Pids of the xorriso processes the helper started (they are its direct children)."""
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if comm == "xorriso" and ppid == self.proc.pid:
-                pids.append(int(entry))
-        return pids
+        stats = {pid: procfs.stat(pid) for pid in procfs.pids()}
+        return [pid for pid, st in stats.items()
+                if st is not None and st[0] == "xorriso" and st[1][1] == str(self.proc.pid)]
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
@@ -183,20 +173,6 @@ def wait_burning(client: BurnerClient, job_id: int, min_bytes: int = 1, timeout:
                              else None)(client.job(job_id)), timeout, what="job %d to burn" % job_id)
 
 
-def group_running(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` is alive (zombies, which PID 1 here may never reap, are not)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def connect_raw(path: str) -> socket.socket:

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from clarens.burnerd.client import RequestRefused
-from tests.burnerd.support import group_running, wait_burning, wait_finished, wait_for
+from clarens.burnerd.xorriso import group_alive as group_running
+from tests.burnerd.support import wait_burning, wait_finished, wait_for
 
 
 def sha256_file(path: str, size: int | None = None) -> str:

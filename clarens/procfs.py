@@ -1,0 +1,38 @@
+"""Facts about processes, from Linux's /proc."""
+
+from __future__ import annotations
+
+import os
+
+
+def stat(pid: int) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) from /proc/PID/stat, or None if there is no such process.
+
+    In the fields, [0] is the state, [1] the parent pid, [2] the process group,
+    [11] and [12] user and system CPU ticks, [19] the start time.
+    """
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            text = f.read()
+    except OSError:
+        return None
+    head, _, rest = text.rpartition(")")   # the command name may itself hold ")"
+    return head.partition("(")[2], rest.split()
+
+
+def pids() -> list[int]:
+    """Every process's pid."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is neither a zombie nor dead (an unreaped orphan's zombie can
+    linger where PID 1 is slow to reap, as in containers)."""
+    st = stat(pid)
+    return st is not None and st[1][0] not in ("Z", "X")
+
+
+def start_time(pid: int) -> str:
+    """The kernel start time of ``pid`` (ticks since boot), or '' if there is no such process."""
+    st = stat(pid)
+    return st[1][19] if st else ""
