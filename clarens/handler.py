@@ -78,8 +78,7 @@ def _cross_site(req) -> str | None:
     """
     origin = req.headers_in.get("Origin")
     if origin is not None:
-        scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
-        if origin != "%s://%s" % (scheme, req.headers_in.get("Host", "")):
+        if origin != routes.request_origin(req):
             return "request from another origin (%s)" % origin[:100]
     elif req.headers_in.get("Sec-Fetch-Site") == "cross-site":
         return "request from another site"

@@ -64,6 +64,13 @@ class WebResponse:
         return cls.json({"error": {"code": fault.code, "message": fault.message}}, _STATUS.get(fault.code, 400))
 
 
+def request_origin(req: Any, missing_host: str = "") -> str:
+    """``scheme://host[:port]`` of a mod_python request, as the client addressed the server
+    (``missing_host`` stands in for the host when an HTTP/1.0 client sent none)."""
+    scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
+    return "%s://%s" % (scheme, req.headers_in.get("Host", missing_host))
+
+
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
@@ -79,8 +86,7 @@ class WebRequest:
     @property
     def origin(self) -> str:
         """``scheme://host[:port]`` as the client addressed us."""
-        scheme = "https" if self._req.ssl_var_lookup("HTTPS") == "on" else "http"
-        return "%s://%s" % (scheme, self.headers.get("Host", "localhost"))
+        return request_origin(self._req, "localhost")
 
     @property
     def content_length(self) -> int | None:
