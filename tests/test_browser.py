@@ -154,7 +154,8 @@ def test_sign_in_upload_burn_watch_verify_eject(browser, server, iso):
     shot(d, "burner-done-phone.png", PHONE)
 
     # Eject.
-    d.find_element(By.XPATH, "//ul[@id='drives']//button[normalize-space()='Eject']").click()
+    d.execute_script("[...document.querySelectorAll('#drives button')]"       # one atomic find-and-click
+                     ".find((b) => b.textContent.trim() === 'Eject').click()")
     wait(d, lambda d: any("Ejected the disc in sim0" in m for m in messages(d)), message="eject confirmed")
 
 

@@ -105,7 +105,12 @@
     return m.status || "unknown medium";
   }
 
+  let shownDrives = null;   // what the list shows: rebuilt only when it changes, so buttons keep focus
+
   function renderDrives(drives) {
+    const key = JSON.stringify(drives);
+    if (key === shownDrives) return;
+    shownDrives = key;
     setOptions($("burn-drive"), drives.map((d) => d.name), "(no drives)");
     $("drives").replaceChildren(...(drives.length ? drives.map((drive) =>
       el("li", {class: "drive"},
@@ -225,6 +230,7 @@
     pollError = text;
     if (error && !jobs.result) $("jobs").replaceChildren(el("li", {class: "empty"}, "Jobs unavailable."));
     if (error && !drives.result) {
+      shownDrives = null;
       $("drives").replaceChildren(el("li", {class: "empty"}, "Drives unavailable."));
       setOptions($("burn-drive"), [], "(unavailable)");
     }
