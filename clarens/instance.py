@@ -76,6 +76,7 @@ class Instance:
         self.burnerd_pid = os.path.join(self.state_dir, "run", "burnerd.pid")
         self.burnerd_log = os.path.join(self.state_dir, "log", "burnerd.log")
         self.helper: subprocess.Popen | None = None
+        self._log_mark = 0   # the error log's size when this instance last started
         self.conf_path = os.path.join(self.state_dir, "apache.conf")
         self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
         self.error_log = os.path.join(self.state_dir, "log", "error.log")
@@ -215,14 +216,19 @@ class Instance:
         if out.returncode != 0:
             raise InstanceError("Apache rejects %s:\n%s" % (self.conf_path, out.stderr.strip()))
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start in the background (as a child of this process) and return once it answers."""
-        if self.running_pid():
-            raise InstanceError("an instance is already running from %s (pid %d)" % (self.state_dir, self.running_pid()))
+    def _begin(self) -> None:
+        """What every start does first: refuse a second instance, set up, check, start the helper."""
+        pid = self.running_pid()
+        if pid:
+            raise InstanceError("an instance is already running from %s (pid %d); stop it first" % (self.state_dir, pid))
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
         self._start_helper()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start in the background (as a child of this process) and return once it answers."""
+        self._begin()
         # Own session: on shutdown prefork signals its whole process group, which would include us.
         # A single debug process (-X) keeps the terminal instead, for pdb.
         self.process = subprocess.Popen(self.command(foreground=True),
@@ -236,12 +242,7 @@ class Instance:
 
     def start_detached(self, timeout: float = 30.0) -> None:
         """Start as a daemon (``apache2 -k start``), for ``./run start``; return once it answers."""
-        if self.running_pid():
-            raise InstanceError("already running (pid %d); ./run stop first" % self.running_pid())
-        self.prepare()
-        self.configtest()
-        self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
-        self._start_helper()
+        self._begin()
         out = subprocess.run(self.command(foreground=False), capture_output=True, text=True)
         if out.returncode != 0:
             self._stop_helper(timeout)
@@ -327,12 +328,7 @@ class Instance:
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the error log (since this start, when known)."""
-        try:
-            with open(self.error_log, errors="replace") as f:
-                f.seek(getattr(self, "_log_mark", 0))
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return "(no error log at %s)" % self.error_log
+        return _tail(self.error_log, lines, self._log_mark)
 
 
 def _group_name(gid: int) -> str:
@@ -361,9 +357,11 @@ def _pid_running(pid_file: str, needle: str) -> int | None:
     return pid if needle.encode() in cmdline and procfs.alive(pid) else None
 
 
-def _tail(path: str, lines: int = 20) -> str:
+def _tail(path: str, lines: int = 20, offset: int = 0) -> str:
+    """The last ``lines`` lines of the file at ``path`` written after ``offset``."""
     try:
         with open(path, errors="replace") as f:
+            f.seek(offset)
             return "".join(f.readlines()[-lines:])
     except OSError:
         return "(no log at %s)" % path
