@@ -112,20 +112,26 @@ class ServerConfig:
         return sorted(self._modules)
 
 
+def read_ini(path: str) -> configparser.ConfigParser:
+    """Parse the INI file at ``path`` (no interpolation); ConfigError naming the file if unreadable."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError("cannot read configuration %s: %s" % (path, e.strerror)) from None
+    except configparser.Error as e:
+        raise ConfigError("configuration %s: %s" % (path, e)) from None
+    return parser
+
+
 def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerConfig:
     """Read the file at ``path`` (None: defaults only) and apply ``clarens.*`` options."""
     options = dict(options or {})
     path = options.get(CONFIG_OPTION, path)
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
     if path is not None:
         path = os.path.abspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                parser.read_file(f)
-        except OSError as e:
-            raise ConfigError("cannot read configuration %s: %s" % (path, e.strerror)) from None
-        except configparser.Error as e:
-            raise ConfigError("configuration %s: %s" % (path, e)) from None
+    parser = read_ini(path) if path is not None else configparser.ConfigParser(interpolation=None)
     server = dict(SERVER_DEFAULTS)
     modules: dict[str, dict[str, str]] = {}
     certificate: dict[str, str] = {}

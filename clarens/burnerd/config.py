@@ -7,14 +7,13 @@ keys are errors, so a typo cannot silently weaken a setting.
 
 from __future__ import annotations
 
-import configparser
 import grp
 import os
 import pwd
 import re
 from dataclasses import dataclass
 
-from clarens.config import ConfigError, Settings
+from clarens.config import ConfigError, Settings, read_ini
 
 DEFAULTS = {
     "socket": "/run/clarens-burner/burnerd.sock",
@@ -135,14 +134,7 @@ def _drive(name: str, values: dict[str, str], base: str, max_speed: int, where: 
 def load(path: str) -> BurnerConfig:
     """Read and check the configuration file at ``path``."""
     path = os.path.abspath(path)
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except OSError as e:
-        raise ConfigError("cannot read configuration %s: %s" % (path, e.strerror)) from None
-    except configparser.Error as e:
-        raise ConfigError("configuration %s: %s" % (path, e)) from None
+    parser = read_ini(path)
     base = os.path.dirname(path)
     values = dict(DEFAULTS)
     drive_sections = {}
