@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import threading
 import xmlrpc.client
 
 from clarens import devpki
@@ -126,3 +127,22 @@ class Raw:
         import json
         resp = self.request("POST", payload, content_type="application/json", **kw)
         return resp.status, (json.loads(resp.body) if resp.body else None)
+
+
+def concurrently(fn, n: int) -> list:
+    """Run ``fn`` in ``n`` threads at once (each on its own connection, so that several
+    Apache children answer); their results, after asserting that none raised."""
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(fn())
+        except Exception as e:   # asserted below
+            errors.append(e)
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    return results

@@ -5,7 +5,6 @@ import json
 import os
 import ssl
 import subprocess
-import threading
 import time
 import xmlrpc.client
 
@@ -13,7 +12,7 @@ import pytest
 
 from clarens import devpki, faults
 from clarens.instance import InstanceError
-from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, make_acl_dir, start_instance
+from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, concurrently, make_acl_dir, start_instance
 
 
 def fault_of(call):
@@ -109,41 +108,24 @@ def test_acl_check_explains_the_decision(admin):
     assert out["allowed"] is True and "group admins" in out["reason"]
 
 
-def _concurrent(fn, n=48):
-    results, errors = [], []
-
-    def one():
-        try:
-            results.append(fn())
-        except Exception as e:   # asserted below
-            errors.append(e)
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
-    return results
-
-
 def test_acl_change_is_enforced_by_every_child_at_its_next_request(server, admin):
     def probe():
         out = xmlrpc.client.ServerProxy(server.url).system.multicall(
             [{"methodName": "probe.info", "params": []}, {"methodName": "system.serverInfo", "params": []}])
         return out[1][0]["pid"], isinstance(out[0], list)
 
-    before = _concurrent(probe)
+    before = concurrently(probe, 48)
     assert all(ok for _, ok in before)
     warm = {pid for pid, _ in before}
     assert len(warm) > 1
     try:
         assert admin.acl.set_entry("probe.info", {"allow": ["authenticated"]}) is True
-        after = _concurrent(probe)
+        after = concurrently(probe, 48)
         assert not any(ok for _, ok in after)
         assert warm & {pid for pid, _ in after}, "children that cached the old policy must enforce the new one"
     finally:
         admin.acl.delete_entry("probe.info")
-    assert all(ok for _, ok in _concurrent(probe, 16))
+    assert all(ok for _, ok in concurrently(probe, 16))
     audit = admin.acl.audit(5)
     assert [r["what"]["action"] for r in audit[-2:]] == ["set_entry", "delete_entry"]
     assert audit[-1]["who"] == ORG + "/CN=Demo Administrator"

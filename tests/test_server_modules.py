@@ -1,15 +1,13 @@
 """Module loading in the real Apache: failures isolated, _startup_init once per child,
 the once-per-server block once per start, config and tdb handed to modules."""
 
-import http.client
 import os
-import threading
 import time
 import xmlrpc.client
 
 import pytest
 
-from tests.helpers import start_instance
+from tests.helpers import concurrently, start_instance
 
 
 def test_failed_modules_are_reported_and_the_rest_work(proxy, server):
@@ -29,23 +27,7 @@ def test_failed_modules_are_reported_and_the_rest_work(proxy, server):
 
 def _probe_many(inst, n=64):
     """Call probe.info on many fresh connections at once, so several children answer."""
-    results, errors = [], []
-
-    def one():
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=30)
-            proxy = xmlrpc.client.ServerProxy(inst.url)
-            results.append(proxy.probe.info())
-            conn.close()
-        except Exception as e:   # collected and asserted below
-            errors.append(e)
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    return results
+    return concurrently(lambda: xmlrpc.client.ServerProxy(inst.url).probe.info(), n)
 
 
 def _lines(path):
