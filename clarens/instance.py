@@ -271,17 +271,8 @@ class Instance:
 
     def processes(self) -> list[int]:
         """Pids of every Apache process of this instance (parent and children)."""
-        pids = []
         needle = self.conf_path.encode()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open("/proc/%s/cmdline" % entry, "rb") as f:
-                        if needle in f.read().split(b"\0"):
-                            pids.append(int(entry))
-                except OSError:
-                    pass
-        return pids
+        return [pid for pid in procfs.pids() if needle in procfs.cmdline(pid)]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the instance and wait until every one of its processes has exited."""
@@ -350,11 +341,9 @@ def _pid_running(pid_file: str, needle: str) -> int | None:
     try:
         with open(pid_file) as f:
             pid = int(f.read().strip())
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            cmdline = f.read().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if needle.encode() in cmdline and procfs.alive(pid) else None
+    return pid if needle.encode() in procfs.cmdline(pid) and procfs.alive(pid) else None
 
 
 def _tail(path: str, lines: int = 20, offset: int = 0) -> str:

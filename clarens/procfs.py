@@ -20,6 +20,15 @@ def stat(pid: int) -> tuple[str, list[str]] | None:
     return head.partition("(")[2], rest.split()
 
 
+def cmdline(pid: int) -> list[bytes]:
+    """The arguments ``pid`` was started with ([] if there is no such process)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
 def pids() -> list[int]:
     """Every process's pid."""
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
