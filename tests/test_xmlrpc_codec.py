@@ -184,8 +184,9 @@ def _well_formed(seed: int, count: int):
 
 
 def _fast(body):
-    """What the fast path alone makes of ``body``: an outcome, or None where it defers to expat."""
-    pieces = codec._plain_pieces(body)
+    """What the piece reader alone makes of ``body``: an outcome, or None where it defers to expat."""
+    text = codec._plain_text(body)
+    pieces = None if text is None else codec._plain_pieces(text)
     if pieces is None:
         return None
 
@@ -210,6 +211,63 @@ def test_fast_path_agrees_with_expat_on_every_document_it_reads():
     assert fast_taken > 4000   # the comparison covered many documents the fast path accepts
 
 
+def _flat(body):
+    """What the flat reader alone makes of ``body``: an outcome, or None where it defers."""
+    text = codec._plain_text(body)
+    try:
+        call = None if text is None else codec._flat_call(text)
+    except codec._NotPlain:
+        return None
+    except Fault as fault:
+        return ("fault", fault.code, fault.message)
+    return None if call is None else ("ok", call[0], repr(call[1]), False)
+
+
+_HAND_WRITTEN = ["<int>x</int>", "<int> 12 </int>", "<i4>+3</i4>", "<boolean>2</boolean>", "<boolean> 1 </boolean>",
+                 "<double>1e999</double>", "<double>.5</double>", "<i8>99999999999999999999</i8>", "<int>1 2</int>"]
+
+
+def _flat_calls(seed: int, count: int):
+    """Calls with only scalar parameters, spaced and escaped in the ways XML allows, some mutated."""
+    rng = random.Random(seed)
+    scalars = ["hi", "", "a<b&c>\"'", " spaced ", "\t\n", "é\U0001F600", 0, -7, 2**31 - 1, True, 1.5, -0.0, None]
+    for _ in range(count):
+        params = tuple(rng.choice(scalars) for _ in range(rng.randint(0, 4)))
+        doc = xmlrpc.client.dumps(params, rng.choice(["m.x", " m.x ", "a&amp;b"]), allow_none=True)
+        if rng.random() < 0.25:   # scalars written by hand, some of them invalid
+            doc = doc.replace("<params>\n", "<params>\n<param>\n<value>%s</value>\n</param>\n" % rng.choice(
+                _HAND_WRITTEN), 1)
+        doc = doc.replace("<string>", rng.choice(["<string>", "", " <string>"]), 1)
+        doc = doc.replace("</string>", rng.choice(["</string>", "</int>", "</string> \n"]), 1)
+        doc = doc.replace(">\n<", rng.choice([">\n<", "><", "> \t <"])).replace("&lt;", rng.choice(["&lt;", "&#60;"]))
+        if rng.random() < 0.3:
+            doc = doc.replace("<?xml version='1.0'?>", rng.choice(["", " ", '<?xml version="1.0" encoding="utf-8"?>',
+                                                                  "<?xml version='1.0' encoding='latin-1'?>"]))
+        if rng.random() < 0.3:
+            at = rng.randint(0, len(doc))
+            doc = doc[:at] + rng.choice(_PIECES) + doc[at + rng.choice([0, 1, 3]):]
+        yield doc.encode("utf-8")
+
+
+def test_flat_reader_agrees_with_expat_on_every_document_it_reads():
+    flat_taken = faults_seen = 0
+    for body in list(_flat_calls(3, 6000)) + list(_well_formed(4, 2000)) + list(_mutations(5, 10000)):
+        flat = _flat(body)
+        if flat is None:
+            continue
+        flat_taken += 1
+        faults_seen += flat[0] == "fault"
+        assert flat == _outcome(lambda d: codec._expat(body, d)), body
+    assert flat_taken > 3000 and faults_seen > 300, (flat_taken, faults_seen)   # many, some invalid scalars
+
+
+def test_flat_reader_leaves_structure_to_the_other_readers():
+    for params in (([1, 2],), ({"a": 1},), (b"\x00",), (datetime.datetime(2020, 1, 2),)):
+        body = call(*params)
+        assert _flat(body) is None and _fast(body) is not None
+    assert _flat(call("a", 1, True, 2.5, None)) == ("ok", "echo.echo", repr(["a", 1, True, 2.5, None]), False)
+
+
 def test_documents_outside_the_fast_subset_still_decode():
     cases = {
         b"<methodCall><!-- a comment --><methodName>m.x</methodName></methodCall>": ("m.x", []),
@@ -222,12 +280,12 @@ def test_documents_outside_the_fast_subset_still_decode():
         b"\xef\xbb\xbf<methodCall><methodName>m.x</methodName></methodCall>": ("m.x", []),
     }
     for body, expected in cases.items():
-        assert _fast(body) is None
+        assert _fast(body) is None and _flat(body) is None
         assert codec.loads(body) == expected
 
 
 def test_large_bodies_are_decoded_in_bounded_chunks():
     strings = ["s%05d" % i for i in range(20000)]
     body = call(strings)
-    assert len(body) > 4 * codec._CHUNK and codec._plain_pieces(body) is None
+    assert len(body) > 4 * codec._CHUNK and codec._plain_text(body) is None
     assert codec.loads(body)[1] == [strings]

@@ -211,14 +211,15 @@ class _Decoder:
 
 # -- readers ------------------------------------------------------------------
 #
-# Small bodies are first read by splitting them at "<" (the fast path), as long as
-# they stay inside a strict subset of XML: UTF-8 without carriage returns or
-# characters XML forbids, elements without attributes, the five predefined
-# entities and valid character references, an optional XML declaration, nothing
-# after the root element.  Anything else (comments, CDATA, a DOCTYPE,
-# attributes, any error) goes to expat, from the start: the fast path never
-# accepts a document expat would refuse or read differently
-# (tests/test_xmlrpc_codec.py compares the two).
+# Small bodies are first read by the fast paths, as long as they stay inside a
+# strict subset of XML: UTF-8 without carriage returns or characters XML forbids,
+# elements without attributes, the five predefined entities and valid character
+# references, an optional XML declaration, nothing after the root element.  A call
+# with only scalar parameters is read whole by two regular expressions (the flat
+# reader); any other plain document by splitting it at "<" (the piece reader).
+# Anything else (comments, CDATA, a DOCTYPE, attributes, any error) goes to expat,
+# from the start: no fast path accepts a document expat would refuse or read
+# differently (tests/test_xmlrpc_codec.py compares each of them with expat).
 
 _FAST_MAX = 1 << 16
 _CHUNK = 1 << 16
@@ -264,24 +265,72 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _plain_pieces(body: bytes) -> list[str] | None:
-    """The raw pieces of a small document that may be plain (see above), or None for expat."""
+def _plain_text(body: bytes) -> str | None:
+    """A small body decoded, if its bytes allow a plain document (see above); None for expat."""
     if len(body) > _FAST_MAX or len(body.translate(None, _NOT_PLAIN)) != len(body) or b"]]>" in body:
         return None
     if not body.isascii() and (b"\xef\xbf\xbe" in body or b"\xef\xbf\xbf" in body):   # U+FFFE, U+FFFF
         return None
     try:
-        pieces = body.decode("utf-8").split("<")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _usual_declaration(decl: str) -> bool:
+    return decl in _USUAL_DECLS or _XML_DECL.match(decl) is not None
+
+
+def _plain_pieces(text: str) -> list[str] | None:
+    """The raw pieces of a plain text for the piece reader, or None for expat."""
+    pieces = text.split("<")
     if pieces[0].strip(_XML_SPACE) or len(pieces) < 2:   # text (or a byte-order mark) before the first tag
         return None
     if pieces[1][:1] == "?":                             # the XML declaration: first thing in the document
         decl, gt, after = pieces[1].partition(">")
-        if pieces[0] or not gt or (decl not in _USUAL_DECLS and not _XML_DECL.match(decl)) or after.strip(_XML_SPACE):
+        if pieces[0] or not gt or not _usual_declaration(decl) or after.strip(_XML_SPACE):
             return None
         return pieces[2:]
     return pieces[1:]
+
+
+# The commonest call by far has only scalar parameters.  A plain text that is exactly
+# such a call (whitespace only between elements, no empty-element tags but <nil/>)
+# is read by two regular expressions instead of tag by tag, with the same scalar rules.
+_S = r"[ \t\n]*"
+_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>string|int|i4|i8|boolean|double)>(?P<text>[^<]*)</(?P=type)>{s}"
+               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*))</value>").format(s=_S)
+_FLAT_CALL = re.compile(
+    r"(?:<(?P<decl>\?xml[^<>]*)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*)</methodName>{s}"
+    r"(?:<params>{s}(?P<params>(?:<param>{s}{value}{s}</param>{s})*)</params>{s})?</methodCall>{s}\Z".format(
+        s=_S, value=_FLAT_VALUE))
+_FLAT_PARAM = re.compile(_FLAT_VALUE)
+
+
+def _flat_call(text: str) -> tuple[str, list] | None:
+    """(method name, parameters) of a plain text that is a call with only scalar parameters,
+    or None; Fault for an invalid scalar, _NotPlain for a reference the plain subset lacks."""
+    m = _FLAT_CALL.match(text)
+    if m is None:
+        return None
+    decl, name, section = m.group("decl", "name", "params")
+    if decl is not None and not _usual_declaration(decl):
+        return None
+    if "&" in name:
+        name = _unescape(name)
+    params: list[Any] = []
+    if section:
+        push = params.append
+        for kind, data, nil, bare in _FLAT_PARAM.findall(section):
+            if nil:
+                push(None)
+                continue
+            if not kind:
+                data = bare
+            if "&" in data:
+                data = _unescape(data)
+            push(data if not kind or kind == "string" else _SCALAR[kind](data))
+    return name.strip(), params
 
 
 def _refuse_dtd(*args: Any) -> None:
@@ -329,11 +378,17 @@ def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
     # holds NUL bytes (its ASCII markup), which UTF-8 XML never does.
     if b"\x00" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise Fault(PARSE_ERROR, "the body is not UTF-8")
-    decoder = _Decoder(max_depth)
-    pieces = _plain_pieces(body)
+    text = _plain_text(body)
     try:
+        if text is None:
+            raise _NotPlain
+        call = _flat_call(text)
+        if call is not None:
+            return call
+        pieces = _plain_pieces(text)
         if pieces is None:
             raise _NotPlain
+        decoder = _Decoder(max_depth)
         decoder.feed(pieces, raw=True)
         if decoder.open or not decoder.root:
             raise _NotPlain
