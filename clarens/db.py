@@ -14,7 +14,9 @@ readable records.  Keys are text.
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import struct
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -23,6 +25,13 @@ import tdb
 
 _registry_lock = threading.Lock()
 _open: dict[str, "Database"] = {}   # realpath -> the one handle of this process
+
+
+# The tdb file header (struct tdb_header): a 32-byte magic, then 32-bit words in the
+# machine's byte order: version, hash size, rwlocks, recovery start, sequence number.
+_MAGIC = b"TDB file\n"
+_VERSION_AT, _VERSION = 32, struct.pack("=I", 0x26011967 + 6)
+_SEQNUM_AT, _SEQNUM = 48, struct.Struct("=i")     # signed, as tdb_get_seqnum returns it
 
 
 def _encode(value: Any) -> bytes:
@@ -38,9 +47,25 @@ class Database:
         self._forked = False   # set in a forked child: reopen before first use there
         self._tdb = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDWR | os.O_CREAT, mode)
         self._tdb.enable_seqnum()
+        self._header = self._map_header()
         st = os.stat(path)
         if st.st_mode & 0o777 != mode and st.st_uid == os.geteuid():
             os.chmod(path, mode)   # the umask may have widened nothing, but never trust it
+
+    def _map_header(self) -> mmap.mmap | None:
+        """A read-only map of the file's header, or None if its layout is not the one known here."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            header = mmap.mmap(fd, _SEQNUM_AT + _SEQNUM.size, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError):   # e.g. a file too short to be a tdb we know
+            return None
+        finally:
+            os.close(fd)
+        if (header[:len(_MAGIC)] != _MAGIC or header[_VERSION_AT:_VERSION_AT + 4] != _VERSION
+                or _SEQNUM.unpack_from(header, _SEQNUM_AT)[0] != self._tdb.seqnum):
+            header.close()
+            return None
+        return header
 
     def _handle(self):
         if self._forked:   # fcntl locks do not follow a fork
@@ -98,7 +123,16 @@ class Database:
 
     @property
     def seqnum(self) -> int:
-        """A counter that changes whenever any process modifies the file: cheap cache invalidation."""
+        """A counter that changes whenever any process commits a change to the file: cheap
+        cache invalidation (read once per request by the ACL guard).
+
+        Read from this handle's own map of the file header, without the lock: tdb remaps
+        its view of the file as the file grows, but this map never moves, and the
+        counter is one aligned word.  (Taking the lock costs more than the rest of
+        the ACL check inside an Apache child.)
+        """
+        if self._header is not None:
+            return _SEQNUM.unpack_from(self._header, _SEQNUM_AT)[0]
         with self._lock:
             return self._handle().seqnum
 
@@ -123,6 +157,8 @@ class Database:
         """Close the handle and forget it, so the file may be opened again."""
         with _registry_lock, self._lock:
             self._tdb.close()
+            if self._header is not None:
+                self._header.close()
             _open.pop(self.path, None)
 
 

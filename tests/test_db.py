@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import stat
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,6 +49,21 @@ def test_seqnum_changes_on_write(registry):
     before = d.seqnum
     d.put("x", 1)
     assert d.seqnum != before
+
+
+def test_seqnum_is_read_from_the_header_and_follows_other_processes(registry):
+    d = registry.open("seq")
+    assert d._header is not None   # the lock-free read is in use (tdb's file layout is the known one)
+    script = ("import sys, tdb, os\n"
+              "t = tdb.Tdb(sys.argv[1], 0, tdb.DEFAULT, os.O_RDWR, 0o600)\n"
+              "t.enable_seqnum()\n"
+              "for i in range(50): t.store(b'k%d' % i, b'v' * 4000, tdb.REPLACE)\n"   # grows the file
+              "t.transaction_start(); t.store(b'x', b'1', tdb.REPLACE); t.transaction_commit()\n")
+    before = d.seqnum
+    subprocess.run([sys.executable, "-c", script, d.path], check=True)
+    assert d.seqnum != before
+    with d._lock:
+        assert d.seqnum == d._handle().seqnum   # the same counter tdb itself reads
 
 
 def test_invalid_names_are_refused(registry):

@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("check needs IDENTITY METHOD")
             name, method = args.args
             guard = store.Guard(db, logging.getLogger("clarens.acl"))
-            guard.refresh()
-            who = guard.with_groups(ANONYMOUS if name == "anonymous" else Identity(name, "command line"))
+            who = guard.identify(ANONYMOUS if name == "anonymous" else Identity(name, "command line"))
             decision = guard.decide(who, method)
             print("%s: %s may %scall %s\n  groups: %s\n  %s" % (
                 "ALLOW" if decision.allowed else "DENY", name, "" if decision.allowed else "not ", method,

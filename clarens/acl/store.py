@@ -126,15 +126,11 @@ class Guard:
             self._seqnum = seqnum
         return self._policy
 
-    def with_groups(self, identity: Identity) -> Identity:
-        """``identity`` with the groups the current policy puts it in."""
-        groups = self._policy.groups_of(identity.name, identity.authenticated)
-        return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
-
     def identify(self, identity: Identity) -> Identity:
-        """At the start of a request: refresh the policy, then ``identity`` with its groups."""
-        self.refresh()
-        return self.with_groups(identity)
+        """At the start of a request: reload the policy if it changed (:meth:`refresh`), then
+        ``identity`` with the groups the policy puts it in."""
+        groups = self.refresh().groups_of(identity.name, identity.authenticated)
+        return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
 
     def decide(self, identity: Identity, method: str) -> Decision:
         """Whether ``identity`` may call ``method``, and why (for explanations: acl.check, the CLI)."""

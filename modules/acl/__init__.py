@@ -47,7 +47,7 @@ def check(identity, method):
     {allowed, entry, reason, groups}, naming the entry that decided and why."""
     guard = _guard()
     who = ANONYMOUS if identity == "anonymous" else Identity(identity, "acl.check")
-    who = guard.with_groups(who)
+    who = guard.identify(who)
     decision = guard.decide(who, method)
     return dict(decision.describe(), groups=list(who.groups))
 
