@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 s rounds after 1 s warm-up (development only)")
     p.add_argument("--duration", type=int, help="seconds measured per row and round (default 10; --quick 2)")
     p.add_argument("--warmup", type=int, help="seconds of discarded load before each measurement (default 2; --quick 1)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per row, alternated between rows (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per row, alternated between rows (default 5)")
     p.add_argument("--only", metavar="REGEX", help="measure only rows whose key matches (keys: %s)"
                    % ", ".join([t.key for t in targets.ROWS] + [f.__name__ for f in probes.PROBES]))
     p.add_argument("--port", type=int, default=18180,

@@ -19,7 +19,7 @@ class Load:
     connections: int = 16
     duration: int = 10      # seconds measured per round
     warmup: int = 2         # seconds run and discarded before each measurement
-    rounds: int = 3
+    rounds: int = 5
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,7 @@ def build(machine: dict, settings: load.Load, rows: list[dict]) -> dict[str, Any
     """The complete result: machine, load, rows with their ratios, and the targets."""
     by_key = {r["key"]: r for r in rows}
     for r in rows:
-        r["ratios"] = {ref: r["rps"] / by_key[ref]["rps"] if r["rps"] and ref in by_key else None
-                       for ref, _ in REFERENCES}
+        r["ratios"] = {ref: _rps_ratio(by_key, r["key"], ref) for ref, _ in REFERENCES}
         if r["rps"] is not None:
             notes = ["%s calls/s" % _int(r["rps"] * r["calls_per_request"])] if r["calls_per_request"] > 1 else []
             if r["errors"]:
@@ -50,7 +49,16 @@ def build(machine: dict, settings: load.Load, rows: list[dict]) -> dict[str, Any
 
 
 def _rps_ratio(rows: dict, a: str, b: str) -> float | None:
-    return rows[a]["rps"] / rows[b]["rps"] if a in rows and b in rows else None
+    """Row ``a``'s req/s over row ``b``'s: the median of the per-round ratios.
+
+    Rounds run round-robin, so round n of ``a`` and of ``b`` ran minutes apart at
+    most; pairing them cancels the machine's drift between rounds (on a shared VM
+    the larger part of the noise), which a ratio of the two medians would keep.
+    """
+    if a not in rows or b not in rows or not rows[a]["rps"] or not rows[b]["rps"]:
+        return None
+    pairs = list(zip(rows[a]["rounds"], rows[b]["rounds"]))
+    return statistics.median(x["rps"] / y["rps"] for x, y in pairs)
 
 
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
@@ -111,7 +119,7 @@ def _machine_lines(result: dict) -> list[str]:
         "Apache %s, %s MPM (%s); Python %s, mod_python %s; Clarens %s" % (
             m["apache"], mpm["MPM"], ", ".join("%s %s" % kv for kv in mpm.items() if kv[0] != "MPM"),
             m["python"], m["mod_python"], m["clarens"]),
-        "%s: -t%d -c%d, keep-alive, %d s per round after %d s warm-up, median of %d rounds (round-robin)" % (
+        "%s: -t%d -c%d, keep-alive, %d s per round after %d s warm-up, median of %d rounds (round-robin), ratios paired by round" % (
             m["wrk"].split(" [")[0], ld["threads"], ld["connections"], ld["duration"], ld["warmup"], ld["rounds"]),
     ]
 
