@@ -57,8 +57,7 @@ def _rps_ratio(rows: dict, a: str, b: str) -> float | None:
     """
     if a not in rows or b not in rows or not rows[a]["rps"] or not rows[b]["rps"]:
         return None
-    pairs = list(zip(rows[a]["rounds"], rows[b]["rounds"]))
-    return statistics.median(x["rps"] / y["rps"] for x, y in pairs)
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(rows[a]["rounds"], rows[b]["rounds"]))
 
 
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
@@ -119,7 +118,8 @@ def _machine_lines(result: dict) -> list[str]:
         "Apache %s, %s MPM (%s); Python %s, mod_python %s; Clarens %s" % (
             m["apache"], mpm["MPM"], ", ".join("%s %s" % kv for kv in mpm.items() if kv[0] != "MPM"),
             m["python"], m["mod_python"], m["clarens"]),
-        "%s: -t%d -c%d, keep-alive, %d s per round after %d s warm-up, median of %d rounds (round-robin), ratios paired by round" % (
+        "%s: -t%d -c%d, keep-alive, %d s per round after %d s warm-up, median of %d rounds (round-robin), "
+        "ratios paired by round" % (
             m["wrk"].split(" [")[0], ld["threads"], ld["connections"], ld["duration"], ld["warmup"], ld["rounds"]),
     ]
 

@@ -61,7 +61,7 @@ class Database:
             return None
         finally:
             os.close(fd)
-        if (header[:len(_MAGIC)] != _MAGIC or header[_VERSION_AT:_VERSION_AT + 4] != _VERSION
+        if (header[:len(_MAGIC)] != _MAGIC or header[_VERSION_AT:_VERSION_AT + len(_VERSION)] != _VERSION
                 or _SEQNUM.unpack_from(header, _SEQNUM_AT)[0] != self._tdb.seqnum):
             header.close()
             return None

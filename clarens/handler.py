@@ -213,10 +213,12 @@ def _xmlrpc(ctx: context.CallContext, body: bytes) -> bytes:
         return xmlrpc.dumps_fault(fault)
 
 
-_WARM_METHOD = "system.methodHelp"   # one string parameter: the shape of most calls
-_WARM_XMLRPC = (b"<?xml version='1.0'?>\n<methodCall>\n<methodName>system.methodHelp</methodName>\n<params>\n"
-                b"<param>\n<value><string>system.listMethods</string></value>\n</param>\n</params>\n</methodCall>\n")
-_WARM_JSONRPC = b'{"jsonrpc": "2.0", "method": "system.methodHelp", "params": ["system.listMethods"], "id": 1}'
+_WARM_METHOD, _WARM_ARG = "system.methodHelp", "system.listMethods"   # one string parameter: most calls' shape
+_WARM_XMLRPC = ("<?xml version='1.0'?>\n<methodCall>\n<methodName>%s</methodName>\n<params>\n<param>\n"
+                "<value><string>%s</string></value>\n</param>\n</params>\n</methodCall>\n"
+                % (_WARM_METHOD, _WARM_ARG)).encode("utf-8")
+_WARM_JSONRPC = ('{"jsonrpc": "2.0", "method": "%s", "params": ["%s"], "id": 1}'
+                 % (_WARM_METHOD, _WARM_ARG)).encode("utf-8")
 
 
 def warm_up(host: host_mod.Host, rounds: int = 16) -> None:
