@@ -3,6 +3,7 @@
 import os
 
 from clarens import Fault, context, once_per_server
+from clarens.once import server_start_token
 
 _state = {"init_calls": 0, "config": None}
 
@@ -23,9 +24,11 @@ def _startup_init(config, dbs, log):
 
 
 def info():
-    """Return this process's pid, how often _startup_init ran here, and the module config."""
-    return {"pid": os.getpid(), "init_calls": _state["init_calls"], "greeting": _state["config"].get("greeting", ""),
-            "db_dir": _state["config"]["db_dir"], "protocol": context.current().protocol}
+    """Return this process's pid and server start (parent and generation), how often _startup_init
+    ran here, and the module config."""
+    return {"pid": os.getpid(), "start": server_start_token(), "init_calls": _state["init_calls"],
+            "greeting": _state["config"].get("greeting", ""), "db_dir": _state["config"]["db_dir"],
+            "protocol": context.current().protocol}
 
 
 def boom():
