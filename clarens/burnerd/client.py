@@ -9,6 +9,10 @@ failure are kept apart, because the web tier answers them differently:
 * :class:`RequestRefused` - the helper answered and refused (``code`` and
   ``message`` as documented in :mod:`clarens.burnerd`).
 
+Any 2xx answer is a success: the helper answers within about 1.5 s and says 202
+when a cancel or an eject is still under way (see :meth:`BurnerClient.cancel`
+and :meth:`BurnerClient.eject`), so a short ``timeout`` (2 s) is enough.
+
 Example::
 
     client = BurnerClient("/run/clarens-burner/burnerd.sock")
@@ -111,7 +115,8 @@ class BurnerClient:
         return self._call("GET", "/v1/drives/" + quote(name, safe=""))["drive"]
 
     def eject(self, name: str) -> dict:
-        """Eject the medium of an idle drive."""
+        """Eject the medium of an idle drive: ``{"drive", "ejected": True}``, or ``{"drive", "ejected": False,
+        "ejecting": True}`` (HTTP 202) if it is still under way; the drive stays busy until it is done."""
         return self._call("POST", "/v1/drives/%s/eject" % quote(name, safe=""), {})
 
     def submit(self, image: str, drive: str, identity: str, speed: int | None = None, verify: bool = True) -> dict:
@@ -129,7 +134,8 @@ class BurnerClient:
         return self._call("GET", "/v1/jobs" + ("?" + urlencode(query) if query else ""))["jobs"]
 
     def cancel(self, job_id: int) -> dict:
-        """Cancel a queued or running job; its record once it has stopped."""
+        """Cancel a queued or running job; its record: ``cancelled`` once it has stopped, or still ``burning``
+        or ``verifying`` (HTTP 202) if it is still stopping; it ends ``cancelled`` shortly after."""
         return self._call("POST", "/v1/jobs/%d/cancel" % job_id, {})["job"]
 
     # -- transport --------------------------------------------------------------------

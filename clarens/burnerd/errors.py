@@ -14,12 +14,17 @@ STATUS = {
     "method_not_allowed": 405,
     "forbidden": 403,            # the connecting uid is not in allowed_uids
     # what a job names
-    "bad_image_name": 400,       # empty, too long, control characters
+    "bad_image_name": 400,       # empty, too long, control characters, not UTF-8
     "absolute_path": 400,
     "parent_reference": 400,     # a ".." component
-    "outside_images_dir": 400,   # resolves (through a symlink) outside images_dir
+    "subdirectory": 400,         # a "/": images are files directly in images_dir
+    "hidden_file": 400,          # a leading ".": uploads in progress
     "image_not_found": 400,
+    "symlink": 400,              # any symlink, even one that stays inside images_dir
     "not_regular": 400,          # a directory, FIFO, device...
+    "image_changed": 400,        # another file took the name while it was being opened
+    "hard_linked": 400,          # more than one link
+    "wrong_owner": 400,          # not owned by images_dir's owner (the web tier, which writes uploads)
     "not_iso": 400,              # no ISO 9660 signature "CD001" at byte 32769
     "too_large": 400,            # larger than the drive's medium
     "unknown_drive": 400,        # not a [drive:NAME] of the configuration (404 in a URL path)
@@ -27,7 +32,7 @@ STATUS = {
     "bad_identity": 400,
     # state
     "job_not_found": 404,
-    "drive_busy": 409,           # eject while a job runs on the drive
+    "drive_busy": 409,           # a job or an eject is using the drive, or another program holds its lock
     "not_cancellable": 409,      # the job has already finished
     "eject_failed": 502,         # xorriso could not eject
     "shutting_down": 503,

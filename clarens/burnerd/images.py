@@ -1,20 +1,33 @@
 """Sanitising image names and opening images safely.
 
-An image is named relative to ``images_dir``.  :func:`open_image` refuses
-anything that is not a regular ISO 9660 file inside that directory and small
-enough for the medium, and returns it *open*: every later use (hashing, handing
-it to xorriso) goes through that one file descriptor, so swapping the file or a
-directory for a symlink after the checks cannot change what is burned.
+An image is one file name in ``images_dir``, the web tier's upload directory.
+:func:`open_image` opens it relative to a descriptor of that directory and
+refuses anything that is not what an upload is:
 
-xorriso gets the descriptor itself (inherited, named ``/proc/self/fd/N``);
-opening that path yields the very inode that was checked, whatever has happened
-to the name since.  The image's content can still be rewritten in place by
-whoever may write to ``images_dir``; the SHA-256 recorded with the job is of
-what was actually read, and verification compares the disc against it.
+* a single, visible name: no ``/`` (no subdirectories), no ``..``, no leading
+  ``.`` (hidden files are uploads in progress), printable UTF-8;
+* no symlink at all, not even one that stays inside (``fstatat`` without
+  following, then ``O_NOFOLLOW``): a name leads to a file in the directory or nowhere;
+* a regular file, checked *before* opening, so a FIFO or device is never opened
+  (opening one can itself have effects); the opened descriptor must then be the
+  same inode, still a regular file;
+* one link: a hard link to a file the web tier could not read itself is refused;
+* owned by the directory's owner (the web tier's user, who writes the uploads);
+* with the ISO 9660 signature, and small enough for the medium, both read
+  through the descriptor.
+
+The image is returned *open*: every later use (hashing, handing it to xorriso)
+goes through that one descriptor, so swapping the name for something else
+after the checks cannot change what is burned.  xorriso gets the descriptor
+itself (inherited, named ``/proc/self/fd/N``); opening that path yields the
+very inode that was checked.  The content can still be rewritten in place by
+whoever may write the file; the SHA-256 recorded with the job is of what was
+actually read, and verification compares the disc against it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -24,7 +37,8 @@ from clarens.burnerd.errors import Refused
 
 ISO_MAGIC = b"CD001"
 ISO_MAGIC_OFFSET = 32769        # byte 1 of the primary volume descriptor at sector 16
-MAX_NAME = 1024
+MAX_NAME = 255                  # bytes: the longest file name (NAME_MAX)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
@@ -32,7 +46,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_C
 class Image:
     """An open, checked image.  Close it (or use ``with``) when done."""
     name: str
-    path: str            # the real path that was opened
+    path: str            # images_dir/name, as it was opened
     fd: int
     size: int
 
@@ -54,56 +68,79 @@ class Image:
         self.close()
 
 
+def clean_text(value: str) -> bool:
+    """Whether ``value`` has no control characters and can be stored as UTF-8.
+
+    JSON can carry lone surrogates (``"\\ud800"``), which cannot be encoded, stored or used as a file name.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return all(ord(c) >= 32 and ord(c) != 127 for c in value)
+
+
 def check_name(name: Any) -> str:
-    """``name`` if it is an acceptable relative image name, else :class:`Refused`."""
+    """``name`` if it is an acceptable image name (one visible file name), else :class:`Refused`."""
     if not isinstance(name, str):
         raise Refused("bad_request", "image must be a string naming a file in the images directory")
-    if not name or len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise Refused("bad_image_name", "image name must be 1-%d printable characters" % MAX_NAME)
-    if os.path.isabs(name):
-        raise Refused("absolute_path", "image %r is an absolute path; name it relative to the images directory" % name)
+    if not name or not clean_text(name) or len(name.encode("utf-8")) > MAX_NAME:
+        raise Refused("bad_image_name", "image name must be 1-%d bytes of printable UTF-8" % MAX_NAME)
+    if name.startswith("/"):
+        raise Refused("absolute_path", "image %r is an absolute path; name a file in the images directory" % name)
     if ".." in name.split("/"):
         raise Refused("parent_reference", "image %r contains a '..' component" % name)
+    if "/" in name:
+        raise Refused("subdirectory", "image %r is in a subdirectory; images are files directly in the images "
+                      "directory" % name)
+    if name.startswith("."):
+        raise Refused("hidden_file", "image %r is a hidden file (uploads in progress are hidden)" % name)
     return name
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def _refuse_open_error(name: str, e: OSError) -> Refused:
+    if e.errno == errno.ELOOP:          # O_NOFOLLOW met a symlink swapped in after the check
+        return Refused("symlink", "image %r is a symlink" % name)
+    if e.errno == errno.ENOENT:
+        return Refused("image_not_found", "image %r does not exist" % name)
+    return Refused("image_not_found", "image %r cannot be opened: %s" % (name, e.strerror))
 
 
 def open_image(images_dir: str, name: Any, capacity: int) -> Image:
-    """Check and open image ``name`` under ``images_dir`` (a real path) for a medium of ``capacity`` bytes."""
+    """Check and open image ``name`` in ``images_dir`` for a medium of ``capacity`` bytes."""
     name = check_name(name)
-    path = os.path.realpath(os.path.join(images_dir, name))
-    if not _inside(path, images_dir):
-        raise Refused("outside_images_dir", "image %r resolves outside the images directory" % name)
     try:
-        before = os.lstat(path)
-    except FileNotFoundError:
-        raise Refused("image_not_found", "image %r does not exist" % name) from None
+        dir_fd = os.open(images_dir, _DIR_FLAGS)
     except OSError as e:
-        raise Refused("image_not_found", "image %r cannot be examined: %s" % (name, e.strerror)) from None
-    if not stat.S_ISREG(before.st_mode):
-        # Checked before opening: opening a device or FIFO can itself have effects.
-        raise Refused("not_regular", "image %r is not a regular file" % name)
+        raise Refused("image_not_found", "the images directory cannot be opened: %s" % e.strerror) from None
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as e:
-        raise Refused("image_not_found", "image %r cannot be opened: %s" % (name, e.strerror)) from None
+        owner = os.fstat(dir_fd).st_uid
+        try:
+            before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(before.st_mode):
+                raise Refused("symlink", "image %r is a symlink; only regular files are burned" % name)
+            if not stat.S_ISREG(before.st_mode):
+                raise Refused("not_regular", "image %r is not a regular file" % name)
+            fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+        except OSError as e:
+            raise _refuse_open_error(name, e) from None
+    finally:
+        os.close(dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Refused("not_regular", "image %r is not a regular file" % name)
-        # What the kernel says the descriptor is: catches a directory swapped for a
-        # symlink between realpath() and open().
-        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino) or \
-                not _inside(os.readlink("/proc/self/fd/%d" % fd), images_dir):
-            raise Refused("outside_images_dir", "image %r changed while it was being opened" % name)
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise Refused("image_changed", "image %r was replaced while it was being opened" % name)
+        if st.st_nlink != 1:
+            raise Refused("hard_linked", "image %r has %d hard links; an image must have one" % (name, st.st_nlink))
+        if st.st_uid != owner:
+            raise Refused("wrong_owner", "image %r is not owned by the owner of the images directory" % name)
         if os.pread(fd, len(ISO_MAGIC), ISO_MAGIC_OFFSET) != ISO_MAGIC:
             raise Refused("not_iso", "image %r is not an ISO 9660 image (no CD001 signature)" % name)
         if st.st_size > capacity:
             raise Refused("too_large", "image %r is %d bytes; the medium holds %d" % (name, st.st_size, capacity))
-        return Image(name=name, path=path, fd=fd, size=st.st_size)
+        return Image(name=name, path=os.path.join(images_dir, name), fd=fd, size=st.st_size)
     except BaseException:
         os.close(fd)
         raise

@@ -8,8 +8,12 @@ before or after a change, never half-written.  Keys:
 ``meta:next_id``
     the next job id
 ``run:DRIVE``
-    the xorriso process group working on DRIVE (pid and kernel start time), so
-    that a restarted helper can kill one its predecessor left behind
+    the xorriso working on DRIVE: ``{"token", "job", "purpose", "pid",
+    "start_time"}``.  Written *before* xorriso starts (with a fresh random
+    token, which xorriso gets in its environment, and no pid yet), completed with
+    its pid and kernel start time once it runs, deleted when it has ended; so a
+    helper killed at any moment leaves a record that lets its successor find and
+    kill what it started
 
 A job record (what the API returns)::
 
@@ -27,6 +31,7 @@ read back while verifying.
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any, Iterable
 
@@ -108,19 +113,33 @@ class JobStore:
         """A callable that records progress of ``job_id`` without writing more than twice a second."""
         return ProgressRecorder(self, job_id, total)
 
-    def set_process(self, drive: str, job_id: int, pid: int, start_time: str) -> None:
-        """Remember the process group working on ``drive``."""
+    def begin_run(self, drive: str, job_id: int | None, purpose: str) -> str:
+        """Durably record that an xorriso is about to start on ``drive``; its fresh run token.
+
+        Call it before starting the process, and give the process the token.
+        """
+        token = secrets.token_hex(16)
         with self.db.transaction():
-            self.db.put("run:" + drive, {"job": job_id, "pid": pid, "start_time": start_time})
+            self.db.put("run:" + drive, {"token": token, "job": job_id, "purpose": purpose,
+                                         "pid": None, "start_time": None})
+        return token
+
+    def set_process(self, drive: str, pid: int, start_time: str) -> None:
+        """Add the pid and kernel start time of the xorriso started on ``drive`` to its record."""
+        with self.db.transaction():
+            run = self.db.get("run:" + drive)
+            if run is not None:
+                run.update(pid=pid, start_time=start_time)
+                self.db.put("run:" + drive, run)
 
     def clear_process(self, drive: str) -> None:
-        """Forget the process group of ``drive`` (it has ended)."""
+        """Forget the xorriso of ``drive`` (it has ended, or never started)."""
         with self.db.transaction():
             self.db.delete("run:" + drive)
 
-    def leftover_processes(self) -> list[dict]:
-        """Process groups recorded by a previous helper that did not clear them."""
-        return [value for _, value in self.db.items("run:")]
+    def leftover_processes(self) -> dict[str, dict]:
+        """The ``run:`` records a previous helper did not clear, by drive."""
+        return {key[len("run:"):]: value for key, value in self.db.items("run:")}
 
     def interrupt_running(self, reason: str) -> list[int]:
         """Mark every burning or verifying job ``interrupted`` (at start-up: its helper died); their ids."""

@@ -39,7 +39,8 @@ def _drive(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
 
 
 def _eject(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
-    return 200, b.eject(m["name"], h.peer)
+    result = b.eject(m["name"], h.peer)
+    return (200 if result["ejected"] else 202), result
 
 
 def _jobs(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
@@ -56,7 +57,8 @@ def _job(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
 
 
 def _cancel(b: Burner, h: "Handler", m: re.Match) -> tuple[int, Any]:
-    return 200, {"job": b.cancel(int(m["id"]), h.peer)}
+    job, stopped = b.cancel(int(m["id"]), h.peer)
+    return (200 if stopped else 202), {"job": job}
 
 
 Route = Callable[[Burner, "Handler", re.Match], tuple[int, Any]]
@@ -132,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(body)
         except (UnicodeDecodeError, ValueError) as e:
             raise Refused("bad_request", "the body is not valid JSON: %s" % e) from None
+        except RecursionError:
+            raise Refused("bad_request", "the body is nested too deeply") from None
 
     # -- the request cycle ------------------------------------------------------------
 

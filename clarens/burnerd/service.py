@@ -19,17 +19,13 @@ from clarens import procfs
 from clarens.burnerd import xorriso
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.errors import Refused
-from clarens.burnerd.images import open_image
+from clarens.burnerd.images import clean_text, open_image
 from clarens.burnerd.jobs import FAILED, FINISHED, QUEUED, STATES, JobStore
 from clarens.burnerd.peercred import Peer
 from clarens.burnerd.worker import DriveWorker
 
 SUBMIT_FIELDS = {"image", "drive", "identity", "speed", "verify"}
 MAX_IDENTITY = 1024
-
-
-def _printable(value: str) -> bool:
-    return all(ord(c) >= 32 and ord(c) != 127 for c in value)
 
 
 class Burner:
@@ -47,13 +43,8 @@ class Burner:
 
     def start(self) -> None:
         """Recover from a previous run, then start the drive workers."""
-        for leftover in self.store.leftover_processes():
-            # A helper killed mid-burn leaves xorriso running (it may already be dying of
-            # SIGPIPE); the start time tells it apart from a process that reused the pid.
-            if procfs.start_time(leftover["pid"]) == leftover["start_time"]:
-                self.log.warning("killing xorriso process group %d left by the previous helper (job %s)",
-                                 leftover["pid"], leftover["job"])
-                xorriso.terminate_group(leftover["pid"], self.config.cancel_grace)
+        for drive, run in self.store.leftover_processes().items():
+            self._kill_leftover(drive, run)
         for job_id in self.store.interrupt_running("the helper stopped while the job was running"):
             self.log.warning("job %d: interrupted (the helper stopped while it was running)", job_id)
         for job in self.store.list(state=QUEUED):
@@ -63,6 +54,27 @@ class Burner:
         self.store.prune()
         for worker in self.workers.values():
             worker.start()
+
+    def _kill_leftover(self, drive: str, run: dict) -> None:
+        """Kill what a previous helper started on ``drive`` (its leftover ``run`` record), whether or not
+        the pid was recorded.
+
+        xorriso ignores SIGPIPE: an orphan finishes its burn, beside the next job, unless its group
+        is killed.  pdeathsig has normally sent it SIGTERM already, but it may still be stopping, be
+        frozen, or have been started too late for pdeathsig.  It carries the record's token; the
+        recorded pid (the start time tells it from a process that reused the pid) also covers
+        records written before run tokens existed.
+        """
+        token = run.get("token")
+        pids = [pid for pid in procfs.pids() if xorriso.run_token(pid) == token] if token else []
+        if run.get("pid") and procfs.start_time(run["pid"]) == run["start_time"]:
+            pids.append(run["pid"])
+        worker = self.workers.get(drive)
+        grace = worker.grace if worker is not None else self.config.cancel_grace
+        for pgid in sorted({procfs.pgid(pid) for pid in pids} - {None}):
+            self.log.warning("killing xorriso process group %d left by the previous helper (drive %s, job %s, %s)",
+                             pgid, drive, run.get("job"), run.get("purpose", "burn"))
+            xorriso.terminate_group(pgid, grace)
 
     def stop(self) -> None:
         """Interrupt running jobs (killing xorriso) and stop the workers; queued jobs stay queued."""
@@ -89,14 +101,7 @@ class Burner:
             except FileNotFoundError:
                 return {"present": False, "size": 0}
             return {"present": True, "size": st.st_size if stat.S_ISREG(st.st_mode) else 0}
-        try:
-            with worker.exclusive():
-                rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, drive))
-        except Refused:
-            return {"busy": True}
-        info = xorriso.parse_media(output)
-        return {"current": info.current, "status": info.status, "free_bytes": info.free_bytes,
-                "ok": rc == 0}
+        return worker.medium()
 
     def _drive_view(self, worker: DriveWorker, queued: int) -> dict:
         drive: DriveConfig = worker.drive
@@ -121,15 +126,14 @@ class Burner:
         return self._drive_view(self._worker(name, 404), self._queued()[name])
 
     def eject(self, name: str, peer: Peer) -> dict:
-        """Eject the medium of an idle drive."""
+        """Eject the medium of an idle drive: ``{"drive", "ejected": true}``, or ``{"drive", "ejected": false,
+        "ejecting": true}`` if it is still under way after ANSWER_WITHIN (it goes on; the drive is busy)."""
         worker = self._worker(name, 404)
-        with worker.exclusive():
-            rc, output = xorriso.run(xorriso.eject_argv(self.config.xorriso, worker.drive))
-        if rc != 0:
-            problems = [line for line in output.splitlines() if xorriso.is_problem(line)]
-            raise Refused("eject_failed", "xorriso could not eject %s: %s" % (name, " | ".join(problems) or rc))
-        self.log.info("%s: ejected %s", peer.describe(), name)
-        return {"drive": name, "ejected": True}
+        if worker.eject():
+            self.log.info("%s: ejected %s", peer.describe(), name)
+            return {"drive": name, "ejected": True}
+        self.log.info("%s: ejecting %s (still under way; it goes on in the background)", peer.describe(), name)
+        return {"drive": name, "ejected": False, "ejecting": True}
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -150,8 +154,7 @@ class Burner:
         if not isinstance(verify, bool):
             raise Refused("bad_request", "verify must be true or false")
         identity = body.get("identity")
-        if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY \
-                or not _printable(identity):
+        if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY or not clean_text(identity):
             raise Refused("bad_identity", "identity must be 1-%d printable characters" % MAX_IDENTITY)
         with open_image(self.config.images_dir, body.get("image"), drive.capacity) as image:
             size = image.size
@@ -175,15 +178,20 @@ class Burner:
             raise Refused("bad_request", "state must be one of %s" % ", ".join(STATES))
         return self.store.list(identity=identity, state=state, drive=drive)
 
-    def cancel(self, job_id: int, peer: Peer) -> dict:
-        """Cancel a queued or running job; its final record (state ``cancelled``)."""
+    def cancel(self, job_id: int, peer: Peer) -> tuple[dict, bool]:
+        """Cancel a queued or running job: (its record, whether it has stopped).
+
+        Waits at most ANSWER_WITHIN for a running job to stop; if it has not, the record is
+        still ``burning`` or ``verifying`` and the job ends ``cancelled`` shortly after.
+        """
         job = self.job(job_id)
         worker = self.workers.get(job["drive"])
         result = worker.cancel(job_id) if worker is not None and job["state"] not in FINISHED else None
         if result is None:
             raise Refused("not_cancellable", "job %d has already finished (%s)" % (job_id, self.job(job_id)["state"]))
-        self.log.info("%s: job %d cancel requested; now %s", peer.describe(), job_id, result["state"])
-        return result
+        job, stopped = result
+        self.log.info("%s: job %d cancel requested; now %s", peer.describe(), job_id, job["state"])
+        return job, stopped
 
     # -- admin ----------------------------------------------------------------------
 

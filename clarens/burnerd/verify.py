@@ -28,11 +28,13 @@ class VerifyError(Exception):
     """The medium could not be read back; the message says why."""
 
 
-def hash_fd(fd: int, size: int) -> str:
+def hash_fd(fd: int, size: int, should_stop: Callable[[], bool] = lambda: False) -> str:
     """SHA-256 of the first ``size`` bytes of ``fd`` (read with pread: the file offset is untouched)."""
     digest = hashlib.sha256()
     offset = 0
     while offset < size:
+        if should_stop():
+            raise Aborted()
         data = os.pread(fd, min(CHUNK, size - offset), offset)
         if not data:
             raise VerifyError("image ended after %d of %d bytes" % (offset, size))
@@ -42,18 +44,22 @@ def hash_fd(fd: int, size: int) -> str:
 
 
 class BackgroundHash:
-    """Hash an open image in a thread while xorriso burns it (there are cores to spare)."""
+    """Hash an open image in a thread while xorriso burns it (there are cores to spare).
 
-    def __init__(self, fd: int, size: int):
+    ``should_stop`` ends the hashing early (a cancel need not wait for a large image's hash).
+    """
+
+    def __init__(self, fd: int, size: int, should_stop: Callable[[], bool] = lambda: False):
         self.result: str | None = None
         self.error: Exception | None = None
-        self._thread = threading.Thread(target=self._run, args=(fd, size), name="image-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(fd, size, should_stop), name="image-sha256",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, fd: int, size: int) -> None:
+    def _run(self, fd: int, size: int, should_stop: Callable[[], bool]) -> None:
         try:
-            self.result = hash_fd(fd, size)
-        except (OSError, VerifyError) as e:
+            self.result = hash_fd(fd, size, should_stop)
+        except (OSError, VerifyError, Aborted) as e:
             self.error = e
 
     def join(self) -> None:
@@ -61,8 +67,10 @@ class BackgroundHash:
         self._thread.join()
 
     def digest(self) -> str:
-        """The image's SHA-256 (waits for it); VerifyError if the image could not be read."""
+        """The image's SHA-256 (waits for it); VerifyError if the image could not be read, Aborted if stopped."""
         self.join()
+        if isinstance(self.error, Aborted):
+            raise Aborted()
         if self.error is not None:
             raise VerifyError("cannot hash the image: %s" % self.error)
         assert self.result is not None
@@ -101,13 +109,13 @@ def read_back_file(path: str, size: int, progress: Progress | None = None,
 
 def read_back_xorriso(xorriso_path: str, drive: DriveConfig, size: int, progress: Progress | None = None,
                       should_stop: Callable[[], bool] = lambda: False,
-                      started: Callable[[xorriso.Process], None] = lambda p: None, grace: float = 10) -> str:
+                      spawn: xorriso.Spawn = xorriso.Process, grace: float = 10) -> str:
     """SHA-256 of the first ``size`` bytes of the medium, read by xorriso.
 
-    ``started`` receives the process (so a cancel can kill its group).
+    ``spawn`` starts the process (the worker's records it, passes it the drive lock
+    and lets a cancel kill its group).
     """
-    proc = xorriso.Process(xorriso.readback_argv(xorriso_path, drive, size), merge_output=False)
-    started(proc)
+    proc = spawn(xorriso.readback_argv(xorriso_path, drive, size), merge_output=False)
     # xorriso's messages go to stderr; drain it in a thread so it can never fill the pipe.
     messages: list[str] = []
     drain = threading.Thread(target=lambda: messages.extend(

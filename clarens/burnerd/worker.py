@@ -1,34 +1,62 @@
-"""One worker thread per drive: runs that drive's queued jobs one at a time, oldest first.
+"""One worker thread per drive: everything that touches the drive happens in it, one thing at a time.
 
-A job goes ``queued`` -> ``burning`` -> ``verifying`` -> ``done`` (or ``failed``),
-each step a transaction in the job store.  While burning, the image's SHA-256
-is computed in a second thread from the same descriptor xorriso reads, so
-verification only has to read the disc back.
+It runs the drive's queued jobs oldest first, ejects, and (for real drives)
+looks at the medium when a request asked and the last look is a few seconds
+old, so that requests never wait for the drive.  A job goes ``queued`` ->
+``burning`` -> ``verifying`` -> ``done`` (or ``failed``), each step a
+transaction in the job store.  While burning, the image's SHA-256 is computed
+in a second thread from the same descriptor xorriso reads, so verification only
+has to read the disc back.
+
+Every xorriso is started by this thread, which lives as long as the helper:
+xorriso gets SIGTERM when the thread that started it dies (see
+:mod:`~clarens.burnerd.xorriso`).  Each use of the drive holds the drive's lock
+(:mod:`~clarens.burnerd.drivelock`), which every xorriso started for it
+inherits, and each xorriso is recorded (``run:DRIVE``, with its run token)
+before it starts, its pid after.
 
 Cancel and shutdown both stop the running job by killing xorriso's process
-group; the job ends ``cancelled`` or ``interrupted`` respectively.  Queued jobs
-are left queued at shutdown and run when the helper starts again.
+group: at once on ``stdio:`` drives (there is no hardware to stop cleanly),
+SIGTERM then SIGKILL after ``cancel_grace`` on real ones.  The job ends
+``cancelled`` or ``interrupted``.  Queued jobs are left queued at shutdown and
+run when the helper starts again.  A request waits at most
+:data:`ANSWER_WITHIN` for a cancel or an eject to take effect.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from clarens import procfs
 from clarens.burnerd import verify, xorriso
 from clarens.burnerd.config import BurnerConfig, DriveConfig
+from clarens.burnerd.drivelock import DriveLock, lock_path
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.images import Image, open_image
 from clarens.burnerd.jobs import (BURNING, CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, VERIFYING,
                                   JobStore, now)
 
+ANSWER_WITHIN = 1.5      # seconds a request waits for a cancel or an eject (the web tier waits 2 s)
+MEDIUM_MAX_AGE = 5.0     # seconds before a real drive's medium is looked at again (when a request asks)
+UNKNOWN_MEDIUM = {"current": None, "status": None, "free_bytes": None, "ok": None, "checked": None}
+
 
 def _failed(code: str, message: str) -> dict:
     return {"state": FAILED, "error_code": code, "error": message}
+
+
+class _Eject:
+    """An eject asked for by a request and carried out by the worker thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Refused | None = None
 
 
 class DriveWorker:
@@ -39,12 +67,20 @@ class DriveWorker:
         self.config = config
         self.store = store
         self.log = log
+        # Seconds from SIGTERM to SIGKILL for this drive's xorriso: libburn stops a real drive cleanly
+        # on SIGTERM; a stdio: file has no hardware to look after, so SIGKILL at once.
+        self.grace = config.cancel_grace if drive.kind == "device" else 0
+        self._drive_lock = DriveLock(drive.name, lock_path(config.db, drive.name), self.grace, log)
         self._cond = threading.Condition()
         self._stopping = False
-        self._current: int | None = None     # id of the running job
-        self._abort: str | None = None       # why the running job must stop: "cancel" or "shutdown"
+        self._current: int | None = None     # id of the job the thread is on
+        self._abort: str | None = None       # why the current job must stop: "cancel" or "shutdown"
         self._proc: xorriso.Process | None = None
-        self._in_use = threading.Lock()      # held by the running job or an eject
+        self._lock_fd: int | None = None     # the drive's lock while the thread holds it
+        self._eject: _Eject | None = None    # an eject waiting for the thread or under way
+        self._medium = dict(UNKNOWN_MEDIUM)  # a real drive's medium, as last seen
+        self._medium_at: float | None = None  # when (time.monotonic) it was seen
+        self._medium_wanted = False
         self._thread = threading.Thread(target=self._loop, name="drive-" + drive.name, daemon=True)
 
     # -- the API used by the service ------------------------------------------------
@@ -66,22 +102,54 @@ class DriveWorker:
     @property
     def busy(self) -> bool:
         """Whether a job or an eject is using the drive."""
-        return self._in_use.locked()
+        return self._current is not None or self._eject is not None
 
-    def cancel(self, job_id: int) -> dict | None:
-        """Cancel a queued or running job of this drive; its final record, or None if it had finished."""
+    def medium(self) -> dict:
+        """A real drive's medium as last seen, ``{"busy": true}`` while in use; never waits for the drive.
+
+        An answer older than MEDIUM_MAX_AGE asks the thread for a fresh look.
+        """
+        with self._cond:
+            if self.busy:
+                return {"busy": True}
+            if self._medium_at is None or time.monotonic() - self._medium_at >= MEDIUM_MAX_AGE:
+                self._medium_wanted = True
+                self._cond.notify_all()
+            return dict(self._medium)
+
+    def cancel(self, job_id: int) -> tuple[dict, bool] | None:
+        """Cancel a queued or running job of this drive: (its record, whether it has stopped), or None if it
+        had finished.  Waits at most ANSWER_WITHIN for a running job to stop (it stops soon after anyway)."""
         with self._cond:
             job = self.store.transition(job_id, {QUEUED}, state=CANCELLED, error_code="cancelled",
                                         error="cancelled before it started")
-            if job is not None or self._current != job_id:
-                return job
+            if job is not None:
+                return job, True
+            if self._current != job_id:
+                return None
             self._abort = "cancel"
             proc = self._proc
-        if proc is not None:
-            proc.kill_group(self.config.cancel_grace)
+        if proc is not None:     # in its own thread: on a real drive this may take cancel_grace
+            threading.Thread(target=proc.kill_group, args=(self.grace,), name="kill-" + self.drive.name,
+                             daemon=True).start()
         with self._cond:
-            self._cond.wait_for(lambda: self._current != job_id, timeout=self.config.cancel_grace + 30)
-        return self.store.get(job_id)
+            stopped = self._cond.wait_for(lambda: self._current != job_id, timeout=ANSWER_WITHIN)
+        return self.store.get(job_id), stopped
+
+    def eject(self) -> bool:
+        """Eject the medium: True once done, False if still under way after ANSWER_WITHIN (it goes on in the
+        thread and the drive is busy meanwhile).  Refused: drive_busy, eject_failed."""
+        with self._cond:
+            if self.busy:
+                raise Refused("drive_busy", "drive %r is busy with %s" % (
+                    self.drive.name, "an eject" if self._current is None else "job %d" % self._current))
+            request = self._eject = _Eject()
+            self._cond.notify_all()
+        if not request.done.wait(ANSWER_WITHIN):
+            return False
+        if request.error is not None:
+            raise request.error
+        return True
 
     def stop(self) -> None:
         """Shutdown: interrupt the running job, leave queued ones queued, end the thread."""
@@ -92,58 +160,131 @@ class DriveWorker:
             proc = self._proc
             self._cond.notify_all()
         if proc is not None:
-            proc.kill_group(self.config.cancel_grace)
+            proc.kill_group(self.grace)
         self._thread.join(self.config.cancel_grace + 30)
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Use the drive outside a job (eject); Refused("drive_busy") if a job is using it."""
-        if not self._in_use.acquire(blocking=False):
-            raise Refused("drive_busy", "drive %r is busy with job %s" % (self.drive.name, self._current))
-        try:
-            yield
-        finally:
-            self._in_use.release()
 
     # -- the thread -----------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                job = None
-                while not self._stopping:
+                while True:
+                    if self._stopping:
+                        return
+                    if self._eject is not None:
+                        task = self._do_eject
+                        break
                     job = self.store.next_queued(self.drive.name)
                     if job is not None:
+                        self._current = job["id"]
+                        task = functools.partial(self._run, job["id"])
+                        break
+                    if self._medium_wanted:
+                        task = self._look_at_medium
                         break
                     self._cond.wait()
-                if self._stopping:
-                    return
-            with self._in_use:
-                self._run(job["id"])
-            self.store.prune()
+            task()
+
+    @contextmanager
+    def _drive_held(self) -> Iterator[None]:
+        with self._drive_lock.held() as fd:
+            self._lock_fd = fd
+            try:
+                yield
+            finally:
+                self._lock_fd = None
+
+    def _done_with_drive(self) -> None:
+        """After a job or an eject (call with _cond held): the drive is free, its medium unknown."""
+        self._medium, self._medium_at = dict(UNKNOWN_MEDIUM), None
+        self._cond.notify_all()
+
+    def _spawn(self, purpose: str, argv: list[str], pass_fds: tuple[int, ...] = (),
+               merge_output: bool = True) -> xorriso.Process:
+        """Start xorriso on the drive: recorded first, then started with the run token and the drive's lock,
+        then its pid recorded; cancel and shutdown kill it.  Call :meth:`_reaped` once it has ended."""
+        self._check_abort()
+        token = self.store.begin_run(self.drive.name, self._current, purpose)
+        proc = xorriso.Process(argv, pass_fds + (self._lock_fd,), merge_output, token)
+        with self._cond:
+            self._proc = proc
+            abort = self._abort is not None
+        self.store.set_process(self.drive.name, proc.pid, procfs.start_time(proc.pid))
+        if abort:                    # a cancel came between the check and now
+            proc.kill_group(self.grace)
+        return proc
+
+    def _reaped(self) -> None:
+        with self._cond:
+            self._proc = None
+        self.store.clear_process(self.drive.name)
+
+    def _run_short(self, purpose: str, argv: list[str]) -> tuple[int, str]:
+        """Run a short xorriso command on the drive (see :meth:`_spawn`): (exit status, output)."""
+        try:
+            return xorriso.run(argv, spawn=functools.partial(self._spawn, purpose))
+        finally:
+            self._reaped()
+
+    def _do_eject(self) -> None:
+        request = self._eject
+        try:
+            with self._drive_held():
+                rc, output = self._run_short("eject", xorriso.eject_argv(self.config.xorriso, self.drive))
+            if rc != 0:
+                problems = [line for line in output.splitlines() if xorriso.is_problem(line)]
+                raise Refused("eject_failed", "xorriso could not eject %s: %s" % (
+                    self.drive.name, " | ".join(problems) or "exit status %d" % rc))
+            self.log.info("%s: ejected", self.drive.name)
+        except Refused as e:
+            request.error = e
+            self.log.warning("%s: eject failed: %s", self.drive.name, e)
+        except Exception:            # a bug: answer, keep the thread
+            self.log.exception("%s: eject failed", self.drive.name)
+            request.error = Refused("internal_error", "the eject failed; see the helper's log")
+        finally:
+            with self._cond:
+                self._eject = None
+                self._done_with_drive()
+            request.done.set()
+
+    def _look_at_medium(self) -> None:
+        medium = {"current": None, "status": None, "free_bytes": None, "ok": False}
+        try:
+            with self._drive_held():
+                rc, output = self._run_short("media", xorriso.media_argv(self.config.xorriso, self.drive))
+            info = xorriso.parse_media(output)
+            medium = {"current": info.current, "status": info.status, "free_bytes": info.free_bytes, "ok": rc == 0}
+        except Refused as e:         # another program holds the drive
+            medium["status"] = e.message
+        except Exception:            # a bug: keep the thread
+            self.log.exception("%s: looking at the medium failed", self.drive.name)
+        finally:
+            with self._cond:
+                self._medium = dict(medium, checked=now())
+                self._medium_at, self._medium_wanted = time.monotonic(), False
 
     def _run(self, job_id: int) -> None:
-        with self._cond:
-            job = self.store.transition(job_id, {QUEUED}, state=BURNING, started=now())
-            if job is None:          # cancelled meanwhile
-                return
-            self._current, self._abort = job_id, None
-        self.log.info("job %d: burning %r on %s for %r", job_id, job["image"], self.drive.name, job["identity"])
+        """Run job ``job_id`` (made current by the loop): take the drive, burn, verify, record the outcome."""
         try:
-            changes = self._execute(job)
+            with self._drive_held():
+                changes = self._execute(job_id)
         except verify.Aborted:
             changes = self._aborted()
+        except Refused as e:         # from the drive's lock: another program is using the drive
+            changes = _failed(e.code, e.message)
         except Exception as e:       # a bug: fail this job, keep the drive's queue going
             self.log.exception("job %d: unexpected error", job_id)
             changes = _failed("internal_error", "internal error: %s: %s" % (type(e).__name__, e))
         with self._cond:
-            if self._abort is not None and changes["state"] != DONE:
+            if changes is not None and self._abort is not None and changes["state"] != DONE:
                 changes = self._aborted()    # the failure was the kill (e.g. a read-back cut short)
-            final = self.store.transition(job_id, RUNNING, **changes)
+            final = None if changes is None else self.store.transition(job_id, {QUEUED} | RUNNING, **changes)
             self._current = self._abort = None
-            self._cond.notify_all()
+            self._done_with_drive()
         if final is not None:
             self.log.info("job %d: %s%s", job_id, final["state"], ": " + final["error"] if final["error"] else "")
+        self.store.prune()
 
     def _aborted(self) -> dict:
         if self._abort == "cancel":
@@ -154,28 +295,15 @@ class DriveWorker:
         if self._abort is not None:
             raise verify.Aborted()
 
-    def _spawn(self, argv: list[str], pass_fds: tuple[int, ...]) -> xorriso.Process:
-        self._check_abort()
-        proc = xorriso.Process(argv, pass_fds)
-        self._adopt(proc)
-        return proc
-
-    def _adopt(self, proc: xorriso.Process) -> None:
-        """Make ``proc`` the one cancel and shutdown kill, and record it for a successor helper."""
+    def _execute(self, job_id: int) -> dict | None:
+        """The job's outcome (changes to its record), or None if it did not start (cancelled, shutdown)."""
         with self._cond:
-            self._proc = proc
-            abort = self._abort is not None
-        self.store.set_process(self.drive.name, self._current, proc.pid, procfs.start_time(proc.pid))
-        if abort:                    # a cancel came between the check and now
-            proc.kill_group(self.config.cancel_grace)
-
-    def _reaped(self) -> None:
-        with self._cond:
-            self._proc = None
-        self.store.clear_process(self.drive.name)
-
-    def _execute(self, job: dict) -> dict:
-        job_id = job["id"]
+            if self._stopping:       # shut down while taking the drive: the job stays queued
+                return None
+            job = self.store.transition(job_id, {QUEUED}, state=BURNING, started=now())
+        if job is None:              # cancelled meanwhile
+            return None
+        self.log.info("job %d: burning %r on %s for %r", job_id, job["image"], self.drive.name, job["identity"])
         try:
             image = open_image(self.config.images_dir, job["image"], self.drive.capacity)
         except Refused as e:
@@ -186,13 +314,13 @@ class DriveWorker:
                 problem = self._check_medium(image.size)
                 if problem is not None:
                     return problem
-            hasher = verify.BackgroundHash(image.fd, image.size)
+            hasher = verify.BackgroundHash(image.fd, image.size, lambda: self._abort is not None)
             try:
                 rc, problems = self._burn(job, image)
             finally:
                 hasher.join()                # before the descriptor closes
         try:
-            image_sha = hasher.digest()
+            image_sha = hasher.digest()      # verify.Aborted if it was stopped by a cancel
         except verify.VerifyError as e:
             return _failed("image_unreadable", str(e))
         self.store.transition(job_id, RUNNING, image_sha256=image_sha)
@@ -205,7 +333,7 @@ class DriveWorker:
         return self._verify(job_id, image.size, image_sha)
 
     def _check_medium(self, size: int) -> dict | None:
-        rc, output = xorriso.run(xorriso.media_argv(self.config.xorriso, self.drive))
+        rc, output = self._run_short("media", xorriso.media_argv(self.config.xorriso, self.drive))
         info = xorriso.parse_media(output)
         if rc != 0 or not info.free_bytes:
             return _failed("no_medium", "no writable medium in drive %s (%s)" % (
@@ -217,24 +345,26 @@ class DriveWorker:
 
     def _burn(self, job: dict, image: Image) -> tuple[int, list[str]]:
         argv = xorriso.burn_argv(self.config.xorriso, self.drive, image.proc_path, job["speed"])
-        proc = self._spawn(argv, pass_fds=(image.fd,))
         problems: collections.deque[str] = collections.deque(maxlen=4)
         record = self.store.recorder(job["id"], image.size)
         try:
-            for raw in proc.popen.stdout:
-                line = raw.decode("utf-8", "replace").rstrip()
-                written = xorriso.parse_progress(line)
-                if written is not None:
-                    record(written)
-                else:
-                    self.log.debug("job %d: xorriso: %s", job["id"], line)
-                    if xorriso.is_problem(line):
-                        problems.append(line)
-            rc = proc.wait()
+            proc = self._spawn("burn", argv, (image.fd,))
+            try:
+                for raw in proc.popen.stdout:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    written = xorriso.parse_progress(line)
+                    if written is not None:
+                        record(written)
+                    else:
+                        self.log.debug("job %d: xorriso: %s", job["id"], line)
+                        if xorriso.is_problem(line):
+                            problems.append(line)
+                rc = proc.wait()
+            finally:
+                if proc.popen.poll() is None:    # we are leaving on an exception: leave nothing behind
+                    proc.kill_group(self.grace)
+                proc.popen.stdout.close()
         finally:
-            if proc.popen.poll() is None:    # we are leaving on an exception: leave nothing behind
-                proc.kill_group(self.config.cancel_grace)
-            proc.popen.stdout.close()
             self._reaped()
         if rc == 0:
             record(image.size, force=True)
@@ -251,7 +381,7 @@ class DriveWorker:
                 try:
                     disc_sha = verify.read_back_xorriso(
                         self.config.xorriso, self.drive, size, progress, lambda: self._abort is not None,
-                        started=self._adopt, grace=self.config.cancel_grace)
+                        spawn=functools.partial(self._spawn, "verify"), grace=self.grace)
                 finally:
                     self._reaped()
         except verify.VerifyError as e:

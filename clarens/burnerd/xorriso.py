@@ -4,6 +4,16 @@ Every command is an argv list run without a shell, in a clean environment with
 the C locale (the progress format is parsed), in its own session so that a
 cancel can kill xorriso and anything it started with one ``killpg``.
 
+xorriso must never outlive its helper unnoticed: 1.5.4 ignores SIGPIPE from
+about 2 ms after it starts, so with its output pipe closed it finishes a whole
+burn, and libburn takes no lock on a ``stdio:`` target.  Hence:
+
+* it runs under ``setpriv --pdeathsig SIGTERM``: the kernel signals it when the
+  thread that started it dies (so only long-lived threads start xorriso);
+* the helper passes a run token in its environment (:data:`RUN_VAR`), recorded
+  durably *before* the start, so a restarted helper can find it by its
+  environment even if its pid was never recorded (:func:`run_token`).
+
 Measured with xorriso 1.5.4 on ``stdio:`` pseudo-drives (a file standing in for
 the disc):
 
@@ -34,9 +44,15 @@ from clarens import procfs
 from clarens.burnerd.config import DriveConfig
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+RUN_VAR = "CLARENS_BURNERD_RUN"    # the run token in the environment of every xorriso the helper starts
+# SIGTERM, not SIGKILL: libburn catches it and stops a real drive cleanly (a drive left
+# mid-write may stay unusable until reset); on stdio: xorriso exits about a second later.
+# Should it not, the next helper finds it (token, drive lock) and kills it.
+PDEATHSIG = ["/usr/bin/setpriv", "--pdeathsig", "SIGTERM", "--"]
 MIB = 1024 * 1024
 PACIFIER_INTERVAL = 0.1     # xorriso notices the end of a burn only when it next reports progress
 SHORT_TIMEOUT = 120         # seconds for a command that is not a burn (a real drive may take long to load)
+KILL_WAIT = 5               # seconds to wait for a SIGKILLed group to be gone
 SECTOR = 2048
 
 # "xorriso : UPDATE :   11 of   40 MB written (fifo 99%) [buf  50%]   6.0x."
@@ -108,14 +124,19 @@ def parse_media(output: str) -> MediaInfo:
 
 
 class Process:
-    """A running xorriso in its own process group."""
+    """A running xorriso in its own process group, signalled (SIGTERM) if the thread that started it dies.
 
-    def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = (), merge_output: bool = True):
+    ``token`` goes into its environment as :data:`RUN_VAR`.
+    """
+
+    def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = (), merge_output: bool = True,
+                 token: str | None = None):
+        env = CLEAN_ENV if token is None else {**CLEAN_ENV, RUN_VAR: token}
         self.popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            PDEATHSIG + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-            pass_fds=pass_fds, env=CLEAN_ENV, close_fds=True, start_new_session=True)
-        self.pid = self.popen.pid    # also the process group id (new session)
+            pass_fds=pass_fds, env=env, close_fds=True, start_new_session=True)
+        self.pid = self.popen.pid    # also the process group id (new session); setpriv execs xorriso in place
 
     def kill_group(self, grace: float) -> None:
         """End xorriso and everything in its group (see :func:`terminate_group`)."""
@@ -124,6 +145,14 @@ class Process:
     def wait(self) -> int:
         """Wait for xorriso itself; its exit status."""
         return self.popen.wait()
+
+
+Spawn = Callable[..., Process]      # Process, or a caller's wrapper around it (same arguments)
+
+
+def run_token(pid: int) -> str | None:
+    """The run token in the environment of process ``pid``: None if it is not an xorriso of a helper."""
+    return procfs.environ(pid).get(RUN_VAR)
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -136,21 +165,28 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 def terminate_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
-    """SIGTERM process group ``pgid``, SIGKILL whatever is still running in it after ``grace`` seconds.
+    """SIGTERM process group ``pgid``, SIGKILL whatever is still running in it after ``grace`` seconds,
+    and return once the group has gone (or after KILL_WAIT more seconds, for a process stuck in the kernel).
 
-    SIGTERM first because libburn catches it and stops a real drive cleanly.
+    SIGTERM first because libburn catches it and stops a real drive cleanly; with
+    ``grace`` 0 (``stdio:`` drives: no hardware to stop) SIGKILL at once.
     ``reap`` collects our own child, whose zombie would otherwise keep the group alive.
     """
-    if not kill_group(pgid, signal.SIGTERM):
+    if grace > 0 and kill_group(pgid, signal.SIGTERM) and _gone(pgid, grace, reap):
         return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    if kill_group(pgid, signal.SIGKILL):
+        _gone(pgid, KILL_WAIT, reap)
+
+
+def _gone(pgid: int, within: float, reap: Callable[[], object]) -> bool:
+    deadline = time.monotonic() + within
+    while True:
         reap()
         if not group_alive(pgid):
-            return
-        time.sleep(0.05)
-    kill_group(pgid, signal.SIGKILL)
-    reap()
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def group_alive(pgid: int) -> bool:
@@ -167,9 +203,9 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def run(argv: list[str], timeout: float = SHORT_TIMEOUT) -> tuple[int, str]:
+def run(argv: list[str], timeout: float = SHORT_TIMEOUT, spawn: Spawn = Process) -> tuple[int, str]:
     """Run a short xorriso command to completion: (exit status, combined output)."""
-    proc = Process(argv)
+    proc = spawn(argv)
     try:
         out, _ = proc.popen.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

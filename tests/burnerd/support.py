@@ -8,6 +8,9 @@ permissions rather than by a parent directory.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -36,6 +39,7 @@ keep_jobs = {keep_jobs}
 max_speed = 8
 cancel_grace = 2
 log_level = debug
+{burnerd_extra}
 
 [drive:sim0]
 dev = stdio:state/sim0.disc
@@ -59,6 +63,35 @@ capacity_mb = 100
 [drive:full]
 dev = stdio:/dev/full
 capacity_mb = 100
+{drives_extra}"""
+
+# There is no optical drive here: a "device" drive is /dev/fake-dvd, for which this script stands in
+# for xorriso (the real xorriso does everything else).  It logs each run, reports a blank DVD-R,
+# takes EJECT_SECONDS to eject, and burns like a drive that is slow to stop: SIGTERM is ignored.
+FAKE_XORRISO = """\
+#!/bin/sh
+case "$*" in
+*/dev/fake-dvd*) ;;
+*) exec {xorriso} "$@" ;;
+esac
+echo "start $*" >> {log}
+case "$*" in
+*-tell_media_space*)
+    printf 'Media current: DVD-R sequential recording\\nMedia status : is blank\\nMedia space  : 2295104s\\n' ;;
+*-eject*)
+    sleep {eject_seconds} ;;
+*cdrecord*)
+    trap '' TERM
+    echo 'xorriso : UPDATE :    1 of    2 MB written (fifo 99%) [buf  50%]   1.0x.'
+    sleep 60 ;;
+esac
+echo "end $*" >> {log}
+"""
+DEVICE_DRIVE = """
+[drive:dvd0]
+kind = device
+dev = /dev/fake-dvd
+capacity_mb = 100
 """
 
 
@@ -78,26 +111,38 @@ def make_iso(path: str, payload_bytes: int, label: str = "TEST") -> str:
 class Helper:
     """One helper process over a test directory (``images/``, ``state/``, ``run/``)."""
 
-    def __init__(self, base: str, allowed: str = "root", keep_jobs: int = 100):
+    def __init__(self, base: str, allowed: str = "root", keep_jobs: int = 100, fake_device: bool = False):
         self.base = base
         self.config = os.path.join(base, "burnerd.conf")
         self.socket = os.path.join(base, "run", "burnerd.sock")
         self.images = os.path.join(base, "images")
+        self.db = os.path.join(base, "state", "jobs.tdb")
         self.log_path = os.path.join(base, "helper.log")
+        self.fake_log = os.path.join(base, "fake-xorriso.log")    # with fake_device: the fake's runs
         self.proc: subprocess.Popen | None = None
         os.makedirs(self.images, exist_ok=True)
-        self.write_config(BASE_CONFIG.format(allowed=allowed, keep_jobs=keep_jobs))
+        extra, drives = "", ""
+        if fake_device:
+            fake = os.path.join(base, "fake-xorriso")
+            with open(fake, "w") as f:
+                f.write(FAKE_XORRISO.format(xorriso=XORRISO, log=self.fake_log, eject_seconds=3))
+            os.chmod(fake, 0o755)
+            extra, drives = "xorriso = %s\n" % fake, DEVICE_DRIVE
+        self.write_config(BASE_CONFIG.format(allowed=allowed, keep_jobs=keep_jobs, burnerd_extra=extra,
+                                             drives_extra=drives))
 
     def write_config(self, text: str) -> None:
         with open(self.config, "w") as f:
             f.write(text)
 
-    def start(self, argv_prefix: list[str] = (), pass_fds: tuple[int, ...] = (), wait: bool = True) -> "Helper":
-        """Start the helper (``argv_prefix``: a wrapper to exec it through) and wait until it answers."""
+    def start(self, argv_prefix: list[str] = (), pass_fds: tuple[int, ...] = (), wait: bool = True,
+              env: dict[str, str] | None = None) -> "Helper":
+        """Start the helper (``argv_prefix``: a wrapper to exec it through; ``env``: added to its
+        environment) and wait until it answers."""
         log = open(self.log_path, "a")
         argv = list(argv_prefix) + [PYTHON, "-m", "clarens.burnerd", "--config", self.config]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, pass_fds=pass_fds,
-                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(env or {})})
         log.close()
         if wait:
             self.wait_ready()
@@ -149,6 +194,12 @@ class Helper:
                 if st is not None and st[0] == "xorriso" and st[1][1] == str(self.proc.pid)]
 
 
+def sha256_file(path: str, size: int | None = None) -> str:
+    """SHA-256 of the file at ``path``, or of its first ``size`` bytes."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read() if size is None else f.read(size)).hexdigest()
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; that value."""
     deadline = time.monotonic() + timeout
@@ -179,3 +230,15 @@ def connect_raw(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
     return s
+
+
+def request(helper: Helper, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+    """One request on a connection of its own: (HTTP status, decoded JSON body)."""
+    conn = http.client.HTTPConnection("localhost", timeout=60)
+    conn.sock = connect_raw(helper.socket)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
-from tests.burnerd.support import PYTHON, ROOT, connect_raw
+from clarens.burnerd.errors import STATUS
+from tests.burnerd.support import PYTHON, ROOT, connect_raw, wait_burning, wait_finished
 
 # Runs as another user: report what the client library raised, as JSON.
 PROBE = """
@@ -113,10 +118,14 @@ def refusing_helper(helper, iso_cache, workdir):
     with open(iso_cache["small"], "rb") as src, open(outside, "wb") as dst:
         dst.write(src.read())
     os.symlink(outside, os.path.join(images, "escape.iso"))
-    os.symlink("small.iso", os.path.join(images, "alias.iso"))                 # stays inside: fine
+    os.symlink("small.iso", os.path.join(images, "alias.iso"))                 # stays inside: refused too
     os.symlink("../outside.iso", os.path.join(images, "relative-escape.iso"))
     os.mkfifo(os.path.join(images, "fifo.iso"))
     os.mkdir(os.path.join(images, "dir.iso"))
+    helper.add_image("sub/inner.iso", iso_cache["small"])
+    helper.add_image(".upload-1234.part", iso_cache["small"])
+    os.link(os.path.join(images, helper.add_image("linked.iso", iso_cache["small"])), outside + ".link")
+    os.chown(os.path.join(images, helper.add_image("foreign.iso", iso_cache["small"])), 33, 33)  # www-data's
     with open(os.path.join(images, "random.iso"), "wb") as f:
         f.write(os.urandom(64 * 1024))
     with open(os.path.join(images, "short.iso"), "wb") as f:
@@ -129,8 +138,13 @@ def refusing_helper(helper, iso_cache, workdir):
     ("{images}/small.iso", "absolute_path"),           # absolute even though it is inside
     ("../outside.iso", "parent_reference"),
     ("sub/../small.iso", "parent_reference"),
-    ("escape.iso", "outside_images_dir"),
-    ("relative-escape.iso", "outside_images_dir"),
+    ("sub/inner.iso", "subdirectory"),
+    (".upload-1234.part", "hidden_file"),
+    ("escape.iso", "symlink"),
+    ("relative-escape.iso", "symlink"),
+    ("alias.iso", "symlink"),                          # even one that stays inside
+    ("linked.iso", "hard_linked"),
+    ("foreign.iso", "wrong_owner"),                    # the images directory is root's here
     ("fifo.iso", "not_regular"),
     ("dir.iso", "not_regular"),
     ("random.iso", "not_iso"),
@@ -138,6 +152,8 @@ def refusing_helper(helper, iso_cache, workdir):
     ("missing.iso", "image_not_found"),
     ("", "bad_image_name"),
     ("a\nb.iso", "bad_image_name"),
+    ("\ud800.iso", "bad_image_name"),                  # a lone surrogate: no file can have this name
+    ("\udcff.iso", "bad_image_name"),
     (42, "bad_request"),
 ])
 def test_image_refusals(refusing_helper, image, code):
@@ -149,9 +165,19 @@ def test_image_refusals(refusing_helper, image, code):
     assert any("uid=0 " in line and "refused: %s: " % code in line for line in refusing_helper.log().splitlines())
 
 
-def test_symlink_inside_images_dir_is_accepted(refusing_helper):
-    job = refusing_helper.client().submit("alias.iso", "sim0", identity="alice")
-    assert job["image"] == "alias.iso" and job["state"] == "queued"
+def test_symlink_inside_images_dir_is_refused_at_start_too(refusing_helper):
+    """A name accepted at submission and turned into a symlink while queued fails the job when it starts."""
+    c = refusing_helper.client()
+    images = refusing_helper.images
+    blocker = c.submit("slow.iso", "sim0", identity="alice", speed=1)
+    refusing_helper.add_image("later.iso", os.path.join(images, "small.iso"))
+    job = c.submit("later.iso", "sim0", identity="alice")
+    os.rename(os.path.join(images, "later.iso"), os.path.join(images, "later-real.iso"))
+    os.symlink("later-real.iso", os.path.join(images, "later.iso"))
+    wait_burning(c, blocker["id"])
+    c.cancel(blocker["id"])
+    job = wait_finished(c, job["id"])
+    assert job["state"] == "failed" and job["error_code"] == "symlink" and "when the job started" in job["error"]
 
 
 def test_fifo_does_not_block_the_helper(refusing_helper):
@@ -181,6 +207,7 @@ def test_image_larger_than_medium(refusing_helper):
     ({"image": "small.iso", "identity": None}, "bad_identity"),
     ({"image": "small.iso", "identity": "x\x00y"}, "bad_identity"),
     ({"image": "small.iso", "identity": "x" * 1025}, "bad_identity"),
+    ({"image": "small.iso", "identity": "/CN=\ud800"}, "bad_identity"),     # cannot be stored as UTF-8
     ({"image": "small.iso", "device": "/dev/sda"}, "bad_request"),           # unknown field
 ])
 def test_request_refusals(helper, body, code):
@@ -200,6 +227,7 @@ def test_request_refusals(helper, body, code):
     ("GET", "/v1/jobs?state=burnt", None, 400, "bad_request"),
     ("POST", "/v1/jobs", b"{not json", 400, "bad_request"),
     ("POST", "/v1/jobs", b"[1, 2]", 400, "bad_request"),
+    ("POST", "/v1/jobs", b"[" * 50000, 400, "bad_request"),                 # json.loads: RecursionError
     ("POST", "/v1/jobs", b"x" * (65 * 1024), 413, "body_too_large"),
 ])
 def test_http_refusals(helper, method, path, body, status, code):
@@ -280,3 +308,54 @@ def test_status_cli(helper):
     out = subprocess.run(cli + ["--socket", helper.socket], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "unavailable" in out.stderr
 
+
+
+def test_a_name_swapped_in_a_tight_loop_never_burns_anything_else(helper, iso_cache, workdir):
+    """A thread keeps putting a regular ISO, a symlink to another ISO outside, a directory and a FIFO
+    under one name while burns of that name are submitted: every answer is a 201 or a refusal with
+    its code (never a 500), and every burn that happens is of the real ISO."""
+    images, name = helper.images, "swap.iso"
+    real = hashlib.sha256(open(iso_cache["small"], "rb").read()).hexdigest()
+    outside = os.path.join(workdir, "outside.iso")
+    shutil.copyfile(iso_cache["small2"], outside)
+    parked = (".iso", ".link", ".dir", ".fifo")       # where each kind waits for its turn (hidden names)
+    helper.add_image(".iso", iso_cache["small"])
+    os.symlink(outside, os.path.join(images, ".link"))
+    os.mkdir(os.path.join(images, ".dir"))
+    os.mkfifo(os.path.join(images, ".fifo"))
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            for place in parked:
+                os.rename(os.path.join(images, place), os.path.join(images, name))
+                time.sleep(0.0002)
+                os.rename(os.path.join(images, name), os.path.join(images, place))
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    c = helper.client()
+    answers, accepted = [], []
+    try:
+        for i in range(300):
+            try:
+                job = c.submit(name, ("sim0", "sim1")[i % 2], identity="racer", verify=False)
+                answers.append(201)
+                accepted.append(job["id"])
+            except RequestRefused as e:
+                answers.append((e.status, e.code))
+        finished = [wait_finished(c, job_id) for job_id in accepted]     # they start while the swapping goes on
+    finally:
+        stop.set()
+        swapper.join()
+    refusals = {a for a in answers if a != 201}
+    assert accepted and refusals, answers
+    assert all(400 <= status < 500 and STATUS[code] == status for status, code in refusals), refusals
+    for job in finished:
+        assert job["state"] in ("done", "failed"), job
+        if job["state"] == "done":
+            assert job["image_sha256"] == real, job
+        else:
+            assert STATUS[job["error_code"]] == 400 and "when the job started" in job["error"], job
+    assert any(job["state"] == "done" for job in finished)
+    assert "Traceback" not in helper.log() and helper.proc.poll() is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -11,13 +13,14 @@ import threading
 
 import pytest
 
+from clarens import procfs
 from clarens.burnerd import config as burner_config
 from clarens.burnerd import images, sockets, verify, xorriso
 from clarens.burnerd.config import ConfigError, DriveConfig
 from clarens.burnerd.errors import STATUS, Refused
 from clarens.burnerd.jobs import JobStore
 from clarens.db import open_db
-from tests.burnerd.support import ROOT, XORRISO
+from tests.burnerd.support import ROOT, XORRISO, wait_for
 
 # -- configuration ------------------------------------------------------------------
 
@@ -111,22 +114,67 @@ def test_open_image_returns_checked_descriptor(image_dir, iso_cache):
 
 
 def test_open_image_refusals(image_dir, tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    os.link(os.path.join(image_dir, "good.iso"), str(tmp_path / "elsewhere" / "good.iso"))
-    os.symlink(str(tmp_path / "elsewhere"), os.path.join(image_dir, "away"))      # a directory symlink out
-    os.symlink(str(tmp_path), os.path.join(image_dir, "loop"))                      # out and back in: fine
+    good = os.path.join(image_dir, "good.iso")
+
+    def copy(name: str) -> str:
+        path = os.path.join(image_dir, name)
+        with open(good, "rb") as src, open(path, "wb") as dst:
+            dst.write(src.read())
+        return path
+
+    os.mkdir(os.path.join(image_dir, "sub"))
+    copy("sub/inner.iso")
+    copy(".upload-1234.part")
+    os.symlink(copy("../outside.iso"), os.path.join(image_dir, "away.iso"))      # a symlink out
+    os.symlink("good.iso", os.path.join(image_dir, "alias.iso"))                 # stays inside: refused too
     os.symlink("/dev/zero", os.path.join(image_dir, "zero.iso"))
-    with images.open_image(image_dir, "loop/images/good.iso", 10**9) as image:
-        assert image.path == os.path.join(image_dir, "good.iso")
-    cases = {"/abs.iso": "absolute_path", "a/../good.iso": "parent_reference", "away/good.iso":
-             "outside_images_dir", "zero.iso": "outside_images_dir", "nope.iso": "image_not_found"}
+    os.link(copy("linked.iso"), str(tmp_path / "elsewhere.iso"))                # a second name outside
+    os.chown(copy("foreign.iso"), 65534, 65534)                                 # not the directory's owner
+    os.mkfifo(os.path.join(image_dir, "fifo.iso"))
+    cases = {"/abs.iso": "absolute_path", "a/../good.iso": "parent_reference", "..": "parent_reference",
+             "sub/inner.iso": "subdirectory", ".upload-1234.part": "hidden_file", ".": "hidden_file",
+             "away.iso": "symlink", "alias.iso": "symlink", "zero.iso": "symlink", "linked.iso": "hard_linked",
+             "foreign.iso": "wrong_owner", "fifo.iso": "not_regular", "sub": "not_regular",
+             "nope.iso": "image_not_found", "\ud800.iso": "bad_image_name", "\udcff.iso": "bad_image_name",
+             "x" * 256: "bad_image_name", "tab\t.iso": "bad_image_name", "": "bad_image_name",
+             None: "bad_request"}
     for name, code in cases.items():
         with pytest.raises(Refused) as refused:
             images.open_image(image_dir, name, 10**9)
-        assert refused.value.code == code, name
+        assert refused.value.code == code and refused.value.status == 400, name
     with pytest.raises(Refused) as refused:
         images.open_image(image_dir, "good.iso", 1000)
     assert refused.value.code == "too_large"
+    longest = "x" * 251 + ".iso"                                              # 255 bytes: fine
+    os.rename(good, os.path.join(image_dir, longest))
+    with images.open_image(image_dir, longest, 10**9) as image:
+        assert image.size > 0
+
+
+@pytest.mark.parametrize("swapped_in, code", [("other", "image_changed"), ("symlink", "symlink"),
+                                              ("fifo", "not_regular"), ("directory", "not_regular")])
+def test_open_image_when_the_name_is_swapped_after_the_check(image_dir, monkeypatch, swapped_in, code):
+    """Between fstatat and open, another file, a symlink, a FIFO or a directory takes the name."""
+    good = os.path.join(image_dir, "good.iso")
+    real_open = os.open
+
+    def swapping_open(path, flags, mode=0o777, *, dir_fd=None):
+        if path == "good.iso":
+            os.rename(good, good + ".moved")
+            if swapped_in == "other":                         # an equally good ISO, but another inode
+                shutil.copyfile(good + ".moved", good)
+            elif swapped_in == "symlink":
+                os.symlink("good.iso.moved", good)
+            elif swapped_in == "fifo":
+                os.mkfifo(good)
+            else:
+                os.mkdir(good)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(images.os, "open", swapping_open)
+    with pytest.raises(Refused) as refused:
+        images.open_image(image_dir, "good.iso", 10**9)
+    assert refused.value.code == code
 
 
 def test_xorriso_reads_the_opened_inode_not_the_name(image_dir, tmp_path):
@@ -186,6 +234,51 @@ def test_media_info_of_a_stdio_drive(tmp_path, iso_cache):
     info = xorriso.parse_media(output)
     assert rc == 0 and info.status == "is blank" and info.free_bytes > 0 and "stdio" in info.current
     assert not (tmp_path / "disc").exists()                  # inspecting does not create the pseudo-disc
+
+
+def test_xorriso_carries_its_token_and_dies_with_the_thread_that_started_it():
+    """setpriv --pdeathsig: the kernel sends SIGTERM when the *thread* that forked exits."""
+    started = []
+
+    def start():
+        proc = xorriso.Process(["/bin/sleep", "60"], token="t0ken")
+        started.append(proc)
+        # Once sleep's environment is readable, setpriv has set the signal and exec'd (until exec has
+        # set up the new environment, /proc/PID/environ reads empty).
+        started.append(wait_for(lambda: procfs.stat(proc.pid)[0] == "sleep" and xorriso.run_token(proc.pid)))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    proc, token = started
+    assert token == "t0ken" and proc.popen.wait(30) == -signal.SIGTERM
+    assert xorriso.run_token(os.getpid()) is None
+
+
+def test_terminate_group_without_grace_kills_at_once():
+    proc = xorriso.Process(["/bin/sh", "-c", "trap '' TERM; sleep 60"])
+    wait_for(lambda: procfs.stat(proc.pid)[0] == "sh")
+    proc.kill_group(0)
+    assert proc.popen.wait(30) == -signal.SIGKILL
+
+
+def test_procfs_environ_holders_and_group(tmp_path):
+    path = str(tmp_path / "lock")
+    open(path, "w").close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        child = subprocess.Popen(["/bin/sleep", "60"], env={"A": "1", "B": "x=y"}, pass_fds=(fd,),
+                                 start_new_session=True)
+    finally:
+        os.close(fd)
+    try:
+        assert wait_for(lambda: procfs.environ(child.pid)) == {"A": "1", "B": "x=y"}   # empty until exec sets it up
+        assert procfs.holders(path) == [child.pid]
+        assert procfs.pgid(child.pid) == child.pid != procfs.pgid(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert procfs.environ(child.pid) == {} and procfs.pgid(child.pid) is None and procfs.holders(path) == []
 
 
 def test_terminate_group_kills_children_too():
@@ -338,10 +431,14 @@ def test_store_interrupts_running_jobs_and_prunes_oldest_finished(store):
     jobs = [new_job(store) for _ in range(5)]
     store.transition(jobs[0]["id"], {"queued"}, state="burning")
     store.transition(jobs[1]["id"], {"queued"}, state="verifying")
-    store.set_process("d", jobs[1]["id"], 12345, "999")
-    assert store.leftover_processes() == [{"job": 2, "pid": 12345, "start_time": "999"}]
+    token = store.begin_run("d", jobs[1]["id"], "verify")                  # recorded before xorriso starts
+    assert store.leftover_processes() == {"d": {"token": token, "job": 2, "purpose": "verify", "pid": None,
+                                                "start_time": None}}
+    store.set_process("d", 12345, "999")                                     # and completed once it runs
+    assert store.leftover_processes()["d"]["pid"] == 12345
+    assert store.begin_run("e", None, "eject") != token                     # a fresh token every time
     assert store.interrupt_running("gone") == [1, 2]
-    assert store.leftover_processes() == []
+    assert store.leftover_processes() == {}
     assert store.get(1)["state"] == "interrupted" and store.get(1)["error"] == "gone"
     store.transition(jobs[2]["id"], {"queued"}, state="cancelled")
     assert store.prune() == 1                                  # three finished, keep two
