@@ -15,7 +15,6 @@ import argparse
 import grp
 import os
 import pwd
-import re
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import time
 import xmlrpc.client
 from typing import Mapping
 
-from clarens import config as config_mod
+from clarens import apacheconf, config as config_mod
 from clarens import devpki, procfs
 from clarens.burnerd import launch as burner_launch
 from clarens.acl.files import load_dir as load_acl_dir
@@ -46,28 +45,18 @@ def _quote(value: str) -> str:
     return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def render_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace every ``@@NAME@@``; a placeholder without a value is an error."""
-    def sub(m: re.Match) -> str:
-        if m.group(1) not in values:
-            raise InstanceError("template placeholder @@%s@@ has no value" % m.group(1))
-        return values[m.group(1)]
-    return re.sub(r"@@([A-Z_]+)@@", sub, template)
-
-
 class Instance:
     """One private Apache: ``state_dir`` holds everything it writes."""
 
     def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, tls_port: int = 8443, debug: bool = False,
-                 options: Mapping[str, str] | None = None, extra_conf: str = "", max_body: int = 10485760,
-                 log_level: str = "warn", burner: bool = True):
+                 options: Mapping[str, str] | None = None, extra_conf: str = "", log_level: str = "warn",
+                 burner: bool = True):
         self.state_dir = os.path.abspath(state_dir)
         self.port = port
         self.tls_port = tls_port
         self.debug = debug
         self.options = dict(options or {})
         self.extra_conf = extra_conf
-        self.max_body = max_body
         self.log_level = log_level
         self.burner = burner
         self.images_dir = os.path.join(self.state_dir, "images")
@@ -75,7 +64,7 @@ class Instance:
         self.burnerd_conf = os.path.join(self.state_dir, "burnerd.conf")
         self.burnerd_pid = os.path.join(self.state_dir, "run", "burnerd.pid")
         self.burnerd_log = os.path.join(self.state_dir, "log", "burnerd.log")
-        self.helper: subprocess.Popen | None = None
+        self.supervisor: subprocess.Popen | None = None   # keeps the burner helper running
         self._log_mark = 0   # the error log's size when this instance last started
         self.conf_path = os.path.join(self.state_dir, "apache.conf")
         self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
@@ -112,6 +101,7 @@ class Instance:
             cfg = self.server_config()
             if cfg.access_control:
                 load_acl_dir(cfg.acl_dir)
+            limits = apacheconf.body_limits(cfg)
         except (config_mod.ConfigError, AclError) as e:
             raise InstanceError("refusing to start: %s" % e) from None
         user = self.apache_user()
@@ -128,12 +118,12 @@ class Instance:
             self._prepare_burner(user)
         with open(TEMPLATE) as f:
             template = f.read()
-        conf = render_template(template, {
+        conf = apacheconf.render_template(template, {
             "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port), "TLS_PORT": str(self.tls_port),
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
             "LOG_LEVEL": self.log_level,
-            "LIMIT_BODY": str(self.max_body + 65536),
+            **limits,
             "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(self.all_options().items())),
             "EXTRA": self.extra_conf,
         })
@@ -153,7 +143,7 @@ class Instance:
         os.chown(self.images_dir, apache.pw_uid, helper.pw_gid)
         os.chmod(self.images_dir, 0o2750)         # Apache writes uploads, the helper's group reads them
         with open(BURNERD_TEMPLATE) as f:
-            conf = render_template(f.read(), {"STATE": self.state_dir, "APACHE_USER": apache.pw_name,
+            conf = apacheconf.render_template(f.read(), {"STATE": self.state_dir, "APACHE_USER": apache.pw_name,
                                               "APACHE_GROUP": _group_name(apache.pw_gid)})
         with open(self.burnerd_conf + ".tmp", "w") as f:
             f.write(conf)
@@ -165,26 +155,41 @@ class Instance:
         if _pid_running(self.burnerd_pid, self.burnerd_conf):
             return   # left running by ./run start; reuse it
         try:
-            self.helper = burner_launch.launch(self.burnerd_conf, HELPER_USER, self.burnerd_log)
+            self.supervisor = burner_launch.launch(self.burnerd_conf, HELPER_USER, self.burnerd_log)
         except RuntimeError as e:
             raise InstanceError("%s:\n%s" % (e, _tail(self.burnerd_log))) from None
         with open(self.burnerd_pid, "w") as f:
-            f.write("%d\n" % self.helper.pid)
+            f.write("%d\n" % self.supervisor.pid)
+
+    def helper_pid(self) -> int | None:
+        """The burner helper's pid (the child of its supervisor), if it is running now."""
+        supervisor = self.supervisor.pid if self.supervisor is not None else \
+            _pid_running(self.burnerd_pid, self.burnerd_conf)
+        for pid in procfs.pids():
+            st = procfs.stat(pid)
+            if st is not None and st[1][1] == str(supervisor) and st[1][0] not in ("Z", "X") \
+                    and b"clarens.burnerd" in procfs.cmdline(pid):
+                return pid
+        return None
 
     def _stop_helper(self, timeout: float) -> None:
-        pid = self.helper.pid if self.helper is not None else _pid_running(self.burnerd_pid, self.burnerd_conf)
+        """Stop the supervisor, which stops the helper (whose xorriso processes die with it)."""
+        pid = self.supervisor.pid if self.supervisor is not None else \
+            _pid_running(self.burnerd_pid, self.burnerd_conf)
         if pid:
+            helper = self.helper_pid()
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while procfs.alive(pid) and time.monotonic() < deadline:
-                if self.helper is not None:
-                    self.helper.poll()
+                if self.supervisor is not None:
+                    self.supervisor.poll()
                 time.sleep(0.05)
-            if procfs.alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            if self.helper is not None:
-                self.helper.wait()
-        self.helper = None
+            for stuck in (pid, helper):
+                if stuck and procfs.alive(stuck) and self.burnerd_conf.encode() in procfs.cmdline(stuck):
+                    os.kill(stuck, signal.SIGKILL)
+            if self.supervisor is not None:
+                self.supervisor.wait()
+        self.supervisor = None
         try:
             os.unlink(self.burnerd_pid)
         except FileNotFoundError:

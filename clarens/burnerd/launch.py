@@ -1,5 +1,6 @@
 """Start the helper as systemd would: the socket made with its configured owner, group and
-mode by a privileged parent, the helper itself run as its own unprivileged user.
+mode by a privileged parent, the helper itself run as its own unprivileged user, and
+restarted when it fails (:mod:`clarens.burnerd.supervise`).
 
 Used by the private instance (``./run serve``).  As root, the helper runs as
 ``user`` and never holds root; the socket belongs to that user and to the web
@@ -23,23 +24,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def launch(config_path: str, user: str | None, log_path: str, timeout: float = 20.0) -> subprocess.Popen:
-    """Start the helper for ``config_path`` (as ``user`` if we are root) and wait until it answers."""
+    """Start the helper's supervisor for ``config_path`` (the helper as ``user`` if we are root)
+    and wait until the helper answers; the supervisor's process."""
     cfg = burner_config.load(config_path)
     account = pwd.getpwnam(user) if user and os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
     sock = create_socket(cfg.socket, cfg.socket_mode, uid=account.pw_uid, gid=cfg.socket_gid)
-    argv = [PYTHON, "-m", "clarens.burnerd.activate", str(sock.fileno()),
-            PYTHON, "-m", "clarens.burnerd", "--config", config_path]
-    as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    argv = [PYTHON, "-m", "clarens.burnerd.supervise", str(sock.fileno()), account.pw_name, config_path]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(sock.fileno(),),
-                                start_new_session=True, **as_user)
+                                start_new_session=True)
     sock.close()
-    client = BurnerClient(cfg.socket, connect_timeout=1.0)
+    client = BurnerClient(cfg.socket, connect_timeout=1.0, timeout=2.0)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError("the burner helper exited with status %d; see %s" % (proc.returncode, log_path))
+            raise RuntimeError("the burner helper's supervisor exited with status %d; see %s"
+                               % (proc.returncode, log_path))
         try:
             client.status()
             client.close()
@@ -48,7 +49,9 @@ def launch(config_path: str, user: str | None, log_path: str, timeout: float = 2
             client.close()
             return proc
         except HelperUnavailable:
+            client.close()
             if time.monotonic() > deadline:
-                proc.kill()
+                proc.terminate()
+                proc.wait()
                 raise RuntimeError("the burner helper did not answer within %.0fs; see %s" % (timeout, log_path))
             time.sleep(0.1)
