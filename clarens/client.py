@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import getpass
 import hashlib
-import http.client
 import json
 import os
 import ssl
@@ -30,6 +30,8 @@ import sys
 import time
 import urllib.parse
 import xmlrpc.client
+
+from clarens import resumable
 
 ACTIVE = ("queued", "burning", "verifying")
 
@@ -53,34 +55,11 @@ class Connection:
         self.proxy = xmlrpc.client.ServerProxy(self.url, transport=_Transport(self.headers, self.context),
                                                allow_none=True, use_builtin_types=True)
 
-    def _http(self) -> http.client.HTTPConnection:
-        if self.parts.scheme == "https":
-            return http.client.HTTPSConnection(self.parts.hostname, self.parts.port or 443, context=self.context)
-        return http.client.HTTPConnection(self.parts.hostname, self.parts.port or 80)
-
-    def upload(self, path: str, name: str, progress=None) -> dict:
-        """PUT the file at ``path`` as image ``name``, streaming it; the server's record of the image."""
-        size = os.path.getsize(path)
-        conn = self._http()
-        target = self.parts.path.rstrip("/") + "/images/" + urllib.parse.quote(name)
-        conn.putrequest("PUT", target)
-        for key, value in dict(self.headers, **{"Content-Length": str(size),
-                                                "Content-Type": "application/octet-stream"}).items():
-            conn.putheader(key, value)
-        conn.endheaders()
-        sent = 0
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                conn.send(chunk)
-                sent += len(chunk)
-                if progress:
-                    progress(sent, size)
-        response = conn.getresponse()
-        body = json.loads(response.read() or b"{}")
-        conn.close()
-        if response.status != 201:
-            raise RuntimeError("upload refused (HTTP %d): %s" % (response.status, body.get("error", {}).get("message")))
-        return body["image"]
+    def upload(self, path: str, name: str, progress: resumable.Progress | None = None) -> dict:
+        """Upload the file at ``path`` as image ``name``, resuming after dropped connections (and
+        where an earlier run stopped); the server's record of the image."""
+        url = self.url + "images/" + urllib.parse.quote(name)
+        return resumable.upload(resumable.Target(url, self.headers, self.context), path, progress)["image"]
 
 
 class _Transport(xmlrpc.client.SafeTransport):
@@ -105,11 +84,58 @@ def bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def _status_line(job: dict) -> str:
-    progress = job.get("progress") or {}
-    done, total = progress.get("bytes", 0), job.get("image_size") or 1
-    return "\r%s %5.1f%% %7.1f/%.1f MB  %-10s" % (bar(done / total), progress.get("percent", 0.0), done / 1e6,
-                                                  total / 1e6, job["state"])
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60) if seconds >= 3600 \
+        else "%d:%02d" % (seconds // 60, seconds % 60)
+
+
+def _megabytes(n: int) -> str:
+    return "%.1f MB" % (n / 1e6) if n < 10**10 else "%.2f GB" % (n / 1e9)
+
+
+class Meter:
+    """One progress line, redrawn in place: bar, percent, bytes, rate and time left.
+
+    The rate is measured over the last ``WINDOW`` seconds, so that it follows a
+    transfer whose speed changes (and ignores what a resumed upload already had).
+    """
+
+    WINDOW = 5.0
+    REDRAW = 0.2     # seconds between two redraws (the last one is always drawn)
+
+    def __init__(self, label: str, out=sys.stdout, clock=time.monotonic):
+        self.label = label
+        self.out = out
+        self.clock = clock
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._drawn = (float("-inf"), 0)     # when, and how wide, the line was last drawn
+
+    def line(self, done: int, total: int, state: str = "") -> str:
+        """The text for ``done`` of ``total`` bytes now (and remember the sample)."""
+        now = self.clock()
+        if self._samples and done < self._samples[-1][1]:
+            self._samples.clear()                     # a new phase (burning, then verifying)
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] > self.WINDOW:
+            self._samples.popleft()
+        (t0, d0), rate = self._samples[0], 0.0
+        if now > t0 and done > d0:
+            rate = (done - d0) / (now - t0)
+        fraction = done / total if total else 1.0
+        left = "%s left" % _duration((total - done) / rate) if rate and done < total else ""
+        return "\r%s %s %5.1f%% %s/%s %s %-14s %s" % (
+            self.label, bar(fraction), 100 * fraction, _megabytes(done), _megabytes(total),
+            "%7.1f MB/s" % (rate / 1e6) if rate else "      - MB/s", left, state)
+
+    def __call__(self, done: int, total: int, state: str = "") -> None:
+        now = self.clock()
+        if now - self._drawn[0] < self.REDRAW and done < total:
+            return
+        text = self.line(done, total, state).rstrip()
+        self.out.write(text.ljust(self._drawn[1]))     # cover what a longer line left behind
+        self.out.flush()
+        self._drawn = (now, len(text))
 
 
 def sha256_of(path: str) -> str:
@@ -129,7 +155,7 @@ def burn(conn: Connection, path: str, drive: str | None, speed: int | None, veri
         out.write("error: the server has a different image called %s; rename your file\n" % name)
         return 2
     if name not in existing:
-        conn.upload(path, name, lambda sent, size: out.write("\rupload %s %5.1f%%" % (bar(sent / size), 100 * sent / size)))
+        conn.upload(path, name, Meter("upload", out))
         out.write("\n")
     if drive is None:
         drive = conn.proxy.burner.drives()[0]["name"]
@@ -138,10 +164,10 @@ def burn(conn: Connection, path: str, drive: str | None, speed: int | None, veri
         options["speed"] = speed
     job_id = conn.proxy.burner.burn(name, drive, options)
     out.write("job %d: burning %s to %s\n" % (job_id, name, drive))
+    meter = Meter("job %d" % job_id, out)
     while True:
         job = conn.proxy.burner.status(job_id)
-        out.write(_status_line(job))
-        out.flush()
+        meter((job.get("progress") or {}).get("bytes", 0), job.get("image_size") or 0, job["state"])
         if job["state"] not in ACTIVE:
             break
         time.sleep(0.5)
@@ -187,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "burn":
             return burn(conn, args.image, args.drive, args.speed, not args.no_verify)
-        result = {"upload": lambda: conn.upload(args.image, os.path.basename(args.image)),
+        result = {"upload": lambda: conn.upload(args.image, os.path.basename(args.image), Meter("upload", sys.stderr)),
                   "images": p.burner.images, "drives": p.burner.drives, "jobs": p.burner.jobs,
                   "whoami": p.system.whoami, "status": lambda: p.burner.status(args.job),
                   "cancel": lambda: p.burner.cancel(args.job), "eject": lambda: p.burner.eject(args.drive),
@@ -196,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except xmlrpc.client.Fault as fault:
         print("error %d: %s" % (fault.faultCode, fault.faultString), file=sys.stderr)
         return 1
-    except (OSError, RuntimeError, xmlrpc.client.ProtocolError) as e:
+    except (OSError, resumable.UploadRefused, resumable.UploadFailed, xmlrpc.client.ProtocolError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
     return 0

@@ -95,11 +95,13 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
         return _send(req, response.status, response.content_type, response.body)
     ctx = context.CallContext(host, req, caller, "http")
     forged = _cross_site(req) if req.method not in ("GET", "HEAD", "OPTIONS") else None
+    web = None
     token = context.activate(ctx)
     try:
         if forged:
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-        response = route(routes.WebRequest(req, ctx, base, path))
+        web = routes.WebRequest(req, ctx, base, path)
+        response = route(web)
     except Fault as fault:
         _report(ctx, fault)
         response = routes.WebResponse.fault(fault)
@@ -111,6 +113,11 @@ def _web(req, host: host_mod.Host, route: routes.Route, base: str, path: str) ->
         context.deactivate(token)
     for key, value in response.headers.items():
         req.headers_out[key] = value
+    if web is None or web.body_unread:
+        # Answer at once and close, instead of letting Apache read and discard the rest of a
+        # body that may be gigabytes.  A client that sent "Expect: 100-continue" has sent none.
+        req.headers_out["Connection"] = "close"
+        return _send(req, response.status, response.content_type, response.body, flush=True)
     return _send(req, response.status, response.content_type, response.body)
 
 
@@ -278,11 +285,13 @@ def _send_ok(req, content_type: str, body: bytes) -> int:
     return apache.OK
 
 
-def _send(req, status: int, content_type: str | None, body: bytes) -> int:
+def _send(req, status: int, content_type: str | None, body: bytes, flush: bool = False) -> int:
     req.status = status
     if content_type:
         req.content_type = content_type
     req.set_content_length(len(body))
     if body and req.method != "HEAD":
         req.write(body, 0)
+    if flush:
+        req.flush()
     return apache.OK

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import glob
 import http.client
+import json
 import os
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
+import time
 import xmlrpc.client
 
 from clarens import devpki
@@ -146,3 +149,120 @@ def concurrently(fn, n: int) -> list:
         t.join()
     assert not errors, errors[:3]
     return results
+
+
+class CuttingProxy:
+    """A TCP proxy in front of an instance that can slow uploads down and cut connections,
+    as a flaky LAN does: ``cut_after(n)`` makes the next connection that carries more than
+    ``n`` bytes from the client be closed (both ways) once it has; ``rate`` limits what
+    the client sends, in bytes per second.  ``sent`` counts every client byte forwarded."""
+
+    def __init__(self, port: int, rate: float | None = None):
+        self.target = ("127.0.0.1", port)
+        self.rate = rate
+        self.sent = 0
+        self.cuts = 0
+        self._cut_after: int | None = None
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_after(self, n: int) -> None:
+        with self._lock:
+            self._cut_after = n
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self._open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        carried, started = 0, time.monotonic()
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if not upstream:
+                    continue
+                carried += len(data)
+                with self._lock:
+                    self.sent += len(data)
+                    cut = self._cut_after is not None and carried > self._cut_after
+                    if cut:
+                        self._cut_after, self.cuts = None, self.cuts + 1
+                if cut:
+                    break
+                if self.rate:
+                    time.sleep(max(0.0, carried / self.rate - (time.monotonic() - started)))
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        """Stop, closing every connection as a peer that went away would (close() alone would
+        not wake a thread blocked reading the socket, and the connection would stay open)."""
+        self._listener.close()
+        for s in self._open:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def make_iso(directory: str, name: str, megabytes: float) -> str:
+    """``directory/name.iso``: an ISO 9660 image holding one file of random bytes."""
+    src = os.path.join(directory, name + ".d")
+    os.makedirs(src)
+    with open(os.path.join(src, "data.bin"), "wb") as f:
+        left = int(megabytes * 1000 * 1000)
+        while left:
+            chunk = os.urandom(min(left, 1 << 24))
+            f.write(chunk)
+            left -= len(chunk)
+    path = os.path.join(directory, name + ".iso")
+    subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-V", name.upper()[:32], "-o", path, src],
+                   check=True, capture_output=True)
+    shutil.rmtree(src)
+    return path
+
+
+def put(inst: Instance, name: str, data: bytes, headers: dict | None = None, user: str | None = "demo",
+        length: int | None = None) -> tuple[int, dict]:
+    """PUT an upload to /clarens/images/NAME; (status, decoded JSON, or {"html": ...})."""
+    conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=60)
+    hdrs = dict(basic_header(inst, user) if user else {}, **(headers or {}))
+    hdrs["Content-Length"] = str(len(data) if length is None else length)
+    conn.putrequest("PUT", "/clarens/images/" + name)
+    for k, v in hdrs.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    try:
+        conn.send(data)
+        resp = conn.getresponse()
+        body = resp.read()
+        try:
+            return resp.status, json.loads(body or b"{}")
+        except ValueError:   # Apache's own error page
+            return resp.status, {"html": body.decode(errors="replace")}
+    finally:
+        conn.close()
+
+
+def upload(inst: Instance, path: str, name: str | None = None, user: str = "demo") -> dict:
+    """Upload the file at ``path`` whole; the server's record of the image."""
+    with open(path, "rb") as f:
+        status, body = put(inst, name or os.path.basename(path), f.read(), user=user)
+    assert status == 201, body
+    return body["image"]

@@ -5,8 +5,10 @@ completion, at 1280x800 and at a phone's width.
 """
 
 import hashlib
+import http.client
 import os
 import shutil
+import signal
 import tempfile
 import time
 import urllib.parse
@@ -18,8 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from clarens import devpki
-from tests.helpers import ROOT
-from tests.test_server_burner import make_iso, put
+from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, put
 
 OUTPUT = os.path.join(ROOT, "tests", "output")
 DESKTOP, PHONE = (1280, 800), (390, 844)
@@ -71,10 +72,11 @@ def wait(driver, condition, timeout=30, message=""):
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
 
 
-def sign_in(driver, server, user="demo"):
-    """Sign in with Basic authentication the way a person would reach it: the page's sign-in link."""
+def sign_in(driver, server, user="demo", base=None):
+    """Sign in with Basic authentication the way a person would reach it: the page's sign-in link
+    (on ``base``, the server's URL unless it is reached through a proxy)."""
     password = devpki.credentials(server.state_dir)[user]
-    base = server.url.rstrip("/")
+    base = (base or server.url).rstrip("/")
     driver.get(base.replace("http://", "http://%s:%s@" % (user, urllib.parse.quote(password))) + "/login?to=burner")
     wait(driver, lambda d: d.current_url.endswith("/clarens/burner"), message="redirect to the burner page")
     wait(driver, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in as " + user),
@@ -206,3 +208,85 @@ def test_discovery_page_lists_methods_and_tries_echo(browser, server):
     wait(d, lambda d: d.find_element(By.ID, "try-result").text.startswith("Fault -32001"), message="fault shown")
     shot(d, "discovery-1280x800.png")
     shot(d, "discovery-phone.png", PHONE, whole=False)
+
+
+def held(server, name):
+    """How many bytes of the demo user's upload of ``name`` the server holds (0 if none)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("HEAD", "/clarens/images/" + name, headers=basic_header(server, "demo"))
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return int(response.getheader("Upload-Offset") or 0)
+
+
+def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_browser, server, tmp_path):
+    """Through a LAN that drops connections: the page resumes by itself, and a page reloaded
+    mid-upload continues where it stopped when the same file is chosen again."""
+    d = fresh_browser
+    lan = CuttingProxy(server.port, rate=8 * 10**6)
+    try:
+        base = "http://127.0.0.1:%d/clarens" % lan.port
+        sign_in(d, server, base=base)
+
+        # 1. The connection drops mid-upload: the page asks what the server has and sends the rest.
+        first = make_iso(str(tmp_path), "cut", 30)
+        lan.cut_after(10 * 10**6)
+        d.find_element(By.ID, "upload-file").send_keys(first)
+        d.find_element(By.ID, "upload-button").click()
+        wait(d, lambda d: any(m.startswith("Uploaded cut.iso") for m in messages(d)), timeout=60,
+             message="the cut upload completed")
+        assert lan.cuts == 1 and any(m.startswith("Resuming the upload of cut.iso at") for m in messages(d))
+
+        # 2. The page goes away mid-upload; choosing the same file again continues it.
+        second = make_iso(str(tmp_path), "again", 30)
+        size = os.path.getsize(second)
+        d.find_element(By.ID, "upload-file").send_keys(second)
+        d.find_element(By.ID, "upload-button").click()
+        wait(d, lambda d: d.find_element(By.ID, "upload-status").text, message="upload progress shown")
+        wait(d, lambda d: held(server, "again.iso") > 8 * 10**6, timeout=30, message="part of it uploaded")
+        assert " left" in d.find_element(By.ID, "upload-status").text and "/s" in \
+            d.find_element(By.ID, "upload-status").text            # rate and time left
+        d.refresh()                                                # the upload is abandoned
+        wait(d, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in"), message="page reloaded")
+        before = lan.sent
+        d.find_element(By.ID, "upload-file").send_keys(second)
+        d.find_element(By.ID, "upload-button").click()
+        wait(d, lambda d: any(m.startswith("Uploaded again.iso") for m in messages(d)), timeout=60,
+             message="the resumed upload completed")
+        assert any(m.startswith("Resuming the upload of again.iso at") for m in messages(d))
+        assert lan.sent - before < size * 0.8                      # only the rest was sent
+    finally:
+        lan.close()
+    for path in (first, second):
+        with open(path, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() in d.find_element(By.ID, "images").text
+
+
+# Counts the page's JSON-RPC requests in flight, before the page's own scripts run.
+COUNT_IN_FLIGHT = """
+window.__rpc = {now: 0, most: 0, total: 0};
+const realFetch = window.fetch;
+window.fetch = async (...args) => {
+  const rpc = window.__rpc;
+  rpc.now++; rpc.total++; rpc.most = Math.max(rpc.most, rpc.now);
+  try { return await realFetch(...args); } finally { rpc.now--; }
+};
+"""
+
+
+def test_a_hung_helper_never_has_two_polls_in_flight(fresh_browser, server):
+    d = fresh_browser
+    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_IN_FLIGHT})
+    sign_in(d, server)
+    wait(d, lambda d: d.execute_script("return window.__rpc.total") >= 3, message="polling")
+    helper = server.helper_pid()
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        d.execute_script("window.__rpc.most = window.__rpc.now; window.__rpc.total = 0")
+        time.sleep(7)                                   # each poll now waits about 2 s for the helper
+        rpc = d.execute_script("return window.__rpc")
+        assert rpc["most"] == 1 and rpc["total"] >= 2, rpc
+        assert any(m.startswith("Burner unavailable") for m in messages(d))
+    finally:
+        os.kill(helper, signal.SIGCONT)

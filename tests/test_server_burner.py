@@ -1,66 +1,26 @@
 """The burner service through the real Apache, with the real helper, xorriso and a stdio: drive."""
 
 import hashlib
-import http.client
 import os
+import pwd
 import signal
-import socket
 import subprocess
 import time
 import xmlrpc.client
 
 import pytest
 
-from clarens import devpki, faults
-from tests.helpers import ROOT, basic_header, cert_proxy
+from clarens import devpki, faults, procfs
+from clarens.burnerd.client import BurnerClient, BurnerError
+from tests.helpers import ROOT, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
 
 ACTIVE = ("queued", "burning", "verifying")
-
-
-def make_iso(directory, name, megabytes):
-    src = os.path.join(directory, name + ".d")
-    os.makedirs(src)
-    with open(os.path.join(src, "data.bin"), "wb") as f:
-        f.write(os.urandom(megabytes * 1000 * 1000))
-    path = os.path.join(directory, name + ".iso")
-    subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-V", name.upper(), "-o", path, src],
-                   check=True, capture_output=True)
-    return path
 
 
 @pytest.fixture(scope="module")
 def isos(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("isos"))
     return {"small": make_iso(d, "small", 1), "medium": make_iso(d, "medium", 4)}
-
-
-def put(server, name, data, headers=None, user="demo", length=None):
-    """PUT an upload; returns (status, decoded JSON)."""
-    import json
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    hdrs = dict(basic_header(server, user) if user else {}, **(headers or {}))
-    hdrs["Content-Length"] = str(len(data) if length is None else length)
-    conn.putrequest("PUT", "/clarens/images/" + name)
-    for k, v in hdrs.items():
-        conn.putheader(k, v)
-    conn.endheaders()
-    try:
-        conn.send(data)
-        resp = conn.getresponse()
-        body = resp.read()
-        try:
-            return resp.status, json.loads(body or b"{}")
-        except ValueError:   # Apache's own error page
-            return resp.status, {"html": body.decode(errors="replace")}
-    finally:
-        conn.close()
-
-
-def upload(server, path, name=None, user="demo"):
-    with open(path, "rb") as f:
-        status, body = put(server, name or os.path.basename(path), f.read(), user=user)
-    assert status == 201, body
-    return body["image"]
 
 
 def leftovers(server):
@@ -112,26 +72,15 @@ def test_upload_burn_watch_verify_eject(server, proxy, isos):
     ("noext.img", 40000, None, 400),
     ("sub%2Fdir.iso", 40000, None, 404),        # Apache refuses encoded slashes
     ("huge.iso", 0, 30 * 1000 * 1000 * 1000, 413),
-], ids=["not-iso", "tiny", "hidden", "no-extension", "encoded-slash", "too-large"])
+    ("x%EF%BF%BE.iso", 40000, None, 400),       # U+FFFE, a noncharacter
+    ("x%E2%80%AEosi.exe.iso", 40000, None, 400),  # U+202E, a bidi override
+    ("x%C2%85.iso", 40000, None, 400),          # U+0085, a C1 control
+], ids=["not-iso", "tiny", "hidden", "no-extension", "encoded-slash", "too-large", "noncharacter", "bidi",
+        "c1-control"])
 def test_bad_uploads_are_refused_and_leave_nothing(server, proxy, name, size, length, status):
     got, body = put(server, name, b"x" * size, length=length)
     assert got == status, body
     assert leftovers(server) == [] and name not in os.listdir(server.images_dir)
-
-
-def test_partial_upload_leaves_nothing(server, isos):
-    with open(isos["small"], "rb") as f:
-        data = f.read()
-    conn = socket.create_connection(("127.0.0.1", server.port))
-    head = ("PUT /clarens/images/partial.iso HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n\r\n" % (
-        len(data), "\r\n".join("%s: %s" % kv for kv in basic_header(server, "demo").items())))
-    conn.sendall(head.encode() + data[:len(data) // 2])
-    time.sleep(0.5)
-    conn.close()                                     # the client goes away half-way
-    deadline = time.monotonic() + 10
-    while leftovers(server) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftovers(server) == [] and "partial.iso" not in os.listdir(server.images_dir)
 
 
 def test_upload_rules_identity_and_cross_site(server, isos, anon):
@@ -155,19 +104,35 @@ def test_html_in_names_is_just_a_name(server, proxy, isos):
 
 def test_sanitising_through_the_service(server, proxy, isos):
     images = server.images_dir
+    apache = pwd.getpwnam("www-data")
+
+    def as_upload(name):         # owned by the Apache user, as uploads are
+        os.chown(os.path.join(images, name), apache.pw_uid, -1)
     os.symlink("/etc/passwd", os.path.join(images, "escape.iso"))
     with open(os.path.join(images, "plain.iso"), "wb") as f:
         f.write(b"not an iso" * 5000)
+    as_upload("plain.iso")
     os.mkfifo(os.path.join(images, "fifo.iso"))
     with open(os.path.join(images, "big.iso"), "wb") as f:    # sparse: 5 GB with the ISO signature
         f.seek(32769)
         f.write(b"CD001")
         f.truncate(5 * 1000 * 1000 * 1000)
-    cases = [("x/../../db/acl.tdb", "sim0", {}, "parent_reference"), (".upload.part", "sim0", {}, "bad_image_name"), ("/etc/passwd", "sim0", {}, "absolute_path"),
-             ("escape.iso", "sim0", {}, "outside_images_dir"), ("plain.iso", "sim0", {}, "not_iso"),
-             ("fifo.iso", "sim0", {}, "not_regular"), ("big.iso", "sim0", {}, "too_large"),
-             ("missing.iso", "sim0", {}, "image_not_found"), ("plain.iso", "/dev/sr0", {}, "unknown_drive"),
-             ("plain.iso", "sim0", {"speed": 999}, "bad_speed"), ("plain.iso", "sim0", {"speed": 0}, "bad_speed")]
+    as_upload("big.iso")
+    # A hard link to a file the Apache user cannot read (the drive's pseudo-disc), and a
+    # file some other user put there.
+    upload(server, isos["small"], "disc.iso")
+    job, _ = wait_job(proxy, proxy.burner.burn("disc.iso", "sim0"))
+    assert job["state"] == "done"
+    os.link(os.path.join(server.burner_dir, "sim0.disc"), os.path.join(images, "linked.iso"))
+    with open(os.path.join(images, "foreign.iso"), "wb") as f, open(isos["small"], "rb") as iso:
+        f.write(iso.read())
+    cases = [("x/../../db/acl.tdb", "sim0", {}, "parent_reference"), (".upload.part", "sim0", {}, "bad_image_name"),
+             ("/etc/passwd", "sim0", {}, "absolute_path"), ("escape.iso", "sim0", {}, "symlink"),
+             ("plain.iso", "sim0", {}, "not_iso"), ("fifo.iso", "sim0", {}, "not_regular"),
+             ("big.iso", "sim0", {}, "too_large"), ("missing.iso", "sim0", {}, "image_not_found"),
+             ("linked.iso", "sim0", {}, "hard_linked"), ("foreign.iso", "sim0", {}, "wrong_owner"),
+             ("plain.iso", "/dev/sr0", {}, "unknown_drive"), ("plain.iso", "sim0", {"speed": 999}, "bad_speed"),
+             ("plain.iso", "sim0", {"speed": 0}, "bad_speed")]
     try:
         for image, drive, options, code in cases:
             fault = fault_of(lambda: proxy.burner.burn(image, drive, options))
@@ -178,7 +143,7 @@ def test_sanitising_through_the_service(server, proxy, isos):
             faults.INVALID_PARAMS
         assert "escape.iso" not in [i["name"] for i in proxy.burner.images()]   # symlinks are not images
     finally:
-        for name in ("escape.iso", "plain.iso", "fifo.iso", "big.iso"):
+        for name in ("escape.iso", "plain.iso", "fifo.iso", "big.iso", "linked.iso", "foreign.iso", "disc.iso"):
             os.unlink(os.path.join(images, name))
     with open(server.burnerd_log) as f:
         assert "uid=33" in f.read()                  # refusals logged with the caller's uid (www-data)
@@ -236,21 +201,67 @@ def test_the_apache_user_cannot_write_the_drive(server):
     assert out.returncode != 0 and "Permission denied" in out.stderr
 
 
-def test_helper_killed_mid_burn_then_restarted(server, proxy, isos, anon):
+def wait_helper(server, other_than=None, timeout=20):
+    """The pid of a running helper that answers (a new one, if ``other_than`` is given)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = server.helper_pid()
+        if pid and pid != other_than:
+            try:
+                if BurnerClient(server.all_options()["clarens.module:burner.socket"], timeout=2).status()["pid"] == pid:
+                    return pid
+            except BurnerError:
+                pass
+        time.sleep(0.1)
+    pytest.fail("no helper answered within %d s" % timeout)
+
+
+def test_helper_killed_mid_burn_is_restarted(server, proxy, isos, anon):
     upload(server, isos["medium"], "killed.iso")
     running = proxy.burner.burn("killed.iso", "sim0", {"speed": 1})
     queued = proxy.burner.burn("killed.iso", "sim0")
     wait_job(proxy, running, until=lambda job: job["state"] == "burning")
-    os.kill(server.helper.pid, signal.SIGKILL)
-    server.helper.wait()
-    fault = fault_of(lambda: proxy.burner.drives())
-    assert fault.faultCode == faults.SERVICE_UNAVAILABLE and "burner unavailable" in fault.faultString
+    old = wait_helper(server)
+    os.kill(old, signal.SIGKILL)
     assert anon.echo.echo("unaffected") == "unaffected"       # the rest of the server carries on
-    server.helper = None
-    server._start_helper()
+    new = wait_helper(server, other_than=old)                 # the supervisor started another
     assert proxy.burner.status(running)["state"] == "interrupted"
     job, _ = wait_job(proxy, queued)
     assert job["state"] == "done" and job["verification"]["match"] is True
+    with open(server.burnerd_log) as f:
+        assert "helper %d was killed by signal 9; restarting it" % old in f.read()
+    assert new != old
+
+
+def test_a_hung_helper_fails_calls_fast(server, proxy, anon):
+    """A helper that stops answering (SIGSTOP) costs each call about 2 s, then -32002."""
+    pid = wait_helper(server)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for call in (proxy.burner.drives, proxy.burner.jobs, lambda: proxy.burner.status(1)):
+            started = time.monotonic()
+            fault = fault_of(call)
+            assert fault.faultCode == faults.SERVICE_UNAVAILABLE and "did not answer in time" in fault.faultString
+            assert time.monotonic() - started < 10          # not Apache's 60 s, nor the old 30 s
+        assert anon.echo.echo("unaffected") == "unaffected"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert [d["name"] for d in proxy.burner.drives()] == ["sim0"]
+
+
+def test_stopping_the_instance_leaves_no_helper_or_xorriso(isos):
+    inst = start_instance("clarens-stop-")
+    try:
+        upload(inst, isos["medium"], "stop.iso")
+        user = basic_proxy(inst, "demo")
+        job_id = user.burner.burn("stop.iso", "sim0", {"speed": 1})
+        wait_job(user, job_id, until=lambda job: job["state"] == "burning")
+        helper, supervisor = inst.helper_pid(), inst.supervisor.pid
+    finally:
+        inst.stop()
+    left = [pid for pid in procfs.pids() if inst.state_dir.encode() in b" ".join(procfs.cmdline(pid))
+            and procfs.alive(pid)]
+    assert left == [] and not procfs.alive(helper) and not procfs.alive(supervisor)
 
 
 def test_command_line_client_burns_and_verifies(server, isos):

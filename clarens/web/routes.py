@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from clarens import faults
 from clarens.context import CallContext
 from clarens.faults import Fault
+from clarens.web.uploads import BodyError
 
 # Pages load scripts and styles only from this server, never inline; nothing may frame them.
 PAGE_HEADERS = {
@@ -82,6 +83,7 @@ class WebRequest:
         self.path = path                     # what follows the route's name, e.g. "disc.iso"
         self.query: dict[str, list[str]] = urllib.parse.parse_qs(req.args or "")
         self.headers: Mapping[str, str] = req.headers_in
+        self.bytes_read = 0
 
     @property
     def origin(self) -> str:
@@ -90,12 +92,29 @@ class WebRequest:
 
     @property
     def content_length(self) -> int | None:
+        """The body's length: 0 without a body, None for a chunked one (mod_python cannot read those)."""
         value = self.headers.get("Content-Length")
-        return int(value) if value is not None else None
+        if value is not None:
+            return int(value)   # Apache has refused a malformed one
+        return None if "Transfer-Encoding" in self.headers else 0
+
+    @property
+    def body_unread(self) -> bool:
+        """Whether part of the body was never read (the connection is then closed after the
+        answer, rather than Apache reading and discarding what may be gigabytes)."""
+        return self.bytes_read < (self.content_length or 0)
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes of the body (b"" at its end)."""
-        return self._req.read(size)
+        """Up to ``size`` bytes of the body (b"" at its end).  BodyError if it cannot be read:
+        the client went away or stalled, or the body is over Apache's ``LimitRequestBody``."""
+        try:
+            data = self._req.read(size)
+        except Exception as e:    # mod_python: IOError, or SERVER_RETURN(status) past LimitRequestBody
+            status = e.args[0] if e.args and isinstance(e.args[0], int) else 400
+            raise BodyError(status, "the request body could not be read (%s)" % (
+                "over Apache's LimitRequestBody" if status == 413 else e)) from None
+        self.bytes_read += len(data)
+        return data
 
     def authorise(self, method: str) -> None:
         """Fault(ACCESS_DENIED) unless the policy lets the caller call ``method``."""

@@ -3,26 +3,33 @@
 The work is done by the burner helper (``python3 -m clarens.burnerd``), a
 separate process that may open the drives; this module authorises callers and
 talks to it over its Unix socket.  Images are uploaded with
-``PUT /clarens/images/NAME`` (authorised as ``burner.upload``).  The web page is
-``GET /clarens/burner``.  Users see and
-cancel only their own jobs; members of the admin group see and cancel all.
+``PUT /clarens/images/NAME`` (authorised as ``burner.upload``; resumable, see
+:mod:`clarens.web.uploads`).  The web page is ``GET /clarens/burner``.  Users see
+and cancel only their own jobs; members of the admin group see and cancel all.
 
-Settings (``[module:burner]``): ``socket`` (the helper's socket),
-``images_dir`` (shared with the helper), ``max_image_mb``, ``admin_group``.
+Settings (``[module:burner]``): ``socket`` (the helper's socket), ``images_dir``
+(shared with the helper), ``max_image_mb`` (required: Apache's body limit for
+uploads is rendered from it too, see :mod:`clarens.apacheconf`),
+``upload_reserve_mb``, ``partial_upload_hours``, ``admin_group``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from html import escape
 
-from clarens import context
+from clarens import context, once_per_server
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
 from clarens.web.routes import WebRequest, WebResponse, static_file
+from clarens.web.uploads import Progress, UploadError, Uploads, parse_content_range
 
-from .images import ImageStore, UploadError
+from .images import ISO_MAGIC, ISO_MAGIC_OFFSET, ImageStore, check_iso_head
+
+HELPER_TIMEOUT = 2.0     # seconds: a hung helper costs an Apache worker this long, not more
+SWEEP_EVERY = 600        # seconds between two sweeps of expired partial uploads, per process
 
 _settings: dict = {}
 _local = threading.local()   # one helper connection per thread (keep-alive)
@@ -32,16 +39,33 @@ with open(os.path.join(_WEB, "page.html"), encoding="utf-8") as _f:
 
 
 def _startup_init(config, dbs, log):
-    _settings["socket"] = config.get("socket", "/run/clarens-burner/burnerd.sock")
-    _settings["admin_group"] = config.get("admin_group", "admins")
-    _settings["store"] = ImageStore(config.get("images_dir", "/srv/clarens/images"), dbs.open("burner"),
-                                    config.get_int("max_image_mb", 25000, minimum=1) * 1000 * 1000)
+    images_dir = config.get("images_dir", "/srv/clarens/images")
+    uploads = Uploads(images_dir, max_size=config.get_int("max_image_mb", minimum=1) * 1000 * 1000,
+                      reserve=config.get_int("upload_reserve_mb", 1000, minimum=0) * 1000 * 1000,
+                      expiry=config.get_int("partial_upload_hours", 48, minimum=1) * 3600,
+                      check_head=check_iso_head, head_size=ISO_MAGIC_OFFSET + len(ISO_MAGIC))
+    _settings.update(socket=config.get("socket", "/run/clarens-burner/burnerd.sock"),
+                     admin_group=config.get("admin_group", "admins"), log=log, uploads=uploads,
+                     store=ImageStore(images_dir, dbs.open("burner"), uploads), swept=time.monotonic())
+    once_per_server("burner-sweep", _sweep)
+
+
+def _sweep() -> None:
+    """Remove partial uploads nobody has resumed within partial_upload_hours."""
+    _settings["swept"] = time.monotonic()
+    for path in _settings["uploads"].sweep():
+        _settings["log"].info("removed expired partial upload %s", path)
+
+
+def _sweep_if_due() -> None:
+    if time.monotonic() - _settings["swept"] > SWEEP_EVERY:
+        _sweep()
 
 
 def _client() -> BurnerClient:
     client = getattr(_local, "client", None)
     if client is None:
-        client = _local.client = BurnerClient(_settings["socket"], connect_timeout=1.0, timeout=30.0)
+        client = _local.client = BurnerClient(_settings["socket"], connect_timeout=1.0, timeout=HELPER_TIMEOUT)
     return client
 
 
@@ -50,7 +74,7 @@ def _helper(call):
     try:
         return call(_client())
     except HelperUnavailable as e:
-        raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: the burner helper is not running (%s)" % e) from None
+        raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: %s" % e) from None
     except RequestRefused as e:
         raise Fault(INVALID_PARAMS if e.status in (400, 404) else APPLICATION_ERROR,
                     "%s: %s" % (e.code, e.message)) from None
@@ -85,6 +109,7 @@ def drives():
 def images():
     """Return the images that can be burned: [{name, size, sha256, uploaded, uploaded_by}].
     Upload one with HTTP PUT /clarens/images/NAME."""
+    _sweep_if_due()
     return _settings["store"].list()
 
 
@@ -115,19 +140,21 @@ def status(job_id):
 def jobs():
     """Return your jobs (all jobs, for administrators), oldest first."""
     who, admin = _caller()
+    _sweep_if_due()
     return _helper(lambda c: c.jobs() if admin else c.jobs(identity=who))
 
 
 def cancel(job_id):
-    """Cancel job JOB_ID (queued or running; a running burn is stopped); return the job."""
+    """Cancel job JOB_ID (queued or running; a running burn is stopped); return the job.  A real
+    drive may take a few seconds to stop: the job is then still burning, and ends cancelled."""
     _own_job(job_id)
     return _helper(lambda c: c.cancel(job_id))
 
 
 def eject(drive):
-    """Eject the disc in DRIVE.  Refused while a job is using the drive.  Returns true."""
-    _helper(lambda c: c.eject(drive))
-    return True
+    """Eject the disc in DRIVE.  Refused while a job is using the drive.  Returns true once the
+    disc is out, false if the drive is still ejecting (burner.drives shows it busy until then)."""
+    return bool(_helper(lambda c: c.eject(drive)).get("ejected"))
 
 
 def delete_image(name):
@@ -138,18 +165,34 @@ def delete_image(name):
 
 
 def upload(web: WebRequest) -> WebResponse:
-    """PUT /clarens/images/NAME: stream an ISO image into the images directory."""
-    if web.method != "PUT":
-        return WebResponse(405, b'{"error":{"code":405,"message":"use PUT /clarens/images/NAME"}}',
-                           headers={"Allow": "PUT"})
+    """PUT or HEAD /clarens/images/NAME: upload an ISO image (resumable), or ask how much of it
+    the server holds.  The protocol is described in :mod:`clarens.web.uploads`."""
+    if web.method not in ("PUT", "HEAD"):
+        return WebResponse(405, b'{"error":{"code":405,"message":"use PUT or HEAD /clarens/images/NAME"}}',
+                           headers={"Allow": "PUT, HEAD"})
     web.authorise("burner.upload")
     who, _ = _caller()
+    store: ImageStore = _settings["store"]
+    _sweep_if_due()
     try:
-        record = _settings["store"].receive(web.path, web.content_length, web.read, who)
+        if web.method == "HEAD":
+            progress = store.status(web.path, who)
+            return WebResponse(404) if progress is None else WebResponse(200, headers=progress.headers)
+        content_range = web.headers.get("Content-Range")
+        result = store.receive(web.path, who, web.content_length,
+                               parse_content_range(content_range) if content_range else None, web.read)
     except UploadError as e:
-        context.current().host.log.warning("%s upload of %r refused: %s", context.current().describe(), web.path, e)
-        return WebResponse.json({"error": {"code": e.status, "message": str(e)}}, e.status)
-    return WebResponse.json({"image": record}, 201)
+        _settings["log"].warning("%s upload of %s refused (%d): %s", context.current().describe(), ascii(web.path),
+                                 e.status, e)
+        response = WebResponse.json({"error": {"code": e.status, "message": str(e)}}, e.status)
+        response.headers.update(e.headers)
+        return response
+    if isinstance(result, Progress):
+        response = WebResponse.json({"upload": {"name": result.name, "size": result.total,
+                                                "received": result.received, "expires": result.expires}})
+        response.headers.update(result.headers)
+        return response
+    return WebResponse.json({"image": result}, 201)
 
 
 def page(web: WebRequest) -> WebResponse:

@@ -1,48 +1,52 @@
-"""The images directory as the web tier sees it: listing, streaming uploads, deletion.
+"""The images directory as the web tier sees it: listing, uploads, deletion.
 
-Uploads are streamed to a hidden temporary file in the images directory (never
-held whole in memory), hashed while they are written, checked for the ISO 9660
-signature, and only then linked into place under their name, atomically and
-never over an existing image.  Whatever goes wrong, the temporary file is
-removed: a failed or partial upload leaves nothing behind.
-
-Size, SHA-256, upload time and uploader are kept in tdb per image; an image
-that was put in the directory some other way is hashed when first listed.
+Uploads go through :class:`clarens.web.uploads.Uploads` (resumable, streamed to
+disk, hashed on the way, linked into place atomically, never over an existing
+image); this module adds what an image is (an ISO 9660 file with an acceptable
+name) and keeps size, SHA-256, upload time and uploader in tdb per image.  An
+image that was put in the directory some other way is hashed when first listed.
+Files are examined through a descriptor opened without following symlinks, so a
+name swapped for a symlink or a FIFO is skipped, never followed or blocked on.
 """
 
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
 import os
 import re
-import secrets
 import stat
+import unicodedata
 from typing import Callable
 
 from clarens.db import Database
 from clarens.faults import INVALID_PARAMS, Fault
+from clarens.web.uploads import CHUNK, ContentRange, Finished, Progress, Uploads
 
 ISO_MAGIC, ISO_MAGIC_OFFSET = b"CD001", 32769
-CHUNK = 1 << 20
-NAME_RULES = "1-200 characters ending in .iso, without '/', control characters or a leading '.'"
-_NAME_RE = re.compile(r"[^/\x00-\x1f\x7f.][^/\x00-\x1f\x7f]{0,195}\.[iI][sS][oO]\Z")
-
-
-class UploadError(Exception):
-    """An upload refused or failed: ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+NAME_RULES = "1-200 characters ending in .iso, without '/', a leading '.', or control or formatting characters"
+_NAME_RE = re.compile(r"[^/.][^/]{0,195}\.[iI][sS][oO]\Z")
+# Unicode categories no image name may hold: controls (C0 and C1), formatting characters
+# (bidi overrides, zero-width), surrogates, private use, unassigned and noncharacters
+# (U+FFFE), and line and paragraph separators.
+_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def check_name(name: str) -> str:
     """``name`` if it is acceptable for an image, else Fault(INVALID_PARAMS)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name.encode("utf-8")) > 255:
-        raise Fault(INVALID_PARAMS, "invalid image name %r: use %s" % (name, NAME_RULES))
+    if not isinstance(name, str) or not _NAME_RE.match(name) \
+            or any(unicodedata.category(c) in _BAD_CATEGORIES for c in name) \
+            or len(name.encode("utf-8")) > 255:
+        raise Fault(INVALID_PARAMS, "invalid image name %s: use %s" % (ascii(name)[:300], NAME_RULES))
     return name
+
+
+def check_iso_head(head: bytes) -> str | None:
+    """Why the first bytes of an upload are not an ISO 9660 image, or None if they are."""
+    if head[ISO_MAGIC_OFFSET:ISO_MAGIC_OFFSET + len(ISO_MAGIC)] != ISO_MAGIC:
+        return "not an ISO 9660 image (no CD001 signature at byte %d)" % ISO_MAGIC_OFFSET
+    return None
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -50,26 +54,45 @@ def _utc(seconds: float) -> datetime.datetime:
 
 
 class ImageStore:
-    """Images in ``directory`` with their metadata in ``db``."""
+    """Images in ``directory`` with their metadata in ``db``; uploads through ``uploads``."""
 
-    def __init__(self, directory: str, db: Database, max_size: int):
+    def __init__(self, directory: str, db: Database, uploads: Uploads):
         self.directory = directory
         self.db = db
-        self.max_size = max_size
+        self.uploads = uploads
 
-    def _describe(self, name: str, st: os.stat_result) -> dict:
-        """The public record of an image, hashing it first if its metadata is missing or stale."""
+    def _describe(self, name: str, st: os.stat_result) -> dict | None:
+        """The public record of an image, hashing it first if its metadata is missing or stale
+        (None if the file changed under its name meanwhile)."""
         meta = self.db.get("image:" + name)
         if not meta or (meta["size"], meta["ino"], meta["mtime_ns"]) != (st.st_size, st.st_ino, st.st_mtime_ns):
-            digest = hashlib.sha256()
-            with open(os.path.join(self.directory, name), "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    digest.update(chunk)
-            meta = {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest(),
+            digest = self._hash(name, st)
+            if digest is None:
+                return None
+            meta = {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "sha256": digest,
                     "uploaded": st.st_mtime, "by": ""}
             self.db.put("image:" + name, meta)
         return {"name": name, "size": meta["size"], "sha256": meta["sha256"], "uploaded": _utc(meta["uploaded"]),
                 "uploaded_by": meta["by"]}
+
+    def _hash(self, name: str, st: os.stat_result) -> str | None:
+        """SHA-256 of the regular file ``name`` if it is still the inode ``st`` describes."""
+        try:
+            fd = os.open(os.path.join(self.directory, name), _OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return None
+            digest = hashlib.sha256()
+            offset = 0
+            while data := os.pread(fd, CHUNK, offset):
+                digest.update(data)
+                offset += len(data)
+            return digest.hexdigest()
+        finally:
+            os.close(fd)
 
     def list(self) -> list[dict]:
         """Every image (regular, non-hidden files), sorted by name."""
@@ -77,9 +100,13 @@ class ImageStore:
         for name in sorted(os.listdir(self.directory)):
             if name.startswith("."):
                 continue
-            st = os.lstat(os.path.join(self.directory, name))
-            if stat.S_ISREG(st.st_mode):
-                out.append(self._describe(name, st))
+            try:
+                st = os.lstat(os.path.join(self.directory, name))
+            except FileNotFoundError:
+                continue
+            record = self._describe(name, st) if stat.S_ISREG(st.st_mode) else None
+            if record is not None:
+                out.append(record)
         return out
 
     def get(self, name: str) -> dict:
@@ -87,63 +114,32 @@ class ImageStore:
         try:
             st = os.lstat(os.path.join(self.directory, check_name(name)))
         except FileNotFoundError:
-            raise Fault(INVALID_PARAMS, "there is no image %r" % name) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise Fault(INVALID_PARAMS, "there is no image %r" % name)
-        return self._describe(name, st)
+            st = None
+        record = self._describe(name, st) if st is not None and stat.S_ISREG(st.st_mode) else None
+        if record is None:
+            raise Fault(INVALID_PARAMS, "there is no image %s" % ascii(name))
+        return record
 
-    def receive(self, name: str, length: int | None, read: Callable[[int], bytes], who: str) -> dict:
-        """Store an upload of ``length`` bytes read with ``read``; its record.  UploadError on refusal."""
-        try:
-            check_name(name)
-        except Fault as fault:
-            raise UploadError(400, fault.message) from None
-        if length is None:
-            raise UploadError(411, "a Content-Length header is required")
-        if length > self.max_size:
-            raise UploadError(413, "image of %d bytes is larger than the limit of %d" % (length, self.max_size))
-        if length < ISO_MAGIC_OFFSET + len(ISO_MAGIC):
-            raise UploadError(415, "%r is too small to be an ISO 9660 image" % name)
-        final = os.path.join(self.directory, name)
-        if os.path.lexists(final):
-            raise UploadError(409, "an image called %r exists; delete it first" % name)
-        temp = os.path.join(self.directory, ".upload-%s.part" % secrets.token_hex(8))
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-        try:
-            digest, received, head = hashlib.sha256(), 0, b""
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                while received < length:
-                    chunk = read(min(CHUNK, length - received))
-                    if not chunk:
-                        raise UploadError(400, "upload ended after %d of %d bytes" % (received, length))
-                    if len(head) < ISO_MAGIC_OFFSET + len(ISO_MAGIC):
-                        head += chunk[:ISO_MAGIC_OFFSET + len(ISO_MAGIC) - len(head)]
-                        if len(head) >= ISO_MAGIC_OFFSET + len(ISO_MAGIC) and \
-                                head[ISO_MAGIC_OFFSET:ISO_MAGIC_OFFSET + len(ISO_MAGIC)] != ISO_MAGIC:
-                            raise UploadError(415, "%r is not an ISO 9660 image (no CD001 signature)" % name)
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                os.fsync(out.fileno())
-                st = os.fstat(out.fileno())
-            try:
-                os.link(temp, final)   # atomic, and never replaces an image that appeared meanwhile
-            except FileExistsError:
-                raise UploadError(409, "an image called %r exists; delete it first" % name) from None
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise UploadError(507, "no space left for the image") from None
-            raise
-        finally:
-            os.unlink(temp)
-        self.db.put("image:" + name, {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns,
-                                      "sha256": digest.hexdigest(), "uploaded": st.st_mtime, "by": who})
-        return self._describe(name, st)
+    def status(self, name: str, who: str) -> Progress | None:
+        """How much of image ``name`` the server holds (for ``who``'s upload of it)."""
+        return self.uploads.status(check_name(name), who)
+
+    def receive(self, name: str, who: str, length: int | None, content_range: ContentRange | None,
+                read: Callable[[int], bytes]) -> Progress | dict:
+        """Take one PUT of an upload: the progress of an unfinished one, or the new image's record.
+        UploadError on refusal."""
+        result = self.uploads.receive(check_name(name), who, length, content_range, read)
+        if isinstance(result, Finished):
+            st = result.stat
+            self.db.put("image:" + name, {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns,
+                                          "sha256": result.sha256, "uploaded": st.st_mtime, "by": who})
+            return self.get(name)
+        return result
 
     def delete(self, name: str, who: str, admin: bool) -> None:
         """Remove an image: its uploader or an admin only."""
         record = self.get(name)
         if not admin and record["uploaded_by"] != who:
-            raise Fault(INVALID_PARAMS, "only its uploader or an administrator may delete %r" % name)
+            raise Fault(INVALID_PARAMS, "only its uploader or an administrator may delete %s" % ascii(name))
         os.unlink(os.path.join(self.directory, name))
         self.db.delete("image:" + name)

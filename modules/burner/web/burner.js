@@ -61,40 +61,111 @@
     } catch (err) { fail(err); }
   }
 
-  function upload(event) {
+  // -- uploads: resumable (choose the same file again to continue), with rate and time left --
+  const RETRIES = 5;
+
+  function duration(seconds) {
+    seconds = Math.round(seconds);
+    const h = Math.floor(seconds / 3600), m = Math.floor(seconds / 60) % 60, s = seconds % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(s).padStart(2, "0");
+  }
+
+  // The rate over the last few seconds, so that it follows a transfer whose speed changes.
+  function rateMeter() {
+    const samples = [];
+    return (done) => {
+      const now = performance.now() / 1000;
+      samples.push([now, done]);
+      while (samples.length > 2 && now - samples[1][0] > 5) samples.shift();
+      const [t0, d0] = samples[0];
+      return now > t0 ? (done - d0) / (now - t0) : 0;
+    };
+  }
+
+  async function uploadAnswer(response) {
+    let body = {};
+    try { body = await response.json(); } catch (e) { /* not ours: Apache's own page */ }
+    if (response.ok) return body;
+    const error = body.error || {code: response.status, message: "HTTP " + response.status};
+    throw Object.assign(new Error(error.message), {code: error.code, status: response.status});
+  }
+
+  // How much of the file the server holds already; every refusal (too large, no space,
+  // name taken, not allowed...) comes here, before a byte of the file is sent.
+  async function held(url, file) {
+    const response = await fetch(url, {method: "PUT", credentials: "same-origin",
+                                       headers: {"Content-Range": "bytes */" + file.size}});
+    return (await uploadAnswer(response)).upload.received;
+  }
+
+  // Send the file from byte `from`: resolves with the server's answer, rejects with
+  // {network: true} when the connection fails (so the caller resumes).
+  function send(url, file, from, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("PUT", url);
+      xhr.setRequestHeader("Content-Type", "application/octet-stream");
+      xhr.setRequestHeader("Content-Range", "bytes " + from + "-" + (file.size - 1) + "/" + file.size);
+      xhr.upload.addEventListener("progress", (e) => onProgress(from + e.loaded));
+      xhr.addEventListener("load", () => {
+        let body = {};
+        try { body = JSON.parse(xhr.responseText || "{}"); } catch (e) { /* Apache's own page */ }
+        if (xhr.status >= 200 && xhr.status < 300) return resolve(body);
+        const error = body.error || {code: xhr.status, message: "HTTP " + xhr.status};
+        reject(Object.assign(new Error(error.message), {code: error.code, status: xhr.status,
+                                                        offset: xhr.getResponseHeader("Upload-Offset")}));
+      });
+      xhr.addEventListener("error", () => reject(Object.assign(new Error("the connection failed"), {network: true})));
+      xhr.send(file.slice(from));
+    });
+  }
+
+  async function upload(event) {
     event.preventDefault();
     const file = $("upload-file").files[0];
     if (!file) return say("Choose an ISO image to upload first.", "info");
     const bar = $("upload-progress"), status = $("upload-status"), button = $("upload-button");
-    const xhr = new XMLHttpRequest();
-    xhr.open("PUT", base + "/images/" + encodeURIComponent(file.name));
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    xhr.upload.addEventListener("progress", (e) => {
-      if (e.lengthComputable) {
-        bar.value = Math.round(100 * e.loaded / e.total);
-        status.textContent = bar.value + "% of " + bytes(e.total);
-      }
-    });
-    xhr.addEventListener("loadend", () => {
-      button.disabled = false;
-      bar.hidden = true;
-      let body = {};
-      try { body = JSON.parse(xhr.responseText || "{}"); } catch (e) { /* Apache's own page */ }
-      if (xhr.status === 201) {
-        status.textContent = "";
-        say("Uploaded " + body.image.name + " (" + bytes(body.image.size) + ")", "ok");
-        $("upload").reset();
-        loadImages();
-      } else {
-        status.textContent = "";
-        const error = body.error || {code: xhr.status, message: xhr.status ? "HTTP " + xhr.status : "upload interrupted"};
-        say("Upload failed: " + describe(error), "error");
-      }
-    });
+    const url = base + "/images/" + encodeURIComponent(file.name);
+    const rate = rateMeter();
+    const show = (done) => {
+      const speed = rate(done);
+      bar.value = file.size ? Math.floor(1000 * done / file.size) / 10 : 100;
+      status.textContent = bar.value.toFixed(1) + "% of " + bytes(file.size) +
+        (speed > 0 ? " · " + bytes(Math.round(speed)) + "/s · " + duration((file.size - done) / speed) + " left" : "");
+    };
     button.disabled = true;
     bar.hidden = false;
-    bar.value = 0;
-    xhr.send(file);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const from = await held(url, file);
+          if (from > 0) say("Resuming the upload of " + file.name + " at " + bytes(from), "info");
+          show(from);
+          const answer = await send(url, file, from, show);
+          if (answer.image) {
+            say("Uploaded " + answer.image.name + " (" + bytes(answer.image.size) + ")", "ok");
+            $("upload").reset();
+            loadImages();
+            return;
+          }
+        } catch (err) {
+          // Worth another try: the connection failed; our last attempt is still winding up on the
+          // server; or the server holds more than we thought (the browser itself may have resent
+          // the request from the start after a dropped connection).
+          const again = err.status === 409 && (/in progress/.test(err.message) || err.offset !== null);
+          if (!(err.network || err instanceof TypeError || again) || attempt >= RETRIES) throw err;
+          status.textContent = "connection lost; resuming in a moment…";
+          await new Promise((resume) => setTimeout(resume, Math.min(1000 * 2 ** attempt, 5000)));
+        }
+      }
+    } catch (err) {
+      say("Upload of " + file.name + " failed: " + (err.network || err instanceof TypeError
+        ? "the connection failed; choose the same file again to resume" : describe(err)), "error");
+    } finally {
+      button.disabled = false;
+      bar.hidden = true;
+      status.textContent = "";
+    }
   }
 
   // -- drives ----------------------------------------------------------------------
@@ -126,8 +197,9 @@
 
   async function eject(name) {
     try {
-      await call("burner.eject", [name]);
-      say("Ejected the disc in " + name, "ok");
+      const out = await call("burner.eject", [name]);
+      say((out ? "Ejected the disc in " : "Ejecting the disc in ") + name, out ? "ok" : "info");
+      poll();
     } catch (err) { fail(err); }
   }
 
@@ -213,8 +285,25 @@
     }
   }
 
-  // -- polling -------------------------------------------------------------------------
-  async function poll() {
+  // -- polling: never more than one request in flight; a poll asked for meanwhile follows it --
+  let polling = null, pollAgain = false;
+
+  function poll() {
+    if (polling) {
+      pollAgain = true;
+      return polling;
+    }
+    polling = pollOnce().finally(() => {
+      polling = null;
+      if (pollAgain) {
+        pollAgain = false;
+        poll();
+      }
+    });
+    return polling;
+  }
+
+  async function pollOnce() {
     let results;
     try {
       results = await batch([["burner.jobs"], ["burner.drives"]]);
@@ -240,7 +329,9 @@
     $("burn").addEventListener("submit", burn);
     $("upload").addEventListener("submit", upload);
     await showIdentity();
-    await Promise.all([loadImages(), poll()]);
-    setInterval(poll, 1000);
+    await loadImages();
+    // One second after each poll ends: a slow server is never asked twice at once.
+    const loop = () => poll().finally(() => setTimeout(loop, 1000));
+    loop();
   });
 })();

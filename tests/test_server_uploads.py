@@ -1,0 +1,282 @@
+"""Image uploads through the real Apache: refusals before the body is sent, resuming after
+dropped connections and killed children, expiry of what nobody resumes, and real sizes."""
+
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from clarens import devpki, procfs
+from clarens.web.uploads import CHUNK, PARTIAL_PREFIX
+from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, start_instance
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def iso64(tmp_path_factory):
+    return make_iso(str(tmp_path_factory.mktemp("uploads")), "resume", 64)
+
+
+def partials(inst):
+    return [n for n in os.listdir(inst.images_dir) if n.startswith(PARTIAL_PREFIX)]
+
+
+def send_head(inst, name, length, expect=True, user="demo", extra=None):
+    """Open a connection and send only the head of a PUT; the socket (closed by the server
+    once it has answered)."""
+    headers = dict(basic_header(inst, user) if user else {}, Connection="close", **(extra or {}))
+    if expect:
+        headers["Expect"] = "100-continue"
+    sock = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
+    sock.sendall(("PUT /clarens/images/%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n%s\r\n" % (
+        name, length, "".join("%s: %s\r\n" % kv for kv in headers.items()))).encode())
+    return sock
+
+
+def answer(sock):
+    """Everything the server sends until it closes: (first status line, last status, JSON body)."""
+    received = b""
+    while chunk := sock.recv(65536):     # a timeout here means the server waited for the body
+        received += chunk
+    sock.close()
+    first = received.split(b"\r\n", 1)[0].decode()
+    head, _, body = received.rpartition(b"\r\n\r\n")
+    status = int(head.rsplit(b"\nHTTP/1.1 ", 1)[-1].split(b" ", 2)[1] if b"\nHTTP/1.1 " in head
+                 else head.split(b" ", 2)[1])
+    return first, status, json.loads(body)
+
+
+def cli(inst, *args, url=None, timeout=300):
+    env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(inst.state_dir)["demo"])
+    return subprocess.run(["/usr/bin/python3", "-m", "clarens.client", "--url", url or inst.url, "--user", "demo",
+                           *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("name, length, user, status, says", [
+    ("over.iso", 30 * 10**9, "demo", 413, "larger than the limit of 25000000000 bytes"),
+    ("exists.iso", 50_000_000, "demo", 409, "exists"),
+    ("tiny.iso", 1000, "demo", 415, "too small"),
+    (".hidden.iso", 50_000_000, "demo", 400, "invalid image name"),
+    ("anon.iso", 50_000_000, None, 403, "access denied"),
+], ids=["too-large", "exists", "too-small", "bad-name", "anonymous"])
+@pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
+def test_refusals_come_before_the_body(server, name, length, user, status, says, expect):
+    """No "100 Continue", and the answer arrives although not a byte of the body was sent."""
+    with open(os.path.join(server.images_dir, "exists.iso"), "wb"):
+        pass
+    first, got, body = answer(send_head(server, name, length, expect, user))
+    assert not first.startswith("HTTP/1.1 100") and got == status, (first, body)
+    # the code is the HTTP status, or the fault code for faults (-32001 access denied, -32602 bad name)
+    assert says in body["error"]["message"].lower() and body["error"]["code"] in (status, -32001, -32602)
+    os.unlink(os.path.join(server.images_dir, "exists.iso"))
+    assert partials(server) == []
+
+
+def test_an_acceptable_upload_gets_100_continue(server, iso64):
+    sock = send_head(server, "continued.iso", os.path.getsize(iso64))
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+    with open(iso64, "rb") as f:
+        sock.sendall(f.read())
+    first, status, body = answer(sock)
+    assert status == 201 and body["image"]["sha256"] == sha256_file(iso64)
+
+
+@pytest.fixture(scope="module")
+def full_server():
+    """An instance whose images filesystem has no room to spare: the reserve is the whole disk."""
+    fs = os.statvfs("/tmp")
+    inst = start_instance("clarens-full-", options={
+        "clarens.module:burner.upload_reserve_mb": str(fs.f_blocks * fs.f_frsize // 10**6)})
+    yield inst
+    inst.stop()
+
+
+def test_no_space_is_507_before_the_body(full_server):
+    first, status, body = answer(send_head(full_server, "big.iso", 5 * 10**9))
+    assert not first.startswith("HTTP/1.1 100") and status == 507
+    assert "not enough space for big.iso: 5000000000 more bytes are needed" in body["error"]["message"]
+    first, status, body = answer(send_head(full_server, "big.iso", 0, extra={"Content-Range": "bytes */5000000000"}))
+    assert status == 507 and partials(full_server) == []
+
+
+def put_range(inst, name, data, content_range, user="demo"):
+    sock = send_head(inst, name, len(data), expect=False, user=user, extra={"Content-Range": content_range})
+    sock.sendall(data)
+    return answer(sock)[1:]
+
+
+def head(inst, name, user="demo"):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=10)
+    conn.request("HEAD", "/clarens/images/" + name, headers=basic_header(inst, user))
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, {k: v for k, v in response.getheaders() if k.startswith("Upload-")}
+
+
+def test_resuming_with_content_range(server, iso64):
+    with open(iso64, "rb") as f:
+        data = f.read()
+    total = len(data)
+    assert head(server, "ranged.iso") == (404, {})
+    status, body = put_range(server, "ranged.iso", b"", "bytes */%d" % total)
+    assert status == 200 and body["upload"]["received"] == 0
+    status, body = put_range(server, "ranged.iso", data[:10**7], "bytes 0-%d/%d" % (10**7 - 1, total))
+    assert status == 200 and body["upload"] == {"name": "ranged.iso", "size": total, "received": 10**7,
+                                                "expires": body["upload"]["expires"]}
+    assert body["upload"]["expires"] > time.time() + 47 * 3600                # partial_upload_hours = 48
+    assert head(server, "ranged.iso") == (200, {"Upload-Offset": str(10**7), "Upload-Length": str(total),
+                                                "Upload-Complete": "?0"})
+    assert head(server, "ranged.iso", user="admin") == (404, {})              # not the admin's upload
+    status, body = put_range(server, "ranged.iso", data[5:10], "bytes 5-9/%d" % total)
+    assert status == 409 and "send from byte 10000000" in body["error"]["message"]
+    status, body = put_range(server, "ranged.iso", data[10**7:], "bytes %d-%d/%d" % (10**7, total - 1, total))
+    assert status == 201 and body["image"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert head(server, "ranged.iso", user="admin")[1]["Upload-Complete"] == "?1"
+    assert partials(server) == []
+
+
+def test_cli_resumes_a_dropped_connection_by_itself(server, iso64):
+    proxy = CuttingProxy(server.port)
+    try:
+        proxy.cut_after(20 * 10**6)
+        out = cli(server, "upload", iso64, url="http://127.0.0.1:%d/clarens/" % proxy.port)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert json.loads(out.stdout)["sha256"] == sha256_file(iso64)
+        assert proxy.cuts == 1
+        assert proxy.sent < os.path.getsize(iso64) + 10**6      # resumed, not started again
+    finally:
+        proxy.close()
+    assert partials(server) == []
+
+
+def wait_unlocked(inst, timeout=30):
+    """Wait until no child is writing a partial upload any more (each holds a flock on its file)."""
+    deadline = time.monotonic() + timeout
+    for name in partials(inst):
+        fd = os.open(os.path.join(inst.images_dir, name), os.O_RDONLY)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "the upload of %s is still being written" % name
+                    time.sleep(0.05)
+        finally:
+            os.close(fd)
+
+
+def test_cli_continues_where_a_killed_run_stopped(server, iso64, tmp_path):
+    copy = tmp_path / "rerun.iso"
+    copy.write_bytes(open(iso64, "rb").read())
+    slow = CuttingProxy(server.port, rate=10 * 10**6)
+    env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(server.state_dir)["demo"])
+    run = subprocess.Popen(["/usr/bin/python3", "-m", "clarens.client", "--url", "http://127.0.0.1:%d/clarens/"
+                            % slow.port, "--user", "demo", "upload", str(copy)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while int(head(server, "rerun.iso")[1].get("Upload-Offset", 0)) < 10**7:
+            assert time.monotonic() < deadline and run.poll() is None, "the upload did not get going"
+            time.sleep(0.05)
+        run.kill()
+        run.wait()
+    finally:
+        slow.close()
+    wait_unlocked(server)                  # the child sees the connection close and keeps what it got
+    held = int(head(server, "rerun.iso")[1]["Upload-Offset"])
+    assert 10**7 <= held < os.path.getsize(copy)
+    counting = CuttingProxy(server.port)
+    try:
+        out = cli(server, "upload", str(copy), url="http://127.0.0.1:%d/clarens/" % counting.port)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert json.loads(out.stdout)["sha256"] == sha256_file(copy)
+        assert counting.sent < os.path.getsize(copy) - held + 10**6     # only the rest was sent
+    finally:
+        counting.close()
+
+
+def serving_child(inst, partial_name):
+    """The Apache child that has the partial file open (the one receiving the upload)."""
+    path = os.path.join(inst.images_dir, partial_name)
+    for pid in inst.processes():
+        try:
+            if any(os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path for fd in os.listdir("/proc/%d/fd" % pid)):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_a_killed_child_leaves_a_resumable_partial(server, iso64):
+    with open(iso64, "rb") as f:
+        data = f.read()
+    sock = send_head(server, "orphan.iso", len(data), expect=False)
+    sock.sendall(data[:20 * 10**6])                  # then the client stalls
+    # The child writes whole chunks of 1 MiB: all but the last partial one reach the disk.
+    written = (20 * 10**6 // CHUNK) * CHUNK
+    deadline = time.monotonic() + 20
+    while not partials(server) or os.path.getsize(os.path.join(server.images_dir, partials(server)[0])) < written:
+        assert time.monotonic() < deadline, "the upload never reached the disk"
+        time.sleep(0.05)
+    [partial] = partials(server)
+    child = serving_child(server, partial)
+    assert child is not None
+    os.kill(child, signal.SIGKILL)                   # mid-upload
+    sock.close()
+    status, headers = head(server, "orphan.iso")
+    assert status == 200 and headers["Upload-Offset"] == str(written) and headers["Upload-Complete"] == "?0"
+    status, body = put_range(server, "orphan.iso", data[written:], "bytes %d-%d/%d" % (
+        written, len(data) - 1, len(data)))
+    assert status == 201 and body["image"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert partials(server) == []
+
+
+def test_partials_nobody_resumes_expire_at_the_next_start(iso64):
+    inst = start_instance("clarens-expiry-")
+    try:
+        with open(iso64, "rb") as f:
+            data = f.read(5 * 10**6)
+        made = {}
+        for name in ("stale.iso", "fresh.iso"):
+            before = set(partials(inst))
+            status, body = put_range(inst, name, data, "bytes 0-%d/%d" % (len(data) - 1, 64 * 10**6))
+            assert status == 200, body
+            [made[name]] = set(partials(inst)) - before
+        stale = os.path.join(inst.images_dir, made["stale.iso"])
+        os.utime(stale, (time.time() - 49 * 3600,) * 2)      # partial_upload_hours = 48
+        inst.graceful()                                      # a new server start: one child sweeps
+        deadline = time.monotonic() + 20
+        while os.path.exists(stale) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(stale)
+        assert head(inst, "fresh.iso")[0] == 200 and head(inst, "stale.iso")[0] == 404
+        with open(inst.error_log) as f:
+            assert "removed expired partial upload %s" % stale in f.read()
+    finally:
+        inst.stop()
+
+
+def test_a_300_mb_image_end_to_end(server, tmp_path):
+    """Upload, burn and verify an image of a real CD's order of size, through the command line."""
+    iso = make_iso(str(tmp_path), "big", 300)
+    out = cli(server, "burn", iso)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert "verified: the disc matches the image" in out.stdout
+    assert "image SHA-256: %s" % sha256_file(iso) in out.stdout
+    assert "MB/s" in out.stdout                       # the rate is shown while it uploads
