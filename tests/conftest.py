@@ -1,5 +1,6 @@
 """Shared fixtures: the session's Apache instance and callers of each kind."""
 
+import os
 import shutil
 import xmlrpc.client
 
@@ -38,3 +39,15 @@ def admin(server):
 @pytest.fixture
 def raw(server):
     return Raw(server)
+
+
+@pytest.fixture
+def new_hidden(server):
+    """A function listing the hidden files (partial uploads) that appeared in the shared
+    instance's images directory since the test began; what is left of them is removed after it."""
+    def hidden():
+        return {n for n in os.listdir(server.images_dir) if n.startswith(".")}
+    before = hidden()
+    yield lambda: sorted(hidden() - before)
+    for name in hidden() - before:
+        os.unlink(os.path.join(server.images_dir, name))

@@ -220,7 +220,7 @@ def held(server, name):
     return int(response.getheader("Upload-Offset") or 0)
 
 
-def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_browser, server, tmp_path):
+def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_browser, server, tmp_path, new_hidden):
     """Through a LAN that drops connections: the page resumes by itself, and a page reloaded
     mid-upload continues where it stopped when the same file is chosen again."""
     d = fresh_browser
@@ -243,10 +243,9 @@ def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_brow
         size = os.path.getsize(second)
         d.find_element(By.ID, "upload-file").send_keys(second)
         d.find_element(By.ID, "upload-button").click()
-        wait(d, lambda d: d.find_element(By.ID, "upload-status").text, message="upload progress shown")
+        wait(d, lambda d: " left" in d.find_element(By.ID, "upload-status").text and "/s" in
+             d.find_element(By.ID, "upload-status").text, message="rate and time left shown")
         wait(d, lambda d: held(server, "again.iso") > 8 * 10**6, timeout=30, message="part of it uploaded")
-        assert " left" in d.find_element(By.ID, "upload-status").text and "/s" in \
-            d.find_element(By.ID, "upload-status").text            # rate and time left
         d.refresh()                                                # the upload is abandoned
         wait(d, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in"), message="page reloaded")
         before = lan.sent

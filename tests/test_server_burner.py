@@ -23,10 +23,6 @@ def isos(tmp_path_factory):
     return {"small": make_iso(d, "small", 1), "medium": make_iso(d, "medium", 4)}
 
 
-def leftovers(server):
-    return [n for n in os.listdir(server.images_dir) if n.startswith(".")]
-
-
 def wait_job(proxy, job_id, until=lambda job: job["state"] not in ACTIVE, timeout=120):
     seen = []
     deadline = time.monotonic() + timeout
@@ -77,13 +73,13 @@ def test_upload_burn_watch_verify_eject(server, proxy, isos):
     ("x%C2%85.iso", 40000, None, 400),          # U+0085, a C1 control
 ], ids=["not-iso", "tiny", "hidden", "no-extension", "encoded-slash", "too-large", "noncharacter", "bidi",
         "c1-control"])
-def test_bad_uploads_are_refused_and_leave_nothing(server, proxy, name, size, length, status):
+def test_bad_uploads_are_refused_and_leave_nothing(server, proxy, name, size, length, status, new_hidden):
     got, body = put(server, name, b"x" * size, length=length)
     assert got == status, body
-    assert leftovers(server) == [] and name not in os.listdir(server.images_dir)
+    assert new_hidden() == [] and name not in os.listdir(server.images_dir)
 
 
-def test_upload_rules_identity_and_cross_site(server, isos, anon):
+def test_upload_rules_identity_and_cross_site(server, isos, anon, new_hidden):
     with open(isos["small"], "rb") as f:
         data = f.read()
     assert put(server, "anon.iso", data, user=None)[0] == 403
@@ -91,7 +87,7 @@ def test_upload_rules_identity_and_cross_site(server, isos, anon):
     assert status == 403 and "another origin" in body["error"]["message"]
     assert put(server, "same.iso", data, headers={"Origin": "http://127.0.0.1:%d" % server.port})[0] == 201
     assert put(server, "same.iso", data)[0] == 409                     # never overwritten
-    assert leftovers(server) == []
+    assert new_hidden() == []
 
 
 def test_html_in_names_is_just_a_name(server, proxy, isos):

@@ -31,6 +31,7 @@ def iso64(tmp_path_factory):
 
 
 def partials(inst):
+    """Partial uploads in an instance of a test's own (the shared one: the new_hidden fixture)."""
     return [n for n in os.listdir(inst.images_dir) if n.startswith(PARTIAL_PREFIX)]
 
 
@@ -73,7 +74,7 @@ def cli(inst, *args, url=None, timeout=300):
     ("anon.iso", 50_000_000, None, 403, "access denied"),
 ], ids=["too-large", "exists", "too-small", "bad-name", "anonymous"])
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
-def test_refusals_come_before_the_body(server, name, length, user, status, says, expect):
+def test_refusals_come_before_the_body(server, name, length, user, status, says, expect, new_hidden):
     """No "100 Continue", and the answer arrives although not a byte of the body was sent."""
     with open(os.path.join(server.images_dir, "exists.iso"), "wb"):
         pass
@@ -82,7 +83,7 @@ def test_refusals_come_before_the_body(server, name, length, user, status, says,
     # the code is the HTTP status, or the fault code for faults (-32001 access denied, -32602 bad name)
     assert says in body["error"]["message"].lower() and body["error"]["code"] in (status, -32001, -32602)
     os.unlink(os.path.join(server.images_dir, "exists.iso"))
-    assert partials(server) == []
+    assert new_hidden() == []
 
 
 def test_an_acceptable_upload_gets_100_continue(server, iso64):
@@ -128,7 +129,7 @@ def head(inst, name, user="demo"):
     return response.status, {k: v for k, v in response.getheaders() if k.startswith("Upload-")}
 
 
-def test_resuming_with_content_range(server, iso64):
+def test_resuming_with_content_range(server, iso64, new_hidden):
     with open(iso64, "rb") as f:
         data = f.read()
     total = len(data)
@@ -147,10 +148,10 @@ def test_resuming_with_content_range(server, iso64):
     status, body = put_range(server, "ranged.iso", data[10**7:], "bytes %d-%d/%d" % (10**7, total - 1, total))
     assert status == 201 and body["image"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert head(server, "ranged.iso", user="admin")[1]["Upload-Complete"] == "?1"
-    assert partials(server) == []
+    assert new_hidden() == []
 
 
-def test_cli_resumes_a_dropped_connection_by_itself(server, iso64):
+def test_cli_resumes_a_dropped_connection_by_itself(server, iso64, new_hidden):
     proxy = CuttingProxy(server.port)
     try:
         proxy.cut_after(20 * 10**6)
@@ -161,7 +162,7 @@ def test_cli_resumes_a_dropped_connection_by_itself(server, iso64):
         assert proxy.sent < os.path.getsize(iso64) + 10**6      # resumed, not started again
     finally:
         proxy.close()
-    assert partials(server) == []
+    assert new_hidden() == []
 
 
 def wait_unlocked(inst, timeout=30):
@@ -223,7 +224,7 @@ def serving_child(inst, partial_name):
     return None
 
 
-def test_a_killed_child_leaves_a_resumable_partial(server, iso64):
+def test_a_killed_child_leaves_a_resumable_partial(server, iso64, new_hidden):
     with open(iso64, "rb") as f:
         data = f.read()
     sock = send_head(server, "orphan.iso", len(data), expect=False)
@@ -231,10 +232,10 @@ def test_a_killed_child_leaves_a_resumable_partial(server, iso64):
     # The child writes whole chunks of 1 MiB: all but the last partial one reach the disk.
     written = (20 * 10**6 // CHUNK) * CHUNK
     deadline = time.monotonic() + 20
-    while not partials(server) or os.path.getsize(os.path.join(server.images_dir, partials(server)[0])) < written:
+    while not new_hidden() or os.path.getsize(os.path.join(server.images_dir, new_hidden()[0])) < written:
         assert time.monotonic() < deadline, "the upload never reached the disk"
         time.sleep(0.05)
-    [partial] = partials(server)
+    [partial] = new_hidden()
     child = serving_child(server, partial)
     assert child is not None
     os.kill(child, signal.SIGKILL)                   # mid-upload
@@ -244,7 +245,7 @@ def test_a_killed_child_leaves_a_resumable_partial(server, iso64):
     status, body = put_range(server, "orphan.iso", data[written:], "bytes %d-%d/%d" % (
         written, len(data) - 1, len(data)))
     assert status == 201 and body["image"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert partials(server) == []
+    assert new_hidden() == []
 
 
 def test_partials_nobody_resumes_expire_at_the_next_start(iso64):
