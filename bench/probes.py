@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from clarens import procfs
+from clarens import devpki, procfs, resumable
 from clarens.burnerd.client import BurnerClient
 from clarens.instance import Instance
 
@@ -34,7 +36,7 @@ class ProbeRow:
     key: str
     label: str
     group: str
-    latency_ms: float        # shown in the p50 column
+    latency_ms: float | None  # shown in the p50 column
     ratio: float | None      # shown in the notes, and checked by a target
     note: str
     detail: dict = field(default_factory=dict)
@@ -173,8 +175,8 @@ def _burn_and_verify(client: BurnerClient, disc: str) -> float:
     return job["finished"] - job["started"]
 
 
-def burn(env: ProbeEnv, megabytes: int = 256) -> ProbeRow:
-    """Burn and verify a 256 MiB ISO to the stdio: drive, against dd + sha256sum of the same file.
+def burn(env: ProbeEnv, megabytes: int = 1024) -> ProbeRow:
+    """Burn and verify a 1 GiB ISO to the stdio: drive, against dd + sha256sum of the same file.
 
     Rounds alternate the two; both read the image from the page cache and write
     to the same file system, so the ratio is the burner's overhead over the
@@ -207,4 +209,123 @@ def burn(env: ProbeEnv, megabytes: int = 256) -> ProbeRow:
                     b * 1000, b / c, note, {"burn_s": burns, "copy_and_hash_s": copies, "image_bytes": size})
 
 
-PROBES: list[Callable[[ProbeEnv], ProbeRow]] = [first_request, burn]
+def _image_file(directory: str, size: int) -> str:
+    """A file of ``size`` random bytes with the ISO 9660 signature the upload route checks."""
+    path = os.path.join(directory, "upload.iso")
+    block = os.urandom(1 << 20)            # repeated: the content's entropy does not matter here
+    with open(path, "wb") as f:
+        for offset in range(0, size, len(block)):
+            f.write(block[:min(len(block), size - offset)])
+        f.seek(32769)
+        f.write(b"CD001")
+    return path
+
+
+def _upload_target(inst: Instance, name: str) -> resumable.Target:
+    password = devpki.credentials(inst.state_dir)["demo"]
+    token = base64.b64encode(("demo:%s" % password).encode()).decode()
+    return resumable.Target(inst.url + "images/" + name, {"Authorization": "Basic " + token}, timeout=600)
+
+
+def _dd_write(source: str, directory: str) -> float:
+    """Seconds for dd to write the same bytes to the same file system, flushed (conv=fsync)."""
+    copy = os.path.join(directory, "dd-copy")
+    start = time.perf_counter()
+    subprocess.run(["dd", "if=" + source, "of=" + copy, "bs=4M", "conv=fsync"], check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    os.unlink(copy)
+    return elapsed
+
+
+def upload(env: ProbeEnv, megabytes: int = 1024) -> ProbeRow:
+    """Upload a 1 GiB image through Apache, as the command-line client does (Expect: 100-continue,
+    streamed, hashed, fsynced, linked into place), against dd writing the same bytes to the same
+    file system with conv=fsync.  Rounds alternate the two, both reading from the page cache."""
+    inst = servers.instance(env.state_dir, env.port, burner=True)
+    uploads, copies = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        source = _image_file(tmp, megabytes << 20)
+        inst.start()
+        try:
+            for i in range(env.load.rounds):
+                # Each side starts with nothing left to write back: this VM's disk otherwise
+                # makes whichever runs next pay for the last one's flush (1.0 vs 2.5 s seen).
+                os.sync()
+                start = time.perf_counter()
+                resumable.upload(_upload_target(inst, "round%d.iso" % i), source)
+                uploads.append(time.perf_counter() - start)
+                os.unlink(os.path.join(inst.images_dir, "round%d.iso" % i))
+                os.sync()
+                copies.append(_dd_write(source, inst.images_dir))
+        finally:
+            inst.stop()
+    ratio = statistics.median(c / u for u, c in zip(uploads, copies))     # paired by round
+    u, c = statistics.median(uploads), statistics.median(copies)
+    size = megabytes << 20
+    note = "%.2fx dd conv=fsync (%.2f s, %.0f MB/s); upload %.2f s (%.0f MB/s)" % (
+        ratio, c, size / c / 1e6, u, size / u / 1e6)
+    return ProbeRow("upload", "upload %d MiB image through Apache" % megabytes, targets.PRODUCT, u * 1000, ratio,
+                    note, {"upload_s": uploads, "dd_s": copies, "bytes": size})
+
+
+def _rss_kb(pid: int) -> int | None:
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _peak_rss_during_upload(inst: Instance, source: str, name: str) -> tuple[int, int]:
+    """(RSS when the request started, peak RSS while it ran), in kB, of the child receiving the upload."""
+    samples: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        child = None
+        while not done.is_set():
+            if child is None:
+                partial = [n for n in os.listdir(inst.images_dir) if n.startswith(".partial-")]
+                holders = procfs.holders(os.path.join(inst.images_dir, partial[0])) if partial else []
+                child = holders[0] if holders else None
+            rss = _rss_kb(child) if child else None
+            if rss:
+                samples.append(rss)
+            time.sleep(0.01)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        resumable.upload(_upload_target(inst, name), source)
+    finally:
+        done.set()
+        watcher.join()
+    if not samples:
+        raise RuntimeError("the child receiving the upload was never seen")
+    return samples[0], max(samples)
+
+
+def upload_memory(env: ProbeEnv, megabytes: int = 2048, small: int = 256) -> ProbeRow:
+    """Peak RSS of the Apache child receiving a 2 GiB upload, against the same for 256 MiB: the
+    memory of an upload must not grow with the image."""
+    inst = servers.instance(env.state_dir, env.port, burner=True)
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        inst.start()
+        try:
+            measured = {}
+            for size in (small, megabytes):
+                source = _image_file(tmp, size << 20)
+                measured[size] = _peak_rss_during_upload(inst, source, "rss%d.iso" % size)
+                os.unlink(os.path.join(inst.images_dir, "rss%d.iso" % size))
+                os.unlink(source)
+        finally:
+            inst.stop()
+    (b_small, p_small), (b_big, p_big) = measured[small], measured[megabytes]
+    growth_small, growth_big = p_small - b_small, p_big - b_big
+    note = "peak %.1f MB, +%.1f MB over the child's %.1f MB at the start; a %d MiB upload: +%.1f MB" % (
+        p_big / 1000, growth_big / 1000, b_big / 1000, small, growth_small / 1000)
+    return ProbeRow("upload_memory", "peak RSS of the Apache child, %d MiB upload" % megabytes, targets.PRODUCT,
+                    None, p_big / max(p_small, 1), note,
+                    {"start_kb": b_big, "peak_kb": p_big, "small_start_kb": b_small, "small_peak_kb": p_small})
+
+
+PROBES: list[Callable[[ProbeEnv], ProbeRow]] = [first_request, burn, upload, upload_memory]
