@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import traceback
 
 from clarens.instance import ROOT, InstanceError
 
@@ -100,19 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     chosen_probes = [p for p in probes.PROBES if not only or only.search(p.__name__)]
     try:
         facts, results = measure(chosen, settings, args.port)
-        rows = [report.row(t, results[t.key]) for t in chosen]
-        for i, probe in enumerate(chosen_probes):
-            _progress("probe %s" % probe.__name__)
-            env = probes.ProbeEnv(args.port + 6 + 2 * i, "/tmp/bench-%s" % probe.__name__, settings)
-            rows.append(report.probe_row(probe(env)))
     except (InstanceError, RuntimeError, AssertionError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
+    rows = [report.row(t, results[t.key]) for t in chosen]
+    failed = []
+    for i, probe in enumerate(chosen_probes):
+        _progress("probe %s" % probe.__name__)
+        env = probes.ProbeEnv(args.port + 6 + 2 * i, "/tmp/bench-%s" % probe.__name__, settings)
+        try:
+            rows.append(report.probe_row(probe(env)))
+        except Exception as e:   # the rows measured so far are still reported
+            traceback.print_exc()
+            failed.append("probe %s failed: %s: %s" % (probe.__name__, type(e).__name__, e))
     rows.sort(key=lambda r: GROUP_ORDER.index(r["group"]))
     result = report.build(facts, settings, rows)
     print(report.text(result), end="")
     print("\nwritten: %s" % " ".join(report.write(result, args.out)))
-    return 0
+    for failure in failed:
+        print("error: %s" % failure, file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -75,11 +75,21 @@ def _timed(target: targets.Target, port: int) -> float:
     return elapsed
 
 
-def _served_ms(access_log: str, offset: int) -> list[float]:
-    """Apache's own time to serve each request logged after ``offset`` (%D, the last field), in ms."""
-    with open(access_log, "rb") as f:
-        f.seek(offset)
-        return [int(line.rsplit(None, 1)[1]) / 1000 for line in f.read().splitlines()]
+def _served_ms(access_log: str, offset: int, count: int, timeout: float = 10.0) -> list[float]:
+    """Apache's own time to serve each of the ``count`` requests logged after ``offset`` (%D, the
+    last field), in ms.  Apache writes a request's line after sending its answer, so the last
+    lines may still be coming: they are waited for, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(access_log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().split(b"\n")[:-1]      # whole lines only
+        if len(lines) >= count:
+            return [int(line.rsplit(None, 1)[1]) / 1000 for line in lines[:count]]
+        if time.monotonic() > deadline:
+            raise RuntimeError("Apache logged %d of %d requests in %s within %.0f s"
+                               % (len(lines), count, access_log, timeout))
+        time.sleep(0.01)
 
 
 def first_request(env: ProbeEnv, samples: int = 200, idle_samples: int = 3) -> ProbeRow:
@@ -112,16 +122,16 @@ def first_request(env: ProbeEnv, samples: int = 200, idle_samples: int = 3) -> P
                 servers.wait_port(env.port, process=inst.process)
                 settle = _wait_children_idle(inst, int(machine.mpm_settings(conf)["StartServers"]))
                 first = _timed(echo, env.port)
-                first_served = _served_ms(log, 0)[0]
+                first_served = _served_ms(log, 0, 1)[0]
                 load.run("http://127.0.0.1:%d%s" % (env.port, echo.path), script, 1, env.load)
                 mark = os.path.getsize(log)
                 steady = statistics.median(_timed(echo, env.port) for _ in range(samples))
-                steady_served = statistics.median(_served_ms(log, mark))
+                steady_served = statistics.median(_served_ms(log, mark, samples))
                 idle, mark = [], os.path.getsize(log)
                 for _ in range(idle_samples):
                     time.sleep(settle)
                     idle.append(_timed(echo, env.port))
-                idle_served = statistics.median(_served_ms(log, mark))
+                idle_served = statistics.median(_served_ms(log, mark, idle_samples))
             finally:
                 inst.stop()
             runs.append({"first_ms": first, "steady_ms": steady, "after_idle_ms": statistics.median(idle),

@@ -268,7 +268,7 @@ def test_partials_nobody_resumes_expire_at_the_next_start(iso64):
         assert not os.path.exists(stale)
         assert head(inst, "fresh.iso")[0] == 200 and head(inst, "stale.iso")[0] == 404
         with open(inst.error_log) as f:
-            assert "removed expired partial upload %s" % stale in f.read()
+            assert "removed stale partial upload %s" % stale in f.read()
     finally:
         inst.stop()
 

@@ -208,3 +208,19 @@ def test_disk_filling_up_mid_upload_is_507_and_resumable(small_fs):
     rest = data[held:]
     done = up.receive("f.iso", "alice", len(rest), ContentRange(held, len(data) - 1, len(data)), reader(rest))
     assert done.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_starting_again_with_another_size_waits_for_a_running_upload(tmp_path):
+    up, data = make(tmp_path), payload(1_000_000)
+    refusal(lambda: up.receive("s.iso", "alice", len(data), None, reader(data, fail_after=100_000)))
+    [old] = hidden(tmp_path)
+    fd = os.open(tmp_path / old, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)                    # its first upload is still being written
+    try:
+        bigger = payload(2_000_000)
+        busy = refusal(lambda: up.receive("s.iso", "alice", len(bigger), None, reader(bigger)))
+        assert busy.status == 409 and hidden(tmp_path) == [old]
+    finally:
+        os.close(fd)
+    done = up.receive("s.iso", "alice", len(bigger), None, reader(bigger))
+    assert done.sha256 == hashlib.sha256(bigger).hexdigest() and hidden(tmp_path) == []

@@ -284,23 +284,21 @@ class _Partial:
                                        "without Content-Range to start again" % (name, other_total, total),
                                   {"Upload-Length": str(other_total)})
         path = os.path.join(uploads.directory, "%s%s-%d" % (PARTIAL_PREFIX, uploads._id(name, who), total))
-        fd = os.open(path, _OPEN_FLAGS | os.O_CREAT, 0o640)
+        partial = cls(uploads, name, path, _locked(path, name, os.O_CREAT), total)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UploadError(409, "an upload of %s by you is still in progress; try again shortly" % name,
-                              {"Retry-After": str(RETRY_AFTER)}) from None
-        partial = cls(uploads, name, path, fd, total)
-        try:
-            if os.fstat(fd).st_nlink == 0:          # swept or replaced between open and lock
+            if os.fstat(partial.fd).st_nlink == 0:          # swept or replaced between open and lock
                 raise UploadError(409, "your upload of %s was being cleaned up; try again" % name,
                                   {"Retry-After": "1"})
             if fresh:
-                os.ftruncate(fd, 0)
-                for other, _ in existing:
+                os.ftruncate(partial.fd, 0)
+                for other, _ in existing:   # one of another size: removed once nobody writes it
                     if other != path:
+                        try:
+                            other_fd = _locked(other, name)
+                        except FileNotFoundError:
+                            continue
                         _unlink_quietly(other)
+                        os.close(other_fd)
         except BaseException:
             partial.close()
             raise
@@ -427,6 +425,18 @@ class _Hasher:
         if self._error is not None:
             raise self._error
         return self._digest.hexdigest()
+
+
+def _locked(path: str, name: str, create: int = 0) -> int:
+    """``path`` opened and exclusively locked; UploadError(409) if an upload is writing it."""
+    fd = os.open(path, _OPEN_FLAGS | create, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UploadError(409, "an upload of %s by you is still in progress; try again shortly" % name,
+                          {"Retry-After": str(RETRY_AFTER)}) from None
+    return fd
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

@@ -45,16 +45,17 @@ def _startup_init(config, dbs, log):
                       expiry=config.get_int("partial_upload_hours", 48, minimum=1) * 3600,
                       check_head=check_iso_head, head_size=ISO_MAGIC_OFFSET + len(ISO_MAGIC))
     _settings.update(socket=config.get("socket", "/run/clarens-burner/burnerd.sock"),
-                     admin_group=config.get("admin_group", "admins"), log=log, uploads=uploads,
+                     admin_group=config.get("admin_group", "admins"), log=log,
                      store=ImageStore(images_dir, dbs.open("burner"), uploads), swept=time.monotonic())
     once_per_server("burner-sweep", _sweep)
 
 
 def _sweep() -> None:
-    """Remove partial uploads nobody has resumed within partial_upload_hours."""
+    """Remove partial uploads nobody has resumed within partial_upload_hours (and any left
+    behind by a process that died while linking a finished one into place)."""
     _settings["swept"] = time.monotonic()
-    for path in _settings["uploads"].sweep():
-        _settings["log"].info("removed expired partial upload %s", path)
+    for path in _settings["store"].uploads.sweep():
+        _settings["log"].info("removed stale partial upload %s", path)
 
 
 def _sweep_if_due() -> None:
