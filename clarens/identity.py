@@ -49,11 +49,16 @@ class IdentityRefused(Exception):
 
 def parse_dn(dn: str) -> list[list[tuple[str, str]]]:
     """Split an RFC 2253/4514 DN (as mod_ssl gives it, most specific RDN first) into
-    RDNs, each a list of (attribute, value) pairs, with escapes resolved."""
-    rdns: list[list[tuple[str, str]]] = []
-    rdn: list[tuple[str, str]] = []
+    RDNs, each a list of (attribute, value) pairs, with escapes resolved.
+
+    Unescaped spaces around an attribute or a value are not part of it; escaped
+    ones are (``CN=Alice\\ `` is "Alice ", not "Alice").
+    """
+    rdns: list[list[tuple[str, bytes]]] = []
+    rdn: list[tuple[str, bytes]] = []
     attr: str | None = None
     buf = bytearray()
+    kept = 0          # bytes of buf that trailing-space stripping must keep (up to the last escape)
     i, n = 0, len(dn)
     while i <= n:
         c = dn[i] if i < n else ","
@@ -62,38 +67,43 @@ def parse_dn(dn: str) -> list[list[tuple[str, str]]]:
             if nxt in "0123456789abcdefABCDEF" and i + 2 < n and dn[i + 2] in "0123456789abcdefABCDEF":
                 buf.append(int(dn[i + 1:i + 3], 16))   # \XX: a byte of UTF-8
                 i += 3
-                continue
-            buf += nxt.encode("utf-8")
-            i += 2
+            else:
+                buf += nxt.encode("utf-8")
+                i += 2
+            kept = len(buf)
             continue
         if c == "=" and attr is None:
             attr = buf.decode("utf-8", "replace").strip()
             buf.clear()
+            kept = 0
         elif c in ",+;":
             if attr is None:
                 if i < n or rdn or buf.strip():
                     raise ValueError("malformed DN %r" % dn)
             else:
-                rdn.append((attr, buf.decode("utf-8", "replace").strip()))
+                rdn.append((attr, bytes(buf[:kept]) + bytes(buf[kept:]).rstrip()))
                 attr = None
                 buf.clear()
+                kept = 0
                 if c != "+":
                     rdns.append(rdn)
                     rdn = []
+        elif c == " " and not buf:
+            pass              # an unescaped leading space
         else:
             buf += c.encode("utf-8")
         i += 1
-    return rdns
+    return [[(a, v.decode("utf-8", "replace")) for a, v in r] for r in rdns]
 
 
 def slash_form(rdns: list[list[tuple[str, str]]]) -> str:
     """``/C=UK/O=Home/CN=Alice``: the Clarens/OpenSSL-legacy form, least specific RDN first.
 
-    A ``/`` or ``\\`` inside a value is escaped with ``\\``, so that no value can
-    pass for a further RDN (and so match a DN prefix it is not under).
+    A ``/``, ``+`` or ``\\`` inside a value is escaped with ``\\``, so that no value can
+    pass for a further RDN or attribute (and so match a DN prefix it is not under).
     """
     def esc(value: str) -> str:
-        return value.replace("\\", "\\\\").replace("/", "\\/")
+        return value.replace("\\", "\\\\").replace("/", "\\/").replace("+", "\\+")
     return "".join("/" + "+".join("%s=%s" % (a, esc(v)) for a, v in rdn) for rdn in reversed(rdns))
 
 
