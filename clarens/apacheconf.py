@@ -29,7 +29,6 @@ from clarens import config as config_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_TEMPLATE = os.path.join(ROOT, "conf", "apache", "clarens.conf.in")
-SHIPPED_CONFIG = os.path.join(ROOT, "conf", "clarens.conf")
 RPC_SLACK = 65536                 # bytes over max_body that Apache lets through to the host
 IMAGES_MODULE, IMAGES_KEY = "burner", "max_image_mb"
 
@@ -58,19 +57,19 @@ def body_limits(config: config_mod.ServerConfig) -> dict[str, str]:
             "IMAGES_TOO_LARGE": '"%s"' % too_large.replace('"', '\\"')}
 
 
-def render_system(config_path: str = SHIPPED_CONFIG, root: str = "/opt/clarens") -> str:
+def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/opt/clarens") -> str:
     """The include for the system Apache (Debian's conf-available/) serving the checkout at ``root``
     with the configuration at ``config_path`` (the shipped one is named inside ``root``)."""
     with open(SYSTEM_TEMPLATE, encoding="utf-8") as f:
         template = f.read()
     config_path = os.path.abspath(config_path)
-    named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == SHIPPED_CONFIG else config_path
+    named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
     return render_template(template, {"ROOT": root, "CONFIG": named, **body_limits(config_mod.load(config_path))})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m clarens.apacheconf", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=SHIPPED_CONFIG,
+    parser.add_argument("--config", default=config_mod.DEFAULT_CONFIG,
                         help="the clarens.conf whose limits Apache must follow")
     parser.add_argument("--root", default="/opt/clarens", help="where the checkout is installed")
     args = parser.parse_args(argv)

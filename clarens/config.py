@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping
 from typing import Iterator
 
+# The shipped configuration, used when Apache names none (PythonOption clarens.config).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
 OPTION_PREFIX = "clarens."
 CONFIG_OPTION = "clarens.config"
 
@@ -106,10 +108,6 @@ class ServerConfig:
         merged["db_dir"] = self.db_dir
         merged.update(self._modules.get(name, {}))
         return Settings(merged, "[module:%s] of %s" % (name, self.path or "defaults"))
-
-    def module_sections(self) -> list[str]:
-        """Names of the modules that have a section."""
-        return sorted(self._modules)
 
 
 def read_ini(path: str) -> configparser.ConfigParser:

@@ -1,23 +1,32 @@
-"""The call context: what service code may know about the call it is serving.
+"""The call context: what service code may know and ask about the call it is serving.
 
-Inside a service method::
+This is the service modules' API at call time (with what ``_startup_init``
+receives: the module's config, the tdb registry and a logger); the host's own
+objects are private.  Inside a service method::
 
     from clarens import context
     ctx = context.current()
-    ctx.identity.name      # "/C=UK/O=Home/CN=Alice", "alice" or "anonymous"
-    ctx.client_address     # "192.0.2.7"
-    ctx.method             # "burner.burn"
+    ctx.identity.name           # "/C=UK/O=Home/CN=Alice", "alice" or "anonymous"
+    ctx.client_address          # "192.0.2.7"
+    ctx.method                  # "burner.burn"
+    ctx.methods["echo.echo"]    # the method table, read-only: .name, .signatures, .help
+    ctx.may_call("acl.show")    # would the policy let the caller call it?
+    ctx.explain("acl.show")     # {allowed, entry, reason, groups}: which entry decides, and why
 """
 
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+import os
+import types
+from typing import TYPE_CHECKING, Any, Mapping
 
 from clarens.identity import ANONYMOUS, Identity
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # for annotations only: the host is built above this module and hands itself in
+    from clarens.acl.model import Policy
     from clarens.host import Host
+    from clarens.registry import Method
 
 _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("clarens_call_context")
 
@@ -25,11 +34,11 @@ _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("claren
 class CallContext:
     """One request's context, shared by every call it carries (e.g. multicall sub-calls)."""
 
-    __slots__ = ("host", "request", "identity", "protocol", "method", "_debug")
+    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug")
 
     def __init__(self, host: "Host", request: Any = None, identity: Identity = ANONYMOUS,
                  protocol: str = "xmlrpc", debug: bool | None = None):
-        self.host = host
+        self._host = host
         self.request = request                # the mod_python request, or None outside Apache
         self.identity = identity
         self.protocol = protocol              # "xmlrpc", "jsonrpc", or "http" (web routes)
@@ -51,6 +60,51 @@ class CallContext:
     def describe(self) -> str:
         """``identity@address`` for log lines."""
         return "%s@%s" % (self.identity.name, self.client_address)
+
+    # -- what service modules may ask of the host ---------------------------------------
+
+    @property
+    def methods(self) -> Mapping[str, "Method"]:
+        """Every method this server offers, by full name (read-only)."""
+        return types.MappingProxyType(self._host.methods)
+
+    def may_call(self, method: str) -> bool:
+        """Whether the policy lets the caller call ``method`` now."""
+        guard = self._host.guard
+        return guard is None or guard.decide(self.identity, method).allowed
+
+    def explain(self, method: str, identity: Identity | None = None) -> dict:
+        """Whether ``identity`` (default: the caller) may call ``method``, which entry decides and
+        why, and the identity's groups: ``{allowed, entry, reason, groups}``."""
+        guard = self._host.guard
+        who = identity or self.identity
+        if guard is None:
+            return {"allowed": True, "entry": None, "reason": "access control is off on this server",
+                    "groups": list(who.groups)}
+        who = guard.identify(who)
+        return dict(guard.decide(who, method).describe(), groups=list(who.groups))
+
+    def policy(self) -> "Policy | None":
+        """The live access-control policy, or None when access control is off."""
+        guard = self._host.guard
+        return None if guard is None else guard.refresh()
+
+    def multicall(self, calls: list) -> list:
+        """Run ``calls`` (``[{methodName, params}]``) as this caller, each on its own (system.multicall)."""
+        return self._host.dispatcher.multicall(self, calls)
+
+    def modules(self) -> list[dict]:
+        """Every service module with its status and methods (failed ones with their error)."""
+        return [m.describe() for m in sorted(self._host.modules.values(), key=lambda m: m.name)]
+
+    def server(self) -> dict:
+        """Facts about this server process: ``{pid, started, startup_init_calls, modules_loaded,
+        modules_failed}``."""
+        modules = self._host.modules.values()
+        return {"pid": os.getpid(), "started": int(self._host.started),
+                "startup_init_calls": self._host.startup_init_calls,
+                "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
+                "modules_failed": sum(1 for m in modules if m.status != "loaded")}
 
 
 def current() -> CallContext:

@@ -24,15 +24,16 @@ from typing import Any, Callable
 
 from clarens.context import CallContext
 from clarens.faults import (APPLICATION_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Fault)
-from clarens.loader import Method
+from clarens.identity import Identity
+from clarens.registry import Method, Methods
 
 METHOD_NAME_RE = re.compile(r"[A-Za-z0-9_.]{1,200}\Z")
 MULTICALL = "system.multicall"
 
-Authoriser = Callable[[CallContext, str], None]   # raises Fault(ACCESS_DENIED) to refuse
+Authoriser = Callable[[Identity, str], None]   # raises Fault(ACCESS_DENIED) to refuse
 
 
-def allow_all(ctx: CallContext, method: str) -> None:
+def allow_all(identity: Identity, method: str) -> None:
     """The authoriser used until an access-control policy is installed."""
 
 
@@ -44,7 +45,7 @@ def _short(name: Any) -> str:
 class Dispatcher:
     """Runs calls against a fixed table of methods."""
 
-    def __init__(self, methods: dict[str, Method], log: logging.Logger, authorise: Authoriser = allow_all):
+    def __init__(self, methods: Methods, log: logging.Logger, authorise: Authoriser = allow_all):
         self.methods = methods
         self.log = log
         self.authorise = authorise
@@ -59,7 +60,7 @@ class Dispatcher:
             method = self.methods.get(name)
             if method is None:
                 raise self._unknown(name)
-            self.authorise(ctx, name)
+            self.authorise(ctx.identity, name)
             if isinstance(params, dict):
                 params = self._positional(method, params)
             method.check(params, ctx.protocol == "jsonrpc")

@@ -15,17 +15,6 @@ APPLICATION_ERROR = -32500    # a service method raised something other than Fau
 ACCESS_DENIED = -32001        # the caller's identity may not call this method
 SERVICE_UNAVAILABLE = -32002  # a backend the service needs is down (e.g. the burner helper)
 
-NAMES = {
-    PARSE_ERROR: "parse error",
-    INVALID_REQUEST: "invalid request",
-    METHOD_NOT_FOUND: "method not found",
-    INVALID_PARAMS: "invalid parameters",
-    INTERNAL_ERROR: "internal error",
-    APPLICATION_ERROR: "application error",
-    ACCESS_DENIED: "access denied",
-    SERVICE_UNAVAILABLE: "service unavailable",
-}
-
 
 class Fault(Exception):
     """An RPC fault: raise it from service code to answer with (code, message)."""

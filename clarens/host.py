@@ -13,17 +13,15 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader
+from clarens import db, loader, once
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
 from clarens.acl.store import Guard
 from clarens.dispatch import Dispatcher
-from clarens.loader import Method, ServiceModule
-from clarens.once import once_per_server
+from clarens.loader import ServiceModule
+from clarens.registry import Methods
 from clarens.web import routes
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
 
 
 class Host:
@@ -34,10 +32,11 @@ class Host:
         self.log = log
         self.dbs = db.Registry(config.db_dir)
         self.modules: dict[str, ServiceModule] = {}
-        self.methods: dict[str, Method] = {}
+        self.methods: Methods = {}
         self.dispatcher = Dispatcher(self.methods, log)
         self.guard: Guard | None = None
         self.routes: dict[str, routes.Route] = {}
+        self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation
         self.started = time.time()
         self.pid = os.getpid()
 
@@ -57,7 +56,7 @@ class Host:
             self.modules[name] = record
             for method in methods:
                 self.methods[method.name] = method
-        self.routes = routes.collect(self.modules, self.log)
+        self.routes, self.pages = routes.collect(self.modules, self.log)
         loaded = [m.name for m in self.modules.values() if m.status == "loaded"]
         failed = [m.name for m in self.modules.values() if m.status != "loaded"]
         self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),
@@ -71,15 +70,15 @@ class Host:
         """
         acl_dir = self.config.acl_dir
         try:
-            db = self.dbs.open(acl_store.DB_NAME)
+            acl_db = self.dbs.open(acl_store.DB_NAME)
         except (OSError, RuntimeError) as e:
             self.guard = acl_store.Guard(None, self.log)
             self.guard.broken = "cannot open %s: %s" % (self.dbs.path(acl_store.DB_NAME), e)
         else:
-            self.guard = acl_store.Guard(db, self.log)
+            self.guard = acl_store.Guard(acl_db, self.log)
             try:
-                once_per_server("acl-load", lambda: acl_store.load_files(db, acl_dir, "server start, pid %d" % self.pid),
-                                self.config.db_dir)
+                once.once_per_server("acl-load", lambda: acl_store.load_files(
+                    acl_db, acl_dir, "server start, pid %d" % self.pid), self.config.db_dir)
             except AclError as e:
                 self.guard.broken = str(e)
         if self.guard.broken:
@@ -96,7 +95,7 @@ _lock = threading.Lock()
 _host: Host | None = None
 
 
-def boot(options: Mapping[str, str] | None = None, path: str | None = DEFAULT_CONFIG) -> Host:
+def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod.DEFAULT_CONFIG) -> Host:
     """Build this process's host from the config file and ``clarens.*`` options, and load modules.
 
     Raises config.ConfigError if the configuration is unusable.
@@ -109,8 +108,9 @@ def boot(options: Mapping[str, str] | None = None, path: str | None = DEFAULT_CO
             os.makedirs(cfg.db_dir, mode=0o700, exist_ok=True)
         except OSError as e:
             log.error("db_dir %s cannot be created (%s): modules using databases will fail", cfg.db_dir, e.strerror)
+        once.configure(cfg.db_dir)   # for modules' _startup_init
         host = Host(cfg, log)
-        _host = host   # visible to modules' _startup_init (e.g. once_per_server)
+        _host = host
         if cfg.access_control:
             host.install_access_control()
         else:
@@ -126,5 +126,6 @@ def current() -> Host:
     return _host
 
 
-def booted() -> bool:
-    return _host is not None
+def current_or_none() -> Host | None:
+    """The booted host, or None before :func:`boot`."""
+    return _host

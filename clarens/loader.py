@@ -28,20 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from clarens import signatures
+from clarens.registry import Method
 
 PACKAGE = "clarens_modules"
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-
-
-@dataclass
-class Method:
-    """One exported method."""
-    name: str                       # "module.method"
-    func: Callable[..., Any]
-    signatures: list[tuple[str, ...]] | None
-    help: str
-    check: signatures.ParamCheck
-    param_names: list[str] | None   # for JSON-RPC named parameters
 
 
 @dataclass

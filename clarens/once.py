@@ -27,6 +27,7 @@ except ImportError:  # command-line tools, tests
     _apache = None
 
 _AP_MPMQ_GENERATION = 15
+_default_directory: str | None = None    # the host's db_dir, set at boot by configure()
 
 
 def server_start_token() -> str:
@@ -48,6 +49,13 @@ def _covers(recorded: str, token: str) -> bool:
     return recorded_server == server and recorded_gen.isdigit() and int(recorded_gen) >= int(gen)
 
 
+def configure(directory: str) -> None:
+    """Make ``directory`` (the host's ``db_dir``) where :func:`once_per_server` keeps its files by
+    default.  The host calls this at boot, before any module's ``_startup_init``."""
+    global _default_directory
+    _default_directory = directory
+
+
 def once_per_server(name: str, block: Callable[[], None], directory: str | None = None) -> bool:
     """Run ``block()`` if no process has completed it yet in this server start.
 
@@ -58,9 +66,9 @@ def once_per_server(name: str, block: Callable[[], None], directory: str | None 
     """
     if not name or not all(c.isalnum() or c in "_-." for c in name) or name[0] == ".":
         raise ValueError("invalid once_per_server name %r" % name)
+    directory = directory or _default_directory
     if directory is None:
-        from clarens import host
-        directory = host.current().config.db_dir
+        raise RuntimeError("once_per_server(%r) needs a directory: no host has been booted" % name)
     once_dir = os.path.join(directory, "once")
     os.makedirs(once_dir, mode=0o700, exist_ok=True)
     stamp = os.path.join(once_dir, name + ".done")

@@ -20,6 +20,13 @@ def registry(tmp_path):
             db.open_db(str(tmp_path / name)).close()
 
 
+def test_register_dbs_opens_several_at_once(registry, tmp_path):
+    """Clarens' own name for opening a module's databases in _startup_init."""
+    dbs = registry.register_dbs("jobs", "users")
+    assert sorted(dbs) == ["jobs", "users"] and dbs["jobs"] is registry.open("jobs")
+    assert os.path.exists(tmp_path / "users.tdb")
+
+
 def test_same_file_is_opened_once_and_values_are_json(registry, tmp_path):
     a = registry.open("things")
     assert registry.open("things") is a is db.open_db(str(tmp_path / "things.tdb"))

@@ -8,6 +8,7 @@ import pytest
 
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
 from clarens.protocol import xmlrpc as codec
+from clarens.protocol import xmlrpc_fast as fastpath
 
 
 def call(*params, method="echo.echo"):
@@ -127,7 +128,7 @@ def test_fault_response_is_well_formed_even_with_unsafe_text():
     assert info.value.faultCode == -32500 and "<thing> &" in info.value.faultString
 
 
-# -- the fast path never disagrees with expat -----------------------------------------
+# -- the fast paths (clarens.protocol.xmlrpc_fast) never disagree with expat: their contract --
 
 def _outcome(feed):
     decoder = codec._Decoder(64)
@@ -185,18 +186,18 @@ def _well_formed(seed: int, count: int):
 
 def _fast(body):
     """What the piece reader alone makes of ``body``: an outcome, or None where it defers to expat."""
-    text = codec._plain_text(body)
-    pieces = None if text is None else codec._plain_pieces(text)
+    text = fastpath.plain_text(body)
+    pieces = None if text is None else fastpath.plain_pieces(text)
     if pieces is None:
         return None
 
     def feed(decoder):
         decoder.feed(pieces, raw=True)
         if decoder.open or not decoder.root:
-            raise codec._NotPlain
+            raise fastpath.NotPlain
     try:
         return _outcome(feed)
-    except codec._NotPlain:
+    except fastpath.NotPlain:
         return None
 
 
@@ -213,10 +214,10 @@ def test_fast_path_agrees_with_expat_on_every_document_it_reads():
 
 def _flat(body):
     """What the flat reader alone makes of ``body``: an outcome, or None where it defers."""
-    text = codec._plain_text(body)
+    text = fastpath.plain_text(body)
     try:
-        call = None if text is None else codec._flat_call(text)
-    except codec._NotPlain:
+        call = None if text is None else fastpath.flat_call(text, codec._SCALAR)
+    except fastpath.NotPlain:
         return None
     except Fault as fault:
         return ("fault", fault.code, fault.message)
@@ -287,5 +288,5 @@ def test_documents_outside_the_fast_subset_still_decode():
 def test_large_bodies_are_decoded_in_bounded_chunks():
     strings = ["s%05d" % i for i in range(20000)]
     body = call(strings)
-    assert len(body) > 4 * codec._CHUNK and codec._plain_text(body) is None
+    assert len(body) > 4 * codec._CHUNK and fastpath.plain_text(body) is None
     assert codec.loads(body)[1] == [strings]

@@ -27,7 +27,6 @@ from clarens.acl import store
 from clarens.acl.files import format_policy, load_dir
 from clarens.acl.model import AclError
 from clarens.db import open_db
-from clarens.host import DEFAULT_CONFIG
 from clarens.identity import ANONYMOUS, Identity
 
 
@@ -44,7 +43,7 @@ def _open(db_dir: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m clarens.acl", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--config", default=config_mod.DEFAULT_CONFIG)
     parser.add_argument("--db-dir")
     parser.add_argument("--acl-dir")
     parser.add_argument("command", choices=["validate", "reload", "show", "dump", "check", "audit"])

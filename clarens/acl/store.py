@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from clarens.acl.files import load_dir
 from clarens.acl.model import AclError, Decision, Entry, Policy
-from clarens.context import CallContext
 from clarens.db import Database
 from clarens.faults import ACCESS_DENIED, Fault
 from clarens.identity import Identity
@@ -138,10 +137,10 @@ class Guard:
             return Decision(False, None, "the access-control policy failed to load: " + self.broken)
         return self.refresh().decide(identity, method, self.clock())
 
-    def authorise(self, ctx: CallContext, method: str) -> None:
+    def authorise(self, identity: Identity, method: str) -> None:
         """The dispatcher's authoriser: Fault(ACCESS_DENIED) unless the policy allows the call."""
         if self.broken:
             raise Fault(ACCESS_DENIED, "access denied: the server's access-control policy failed to load "
                                        "(see the server log)")
-        if not self._policy.allows(ctx.identity, method, self.clock):
-            raise Fault(ACCESS_DENIED, "access denied: %s may not call %s" % (ctx.identity.name, method))
+        if not self._policy.allows(identity, method, self.clock):
+            raise Fault(ACCESS_DENIED, "access denied: %s may not call %s" % (identity.name, method))

@@ -75,8 +75,8 @@ def _error(fault: Fault, request_id: Any) -> str:
                             "id": request_id})
 
 
-Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault
-Report = Callable[[Fault], None]   # told of each malformed request (the dispatcher logs its own faults)
+Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (and logging it)
+Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
 
 
 def _one(request: Any, call: Call, report: Report) -> str | None:
@@ -96,14 +96,16 @@ def _one(request: Any, call: Call, report: Report) -> str | None:
         return _invalid('"params" must be an array or an object', request_id, report)
     try:
         result = call(method, params)
-        if notification:
-            return None
-        try:
-            return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": request_id})
-        except (TypeError, ValueError, RecursionError) as e:
-            raise Fault(INTERNAL_ERROR, "the result cannot be encoded: %s" % e) from None
     except Fault as fault:
         return None if notification else _error(fault, request_id)
+    if notification:
+        return None
+    try:
+        return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": request_id})
+    except (TypeError, ValueError, RecursionError) as e:
+        fault = Fault(INTERNAL_ERROR, "the result of %s cannot be encoded: %s" % (method, e))
+        report(fault)
+        return _error(fault, request_id)
 
 
 def dumps_fault(fault: Fault) -> bytes:
@@ -118,7 +120,11 @@ def _invalid(message: str, request_id: Any, report: Report) -> str:
 
 
 def respond(body: bytes, call: Call, report: Report, max_depth: int = 64) -> bytes | None:
-    """Answer a request body: the response bytes, or None when nothing is owed (notifications only)."""
+    """Answer a request body: the response bytes, or None when nothing is owed (notifications only).
+
+    Faults raised by ``call`` are the dispatcher's, already logged; malformed
+    requests and results that cannot be encoded are told to ``report``.
+    """
     try:
         request = loads(body, max_depth)
     except Fault as fault:

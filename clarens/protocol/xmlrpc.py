@@ -1,4 +1,4 @@
-"""XML-RPC: decode a methodCall, encode a methodResponse or a fault.
+"""XML-RPC: decode a methodCall, encode a methodResponse or a fault; :func:`respond` does all three.
 
 Decoding is strict and safe by construction: any document type declaration is
 refused (so no entity can be defined, expanded or fetched from outside), the
@@ -20,9 +20,10 @@ import math
 import re
 import xml.parsers.expat as expat
 import xmlrpc.client
-from typing import Any
+from typing import Any, Callable
 
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
+from clarens.protocol.xmlrpc_fast import XML_SPACE, NotPlain, flat_call, plain_pieces, plain_text, unescape, xml_name
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -94,27 +95,25 @@ def _nil(data: str) -> None:
 _SCALAR = {"int": _integer, "i4": _integer, "i8": _integer, "ex:i8": _integer, "boolean": _boolean,
            "double": _double, "dateTime.iso8601": _datetime, "base64": _base64, "nil": _nil, "ex:nil": _nil}
 _PLAIN = {"param", "params", "data", "member", "methodCall"}   # structure whose end needs no work
+_KNOWN_NAMES = _SCALARS | _STRUCTURE
+_CHUNK = 1 << 16            # bytes expat is given at a time: memory stays bounded
 
 
 class _Name(str):
     """A struct member name on the decode stack (distinguishes it from a string value)."""
 
 
-class _NotPlain(Exception):
-    """The document leaves the subset the fast path reads: expat must read it from the start."""
-
-
 class _Decoder:
     """The XML-RPC rules, applied to a document as a sequence of *pieces*: ``"tag>text"`` for
     a start tag and ``"/tag>text"`` for an end tag, where ``text`` is the character data
-    that follows the tag up to the next one.  Both readers below produce pieces; the
-    rules live only here.
+    that follows the tag up to the next one.  Both readers (expat below, the piece reader
+    of :mod:`~clarens.protocol.xmlrpc_fast`) produce pieces; the rules live only here.
 
     ``raw`` pieces come straight from splitting the document at ``<``: their text is
     still escaped and nothing has checked them yet, so :meth:`feed` also checks that
-    they stay inside a plain subset of XML (element names without attributes, the five
+    they stay inside the plain subset of XML (element names without attributes, the five
     predefined entities and valid character references, properly nested, nothing after
-    the root) and raises :class:`_NotPlain` as soon as they do not.
+    the root) and raises :class:`~clarens.protocol.xmlrpc_fast.NotPlain` as soon as they do not.
     """
 
     def __init__(self, max_depth: int):
@@ -137,20 +136,20 @@ class _Decoder:
                 tag, gt, text = piece.partition(">")
                 if raw:
                     if not gt or not tag or (root and not elements):   # "<" alone, "<>", after the root
-                        raise _NotPlain
+                        raise NotPlain
                     if "&" in text:
-                        text = _unescape(text)
+                        text = unescape(text)
                 if tag[0] == "/":
                     tag = tag[1:]
                     if raw and (not elements or elements.pop() != tag):
-                        raise _NotPlain
+                        raise NotPlain
                 else:
                     empty = raw and tag[-1] == "/"         # <tag/>: a start, then at once its end
                     if raw:
                         if empty:
                             tag = tag[:-1]
-                        if tag not in _KNOWN_NAMES and not _XML_NAME.match(tag):   # attributes, "!", odd names
-                            raise _NotPlain
+                        if tag not in _KNOWN_NAMES and not xml_name(tag):   # attributes, "!", odd names
+                            raise NotPlain
                         if not empty:
                             elements.append(tag)
                     data = "" if empty else text
@@ -172,8 +171,8 @@ class _Decoder:
                     if not empty:
                         continue
                 # an end tag
-                if raw and not elements and text.strip(_XML_SPACE):   # text after the root
-                    raise _NotPlain
+                if raw and not elements and text.strip(XML_SPACE):   # text after the root
+                    raise NotPlain
                 if tag == "value":
                     if bare:              # <value>text</value> is a string
                         push(data)
@@ -207,130 +206,6 @@ class _Decoder:
                 data += text
         finally:
             self.data, self.bare, self.root = data, bare, root
-
-
-# -- readers ------------------------------------------------------------------
-#
-# Small bodies are first read by the fast paths, as long as they stay inside a
-# strict subset of XML: UTF-8 without carriage returns or characters XML forbids,
-# elements without attributes, the five predefined entities and valid character
-# references, an optional XML declaration, nothing after the root element.  A call
-# with only scalar parameters is read whole by two regular expressions (the flat
-# reader); any other plain document by splitting it at "<" (the piece reader).
-# Anything else (comments, CDATA, a DOCTYPE, attributes, any error) goes to expat,
-# from the start: no fast path accepts a document expat would refuse or read
-# differently (tests/test_xmlrpc_codec.py compares each of them with expat).
-
-_FAST_MAX = 1 << 16
-_CHUNK = 1 << 16
-_XML_NAME = re.compile(r"[A-Za-z_][-A-Za-z0-9._:]*\Z")
-_XML_DECL = re.compile(r"""\?xml[ \t\n]+version[ \t\n]*=[ \t\n]*(["'])1\.[0-9]+\1"""
-                       r"""(?:[ \t\n]+encoding[ \t\n]*=[ \t\n]*(["'])[A-Za-z][-A-Za-z0-9._]*\2)?"""
-                       r"""(?:[ \t\n]+standalone[ \t\n]*=[ \t\n]*(["'])(?:yes|no)\3)?[ \t\n]*\?\Z""")
-_REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));")
-_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
-_XML_SPACE = " \t\n"
-# Bytes XML forbids in text (controls; NUL is refused earlier), and the carriage return,
-# which XML normalises: documents with any of them are left to expat.
-_NOT_PLAIN = bytes(range(1, 9)) + b"\x0b\x0c\r" + bytes(range(0x0e, 0x20))
-_KNOWN_NAMES = _SCALARS | _STRUCTURE
-_USUAL_DECLS = {"?xml version='1.0'?", '?xml version="1.0"?', '?xml version="1.0" encoding="UTF-8"?',
-                "?xml version='1.0' encoding='UTF-8'?", '?xml version="1.0" encoding="utf-8"?'}
-
-
-def _xml_char(code: int) -> bool:
-    return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
-
-
-def _unescape(text: str) -> str:
-    """Resolve predefined entities and character references; _NotPlain if anything else follows an ``&``."""
-    out, pos = [], 0
-    for m in _REFERENCE.finditer(text):
-        before = text[pos:m.start()]
-        if "&" in before:
-            raise _NotPlain
-        named, decimal, hexadecimal = m.groups()
-        if named:
-            out.append(before + _ENTITIES[named])
-        else:
-            code = int(decimal) if decimal else int(hexadecimal, 16)
-            if not _xml_char(code):
-                raise _NotPlain
-            out.append(before + chr(code))
-        pos = m.end()
-    rest = text[pos:]
-    if "&" in rest:
-        raise _NotPlain
-    out.append(rest)
-    return "".join(out)
-
-
-def _plain_text(body: bytes) -> str | None:
-    """A small body decoded, if its bytes allow a plain document (see above); None for expat."""
-    if len(body) > _FAST_MAX or len(body.translate(None, _NOT_PLAIN)) != len(body) or b"]]>" in body:
-        return None
-    if not body.isascii() and (b"\xef\xbf\xbe" in body or b"\xef\xbf\xbf" in body):   # U+FFFE, U+FFFF
-        return None
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _usual_declaration(decl: str) -> bool:
-    return decl in _USUAL_DECLS or _XML_DECL.match(decl) is not None
-
-
-def _plain_pieces(text: str) -> list[str] | None:
-    """The raw pieces of a plain text for the piece reader, or None for expat."""
-    pieces = text.split("<")
-    if pieces[0].strip(_XML_SPACE) or len(pieces) < 2:   # text (or a byte-order mark) before the first tag
-        return None
-    if pieces[1][:1] == "?":                             # the XML declaration: first thing in the document
-        decl, gt, after = pieces[1].partition(">")
-        if pieces[0] or not gt or not _usual_declaration(decl) or after.strip(_XML_SPACE):
-            return None
-        return pieces[2:]
-    return pieces[1:]
-
-
-# The commonest call by far has only scalar parameters.  A plain text that is exactly
-# such a call (whitespace only between elements, no empty-element tags but <nil/>)
-# is read by two regular expressions instead of tag by tag, with the same scalar rules.
-_S = r"[ \t\n]*"
-_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>string|int|i4|i8|boolean|double)>(?P<text>[^<]*)</(?P=type)>{s}"
-               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*))</value>").format(s=_S)
-_FLAT_CALL = re.compile(
-    r"(?:<(?P<decl>\?xml[^<>]*)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*)</methodName>{s}"
-    r"(?:<params>{s}(?P<params>(?:<param>{s}{value}{s}</param>{s})*)</params>{s})?</methodCall>{s}\Z".format(
-        s=_S, value=_FLAT_VALUE))
-_FLAT_PARAM = re.compile(_FLAT_VALUE)
-
-
-def _flat_call(text: str) -> tuple[str, list] | None:
-    """(method name, parameters) of a plain text that is a call with only scalar parameters,
-    or None; Fault for an invalid scalar, _NotPlain for a reference the plain subset lacks."""
-    m = _FLAT_CALL.match(text)
-    if m is None:
-        return None
-    decl, name, section = m.group("decl", "name", "params")
-    if decl is not None and not _usual_declaration(decl):
-        return None
-    if "&" in name:
-        name = _unescape(name)
-    params: list[Any] = []
-    if section:
-        push = params.append
-        for kind, data, nil, bare in _FLAT_PARAM.findall(section):
-            if nil:
-                push(None)
-                continue
-            if not kind:
-                data = bare
-            if "&" in data:
-                data = _unescape(data)
-            push(data if not kind or kind == "string" else _SCALAR[kind](data))
-    return name.strip(), params
 
 
 def _refuse_dtd(*args: Any) -> None:
@@ -378,21 +253,21 @@ def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
     # holds NUL bytes (its ASCII markup), which UTF-8 XML never does.
     if b"\x00" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise Fault(PARSE_ERROR, "the body is not UTF-8")
-    text = _plain_text(body)
+    text = plain_text(body)
     try:
         if text is None:
-            raise _NotPlain
-        call = _flat_call(text)
+            raise NotPlain
+        call = flat_call(text, _SCALAR)
         if call is not None:
             return call
-        pieces = _plain_pieces(text)
+        pieces = plain_pieces(text)
         if pieces is None:
-            raise _NotPlain
+            raise NotPlain
         decoder = _Decoder(max_depth)
         decoder.feed(pieces, raw=True)
         if decoder.open or not decoder.root:
-            raise _NotPlain
-    except _NotPlain:
+            raise NotPlain
+    except NotPlain:
         decoder = _Decoder(max_depth)
         _expat(body, decoder)
     if decoder.method is None:
@@ -516,3 +391,29 @@ def dumps_fault(fault: Fault) -> bytes:
             "<member><name>faultCode</name><value><int>%d</int></value></member>"
             "<member><name>faultString</name><value><string>%s</string></value></member>"
             "</struct></value></fault></methodResponse>\n" % (fault.code, _escape(message))).encode("utf-8")
+
+
+Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (and logging it)
+Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
+
+
+def respond(body: bytes, call: Call, report: Report, max_depth: int = 64) -> bytes:
+    """Answer a request body: decode it, ``call`` the method, encode the result or fault.
+
+    Faults raised by ``call`` are the dispatcher's, already logged; a body that
+    cannot be decoded and a result that cannot be encoded are told to ``report``.
+    """
+    try:
+        name, params = loads(body, max_depth)
+    except Fault as fault:
+        report(fault)
+        return dumps_fault(fault)
+    try:
+        result = call(name, params)
+    except Fault as fault:
+        return dumps_fault(fault)
+    try:
+        return dumps_response(result)
+    except Fault as fault:
+        report(fault)
+        return dumps_fault(fault)

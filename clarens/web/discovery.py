@@ -4,22 +4,23 @@ marked when the caller may not call it, and a form to try any method with JSON a
 from __future__ import annotations
 
 from html import escape
+from typing import Mapping
 
 from clarens import __version__
 from clarens.context import CallContext
 
 
-def _allowed(host, ctx: CallContext, method: str) -> bool:
-    return host.guard is None or host.guard.decide(ctx.identity, method).allowed
-
-
-def render(host, ctx: CallContext, base: str) -> str:
-    """The page for the caller in ``ctx``; ``base`` is where the host is served."""
+def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
+    """The page for the caller in ``ctx``; ``base`` is where the host is served, ``pages`` the
+    modules' pages (route -> title) for the navigation."""
     who = ctx.identity
     identity = "%s (%s%s)" % (who.name, who.source, "; groups " + ", ".join(who.groups) if who.groups else "")
-    allowed = {name: _allowed(host, ctx, name) for name in host.methods}
+    methods = ctx.methods
+    allowed = {name: ctx.may_call(name) for name in methods}
     options = "".join("<option value='%s'>%s%s</option>" % (escape(n), escape(n), "" if allowed[n] else " (not allowed)")
-                      for n in sorted(host.methods))
+                      for n in sorted(methods))
+    nav = "".join("<a href='%s/%s'>%s</a>" % (escape(base), escape(route), escape(title))
+                  for route, title in sorted(pages.items(), key=lambda kv: kv[1]))
     parts = [
         "<!DOCTYPE html><html lang=en data-endpoint='%s/'><head><meta charset=utf-8>" % escape(base),
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>Clarens services</title><link rel=icon href='data:,'>",
@@ -27,13 +28,12 @@ def render(host, ctx: CallContext, base: str) -> str:
         "<script defer src='%s/static/rpc.js'></script>" % escape(base),
         "<script defer src='%s/static/discovery.js'></script></head><body>" % escape(base),
         "<header class=top><h1>Clarens services</h1><span id=whoami>You are <b>%s</b></span>"
-        "<nav><a href='%s/burner'>Burner</a>%s</nav></header><main>" % (
-            escape(identity), escape(base),
-            "" if who.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)),
+        "<nav>%s%s</nav></header><main>" % (
+            escape(identity), nav, "" if who.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)),
         "<section class='card wide'><div id=messages></div>",
         "<p>Framework %s, process %d. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
         "JSON-RPC 2.0 (<code>POST application/json</code>) at <code>%s/</code>.</p>" % (
-            escape(__version__), host.pid, escape(base)),
+            escape(__version__), ctx.server()["pid"], escape(base)),
         "<h2 class=spaced>Try a method</h2><form id=try class=form><label for=try-method>Method</label>"
         "<select id=try-method>%s</select><label for=try-params>Parameters</label>"
         "<textarea id=try-params rows=3 spellcheck=false>[\"hello\"]</textarea>"
@@ -41,14 +41,14 @@ def render(host, ctx: CallContext, base: str) -> str:
         "(or object, for parameters by name)</span></div></form>"
         "<pre id=try-result class='mono hash' hidden></pre></section>" % options,
     ]
-    for module in sorted(host.modules.values(), key=lambda m: m.name):
+    for module in ctx.modules():
         parts.append("<section class='card wide' id='m-%s'><h2>%s <span class='badge %s'>%s</span></h2>" % (
-            escape(module.name), escape(module.name), module.status, module.status))
-        if module.error:
-            parts.append("<pre class='notice error mono hash'>%s</pre>" % escape(module.error))
+            escape(module["name"]), escape(module["name"]), module["status"], module["status"]))
+        if module.get("error"):
+            parts.append("<pre class='notice error mono hash'>%s</pre>" % escape(module["error"]))
         parts.append("<ul class=list>")
-        for name in module.methods:
-            method = host.methods[name]
+        for name in module["methods"]:
+            method = methods[name]
             sigs = ["%s(%s) &rarr; %s" % (escape(name), escape(", ".join(s[1:])), escape(s[0]))
                     for s in method.signatures or ()] or ["%s(&hellip;) <i>no signature</i>" % escape(name)]
             parts.append(

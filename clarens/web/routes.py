@@ -2,7 +2,8 @@
 
 A module exports ``web_routes = {"images": handle}`` to serve
 ``/clarens/images/...``; ``handle(web)`` receives a :class:`WebRequest` and
-returns a :class:`WebResponse`.  The caller is identified exactly as for RPC,
+returns a :class:`WebResponse`.  ``web_pages = {"burner": "Burner"}`` puts a
+route that is a page in the discovery page's navigation.  The caller is identified exactly as for RPC,
 and a route authorises itself against the same ACLs with
 ``web.authorise("module.action")`` before doing anything.  Faults become JSON
 errors with a fitting HTTP status.
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from clarens import faults
 from clarens.context import CallContext
+from clarens.dispatch import Authoriser
 from clarens.faults import Fault
 from clarens.web.uploads import BodyError
 
@@ -75,9 +77,10 @@ def request_origin(req: Any, missing_host: str = "") -> str:
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
-    def __init__(self, req: Any, ctx: CallContext, base: str, path: str):
+    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser):
         self._req = req
         self.ctx = ctx
+        self._authorise = authorise
         self.method: str = req.method
         self.base = base                     # where the host is served, e.g. "/clarens"
         self.path = path                     # what follows the route's name, e.g. "disc.iso"
@@ -117,13 +120,10 @@ class WebRequest:
         return data
 
     def authorise(self, method: str) -> None:
-        """Fault(ACCESS_DENIED) unless the policy lets the caller call ``method``."""
-        try:
-            self.ctx.host.dispatcher.authorise(self.ctx, method)
-        except Fault as fault:
-            self.ctx.host.log.warning("%s %s %s (as %s): fault %d: %s", self.ctx.describe(), self.method,
-                                      self._req.uri, method, fault.code, fault.message)
-            raise
+        """Fault(ACCESS_DENIED) unless the policy lets the caller call ``method``, exactly as for an
+        RPC call of it; from then on the request counts as a call of ``method`` (in the log)."""
+        self.ctx.method = method
+        self._authorise(self.ctx.identity, method)
 
 
 Route = Callable[[WebRequest], WebResponse]
@@ -177,15 +177,24 @@ _LOGIN_UNAVAILABLE = ("<!DOCTYPE html><title>Sign-in unavailable</title><p>This 
 BUILTIN = {"static": static, "login": login}
 
 
-def collect(modules: Mapping[str, Any], log: Any) -> dict[str, Route]:
-    """The routes exported by loaded modules (first module wins a name; clashes are logged)."""
+def collect(modules: Mapping[str, Any], log: Any) -> tuple[dict[str, Route], dict[str, str]]:
+    """The routes exported by loaded modules (first module wins a name; clashes are logged), and
+    the pages among them for the navigation (``web_pages = {"route": "Title"}``)."""
     routes: dict[str, Route] = dict(BUILTIN)
+    pages: dict[str, str] = {}
     for record in modules.values():
         if record.status != "loaded":
             continue
+        own = set()
         for name, route in (getattr(record.module, "web_routes", None) or {}).items():
             if name in routes or not callable(route) or not name.isidentifier():
                 log.error("module %s: web route %r ignored (taken, invalid, or not callable)", record.name, name)
                 continue
             routes[name] = route
-    return routes
+            own.add(name)
+        for name, title in (getattr(record.module, "web_pages", None) or {}).items():
+            if name in own and isinstance(title, str):
+                pages[name] = title
+            else:
+                log.error("module %s: web page %r ignored (not one of its routes)", record.name, name)
+    return routes, pages

@@ -234,7 +234,11 @@ class Uploads:
         into place (an upload whose process died between the link and the unlink); their paths."""
         now = time.time() if now is None else now
         removed = []
-        for entry in os.scandir(self.directory):
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:        # no images directory yet: nothing to sweep
+            return removed
+        for entry in entries:
             if not entry.name.startswith((PARTIAL_PREFIX, LEGACY_PREFIX)):
                 continue
             try:

@@ -19,11 +19,11 @@ def _startup_init(config, dbs, log):
     _db = dbs.open(store.DB_NAME)
 
 
-def _guard():
-    guard = context.current().host.guard
-    if guard is None:
+def _policy():
+    policy = context.current().policy()
+    if policy is None:
         raise Fault(INVALID_PARAMS, "access control is off on this server (access_control = off)")
-    return guard
+    return policy
 
 
 def _change(what, edit):
@@ -38,18 +38,16 @@ def _change(what, edit):
 def show():
     """Return the live policy: {entries: {target: entry}, groups: {name: [members]}}.  An entry is
     {order, allow, deny, allow_groups, deny_groups, not_before?, not_after?, source}."""
-    policy = _guard().refresh()
+    policy = _policy()
     return {"entries": {t: e.to_dict() for t, e in policy.entries.items()}, "groups": dict(policy.groups)}
 
 
 def check(identity, method):
     """Explain whether IDENTITY (a DN, a user name, or "anonymous") may call METHOD now: returns
     {allowed, entry, reason, groups}, naming the entry that decided and why."""
-    guard = _guard()
+    _policy()
     who = ANONYMOUS if identity == "anonymous" else Identity(identity, "acl.check")
-    who = guard.identify(who)
-    decision = guard.decide(who, method)
-    return dict(decision.describe(), groups=list(who.groups))
+    return context.current().explain(method, who)
 
 
 def set_entry(target, entry):

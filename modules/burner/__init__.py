@@ -47,6 +47,8 @@ def _startup_init(config, dbs, log):
     _settings.update(socket=config.get("socket", "/run/clarens-burner/burnerd.sock"),
                      admin_group=config.get("admin_group", "admins"), log=log,
                      store=ImageStore(images_dir, dbs.open("burner"), uploads), swept=time.monotonic())
+    if not os.path.isdir(images_dir):
+        log.warning("images_dir %s does not exist: uploads and burns will fail until it does", images_dir)
     once_per_server("burner-sweep", _sweep)
 
 
@@ -218,3 +220,4 @@ methods_sig = {
     "delete_image": ["boolean,string"],
 }
 web_routes = {"images": upload, "burner": page}
+web_pages = {"burner": "Burner"}

@@ -1,6 +1,5 @@
 """system: introspection, multicall and facts about the server and the caller."""
 
-import os
 import platform
 
 import clarens
@@ -25,7 +24,7 @@ _CAPABILITIES = {
 
 
 def _method(name):
-    method = context.current().host.methods.get(name) if isinstance(name, str) else None
+    method = context.current().methods.get(name) if isinstance(name, str) else None
     if method is None:
         raise Fault(INVALID_PARAMS, "no method named %r" % (name,))
     return method
@@ -33,7 +32,7 @@ def _method(name):
 
 def listMethods():
     """Return the names of every method this server offers, sorted."""
-    return sorted(context.current().host.methods)
+    return sorted(context.current().methods)
 
 
 def methodSignature(name):
@@ -57,8 +56,7 @@ def multicall(calls):
     run on its own: a fault in one does not stop the others.  system.multicall
     itself may not be called inside a multicall.
     """
-    ctx = context.current()
-    return ctx.host.dispatcher.multicall(ctx, calls)
+    return context.current().multicall(calls)
 
 
 def getCapabilities():
@@ -68,8 +66,7 @@ def getCapabilities():
 
 def listModules():
     """Return every service module with its status: loaded, or failed with the error message."""
-    host = context.current().host
-    return [m.describe() for m in sorted(host.modules.values(), key=lambda m: m.name)]
+    return context.current().modules()
 
 
 def whoami():
@@ -79,18 +76,9 @@ def whoami():
 
 def serverInfo():
     """Return facts about this server process: versions, pid and how it started."""
-    host = context.current().host
-    return {
-        "framework_version": clarens.__version__,
-        "api_version": clarens.API_VERSION,
-        "python_version": platform.python_version(),
-        "mod_python_version": MOD_PYTHON_VERSION,
-        "pid": os.getpid(),
-        "startup_init_calls": host.startup_init_calls,
-        "modules_loaded": sum(1 for m in host.modules.values() if m.status == "loaded"),
-        "modules_failed": sum(1 for m in host.modules.values() if m.status != "loaded"),
-        "started": int(host.started),
-    }
+    return {"framework_version": clarens.__version__, "api_version": clarens.API_VERSION,
+            "python_version": platform.python_version(), "mod_python_version": MOD_PYTHON_VERSION,
+            **context.current().server()}
 
 
 methods_list = {

@@ -1,0 +1,71 @@
+"""Dependencies point one way: adapter -> codecs -> dispatcher -> registry/ACL -> stores.
+
+Every import in the host's own modules, at any depth (lazy ones included), names a
+module of its own layer or a lower one.  Imports under ``if TYPE_CHECKING:`` are
+annotations only and are not counted.  The tools beside the host (command lines,
+the private instance, the burner helper and clients) may use anything, but nothing
+in the host may import them.
+"""
+
+import ast
+import os
+
+import pytest
+
+from tests.helpers import ROOT
+
+LAYERS = [
+    ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.config", "clarens.log", "clarens.db",
+                "clarens.once", "clarens.identity", "clarens.signatures", "clarens.acl", "clarens.acl.model",
+                "clarens.acl.files", "clarens.web", "clarens.web.uploads"}),
+    ("registry/ACL", {"clarens.registry", "clarens.loader", "clarens.acl.store"}),
+    ("dispatcher", {"clarens.context", "clarens.dispatch"}),
+    ("codecs", {"clarens.protocol", "clarens.protocol.xmlrpc", "clarens.protocol.xmlrpc_fast",
+                "clarens.protocol.jsonrpc"}),
+    ("adapter", {"clarens.web.routes", "clarens.web.discovery", "clarens.host", "clarens.handler",
+                 "clarens.startup"}),
+]
+LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-len(".py")].replace(os.sep, ".")
+    return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imports(tree: ast.AST):
+    """Names of the clarens modules imported anywhere in ``tree``, outside ``if TYPE_CHECKING:``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.split(".")[0] == "clarens")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "clarens":
+            for alias in node.names:   # "from clarens import db" imports clarens.db
+                full = "%s.%s" % (node.module, alias.name)
+                yield full if full in LEVEL else node.module
+
+
+def _host_modules():
+    for directory, _, files in os.walk(os.path.join(ROOT, "clarens")):
+        for name in files:
+            if name.endswith(".py"):
+                module = _module_name(os.path.join(directory, name))
+                if module in LEVEL:
+                    yield module, os.path.join(directory, name)
+
+
+def test_every_host_module_has_a_layer():
+    """A new module of the host must be placed in a layer (or be a tool, imported by none of it)."""
+    assert {m for m, _ in _host_modules()} == set(LEVEL)
+
+
+@pytest.mark.parametrize("module, path", sorted(_host_modules()))
+def test_imports_point_down(module, path):
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    for imported in _imports(tree):
+        assert imported in LEVEL, "%s imports %s, a tool outside the host's layers" % (module, imported)
+        assert LEVEL[imported] <= LEVEL[module], "%s (%s) imports %s (%s), a layer above it" % (
+            module, LAYERS[LEVEL[module]][0], imported, LAYERS[LEVEL[imported]][0])
