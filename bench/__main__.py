@@ -14,9 +14,8 @@ import sys
 import tempfile
 import traceback
 
-from clarens.instance import ROOT, InstanceError
-
 from bench import load, machine, probes, report, servers, targets
+from clarens.dev.instance import ROOT, InstanceError
 
 GROUP_ORDER = (targets.REFERENCE, targets.PRODUCT, targets.ALTERNATIVE)
 
@@ -25,7 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__.splitlines()[0].strip("`"))
     p.add_argument("--quick", action="store_true", help="2 s rounds after 1 s warm-up (development only)")
     p.add_argument("--duration", type=int, help="seconds measured per row and round (default 10; --quick 2)")
-    p.add_argument("--warmup", type=int, help="seconds of discarded load before each measurement (default 2; --quick 1)")
+    p.add_argument("--warmup", type=int,
+                   help="seconds of discarded load before each measurement (default 2; --quick 1)")
     p.add_argument("--rounds", type=int, default=5, help="rounds per row, alternated between rows (default 5)")
     p.add_argument("--only", metavar="REGEX", help="measure only rows whose key matches (keys: %s)"
                    % ", ".join([t.key for t in targets.ROWS] + [f.__name__ for f in probes.PROBES]))

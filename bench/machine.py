@@ -8,10 +8,10 @@ import platform
 import re
 import subprocess
 import xmlrpc.client
-
-from clarens.instance import APACHE, ROOT
+from typing import Any
 
 from bench import load
+from clarens.dev.instance import APACHE, ROOT
 
 MPM_DIRECTIVES = ("StartServers", "MinSpareServers", "MaxSpareServers", "ServerLimit", "MaxRequestWorkers",
                   "ThreadsPerChild", "MaxConnectionsPerChild", "KeepAlive", "MaxKeepAliveRequests",
@@ -45,23 +45,27 @@ def _cpuinfo_model() -> str:
 
 def _memory_gib() -> float:
     with open("/proc/meminfo") as f:
-        kib = int(re.search(r"^MemTotal:\s+(\d+)", f.read(), re.M).group(1))
-    return round(kib / 1048576, 1)
+        m = re.search(r"^MemTotal:\s+(\d+)", f.read(), re.M)
+    assert m is not None     # Linux always reports MemTotal
+    return round(int(m.group(1)) / 1048576, 1)
 
 
 def _os_name() -> str:
     try:
         with open("/etc/os-release") as f:
-            return re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M).group(1)
-    except (OSError, AttributeError):
+            m = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M)
+    except OSError:
         return "?"
+    return m.group(1) if m else "?"
 
 
 def describe(conf_path: str, url: str) -> dict:
     """Facts about this machine, the Apache configuration at ``conf_path`` and the host at ``url``."""
     with open(conf_path) as f:
         conf = f.read()
-    info = xmlrpc.client.ServerProxy(url).system.serverInfo()
+    # Any: the result is whatever the server sent (typeshed's union of every marshallable type can't be indexed)
+    proxy: Any = xmlrpc.client.ServerProxy(url)
+    info = proxy.system.serverInfo()
     dirty = _first_line(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "?")
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

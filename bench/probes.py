@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from clarens import devpki, procfs, resumable
-from clarens.burnerd.client import BurnerClient
-from clarens.instance import Instance
-
 from bench import load, machine, servers, targets
+from clarens import procfs, resumable
+from clarens.burnerd.client import BurnerClient
+from clarens.dev import devpki
+from clarens.dev.instance import Instance
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ def upload(env: ProbeEnv, megabytes: int = 1024) -> ProbeRow:
                 copies.append(_dd_write(source, inst.images_dir))
         finally:
             inst.stop()
-    ratio = statistics.median(c / u for u, c in zip(uploads, copies))     # paired by round
+    ratio = statistics.median(c / u for u, c in zip(uploads, copies, strict=True))     # paired by round
     u, c = statistics.median(uploads), statistics.median(copies)
     size = megabytes << 20
     note = "%.2fx dd conv=fsync (%.2f s, %.0f MB/s); upload %.2f s (%.0f MB/s)" % (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import http
 import pstats
 import sys
@@ -32,7 +33,7 @@ def _stub_mod_python() -> None:
         return
     except ImportError:
         pass
-    stub = types.ModuleType("mod_python.apache")
+    stub: Any = types.ModuleType("mod_python.apache")     # Any: a stand-in, given apache's attributes below
     stub.OK = 0
     stub.main_server = None
     for status in http.HTTPStatus:
@@ -79,8 +80,8 @@ class FakeRequest:
 
 def handlers() -> dict[str, tuple[Callable[[Any], int], str]]:
     """Handler and ``<Location>`` of each path the Apache rows are served at."""
-    from bench.handlers import fixed, parse_marshal
     import clarens.handler
+    from bench.handlers import fixed, parse_marshal
     return {"/clarens/": (clarens.handler.handler, "/clarens"), "/bench/fixed": (fixed.handler, "/bench/fixed"),
             "/bench/parse": (parse_marshal.handler, "/bench/parse")}
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             handler(req)
             targets.verify(target, req.status, b"".join(req.out))
             n = max(args.number // (target.calls * 10 if target.calls > 1 or target.key == "validator" else 1), 100)
-            timings[target.key] = min(timeit.repeat(lambda: handler(req), number=n, repeat=7)) / n * 1e6
+            timings[target.key] = min(timeit.repeat(functools.partial(handler, req), number=n, repeat=7)) / n * 1e6
         for key, us in timings.items():
             print("%-14s %9.2f us/request  %5.2fx parse" % (key, us, timings["parse"] / us))
     return 0

@@ -57,7 +57,7 @@ def _rps_ratio(rows: dict, a: str, b: str) -> float | None:
     """
     if a not in rows or b not in rows or not rows[a]["rps"] or not rows[b]["rps"]:
         return None
-    return statistics.median(x["rps"] / y["rps"] for x, y in zip(rows[a]["rounds"], rows[b]["rounds"]))
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(rows[a]["rounds"], rows[b]["rounds"], strict=True))
 
 
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
@@ -145,7 +145,7 @@ def text(result: dict) -> str:
     lines = []
     for n, r in enumerate(cells):
         lines.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(_machine_lines(result) + [""] + lines + ["", "Targets (informational):"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 
-from clarens.instance import ROOT, Instance, InstanceError
-
 from bench import load, stdlib_server, targets
+from clarens.dev import instance as dev_instance
+from clarens.dev.instance import ROOT, Instance, InstanceError
 
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
 
@@ -56,17 +55,7 @@ BENCH_ACL = """<Acl validator1.moderateSizeArrayCheck>
 
 def acl_dir(state_dir: str) -> str:
     """The shipped ACL files plus the bench's entry, in a directory of the state."""
-    directory = os.path.join(state_dir, "acl")
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(os.path.join(ROOT, "acl")):
-        if name.endswith(".acl"):
-            shutil.copy(os.path.join(ROOT, "acl", name), directory)
-    with open(os.path.join(directory, "zz-bench.acl"), "w") as f:
-        f.write(BENCH_ACL)
-    for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o644)
-    os.chmod(directory, 0o755)
-    return directory
+    return dev_instance.acl_dir(os.path.join(state_dir, "acl"), texts={"zz-bench.acl": BENCH_ACL})
 
 
 def instance(state_dir: str, port: int, access_control: bool = True, burner: bool = False,
@@ -77,7 +66,7 @@ def instance(state_dir: str, port: int, access_control: bool = True, burner: boo
                "clarens.server.access_control": "on" if access_control else "off"}
     inst = Instance(state_dir, port, port + 1, options=options, extra_conf=extra_conf, burner=burner)
     if inst.running_pid():
-        raise InstanceError("an instance is still running from %s: /usr/bin/python3 -m clarens.instance stop "
+        raise InstanceError("an instance is still running from %s: /usr/bin/python3 -m clarens.dev.instance stop "
                             "--state %s" % (state_dir, state_dir))
     return inst
 

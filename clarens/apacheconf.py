@@ -6,7 +6,7 @@ some slack, so that the host, not Apache, answers an oversized call with a prope
 fault), and image uploads (``/clarens/images/``) get ``[module:burner]
 max_image_mb``, in a ``<Location>`` of their own, whose 413 carries a JSON error
 like the host's own.  Both the private instance
-(``clarens.instance``) and the include shipped for the system Apache
+(``clarens.dev.instance``) and the include shipped for the system Apache
 (``conf/apache/clarens.conf``, rendered from ``clarens.conf.in``) take their limits
 from :func:`body_limits`.
 

@@ -30,6 +30,7 @@ import sys
 import time
 import urllib.parse
 import xmlrpc.client
+from typing import Any
 
 from clarens import resumable
 
@@ -52,7 +53,9 @@ class Connection:
         if user:
             token = base64.b64encode(("%s:%s" % (user, password or "")).encode("utf-8")).decode("ascii")
             self.headers["Authorization"] = "Basic " + token
-        self.proxy = xmlrpc.client.ServerProxy(self.url, transport=_Transport(self.headers, self.context),
+        # Any: what a call returns is whatever the server sent (typeshed's union of every marshallable type
+        # could not even be indexed), and the methods are the server's, not ServerProxy's.
+        self.proxy: Any = xmlrpc.client.ServerProxy(self.url, transport=_Transport(self.headers, self.context),
                                                allow_none=True, use_builtin_types=True)
 
     def upload(self, path: str, name: str, progress: resumable.Progress | None = None) -> dict:
@@ -159,7 +162,7 @@ def burn(conn: Connection, path: str, drive: str | None, speed: int | None, veri
         out.write("\n")
     if drive is None:
         drive = conn.proxy.burner.drives()[0]["name"]
-    options = {"verify": verify}
+    options: dict[str, bool | int] = {"verify": verify}
     if speed:
         options["speed"] = speed
     job_id = conn.proxy.burner.burn(name, drive, options)

@@ -144,7 +144,8 @@ def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerCo
         elif section.startswith("module:") and section[7:]:
             modules[section[7:]] = dict(parser[section])
         else:
-            raise ConfigError("%s: unknown section [%s] (expected [server], [certificate] or [module:NAME])" % (path, section))
+            raise ConfigError("%s: unknown section [%s] (expected [server], [certificate] or [module:NAME])"
+                              % (path, section))
     for option, value in options.items():
         if option == CONFIG_OPTION or not option.startswith(OPTION_PREFIX):
             continue

@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Callable
 
 from clarens.context import CallContext
-from clarens.faults import (APPLICATION_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Fault)
+from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Fault
 from clarens.identity import Identity
 from clarens.registry import Method, Methods
 
@@ -98,17 +98,24 @@ class Dispatcher:
         results: list = []
         for index, call in enumerate(calls):
             try:
-                if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
-                    raise Fault(INVALID_REQUEST, "multicall element %d is not a struct with a string methodName" % index)
-                params = call.get("params", [])
-                if not isinstance(params, list):
-                    raise Fault(INVALID_PARAMS, "multicall element %d: params must be an array" % index)
-                if call["methodName"] == MULTICALL:
-                    raise Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
-                results.append([self.call(ctx, call["methodName"], params)])
+                results.append([self.call(ctx, *self._subcall(ctx, index, call))])
             except Fault as fault:
                 results.append(fault.as_struct())
         return results
+
+    def _subcall(self, ctx: CallContext, index: int, call: Any) -> tuple[str, list]:
+        """(method, params) of a multicall element; a Fault, logged like every other, if it is malformed."""
+        fault = None
+        if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
+            fault = Fault(INVALID_REQUEST, "multicall element %d is not a struct with a string methodName" % index)
+        elif not isinstance(call.get("params", []), list):
+            fault = Fault(INVALID_PARAMS, "multicall element %d: params must be an array" % index)
+        elif call["methodName"] == MULTICALL:
+            fault = Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
+        if fault is not None:
+            self.log.warning("%s %s: fault %d: %s", ctx.describe(), MULTICALL, fault.code, fault.message)
+            raise fault
+        return call["methodName"], call.get("params", [])
 
     def _unknown(self, name: str) -> Fault:
         if not METHOD_NAME_RE.match(name) or any(

@@ -23,7 +23,8 @@ import secrets
 
 from mod_python import apache
 
-from clarens import context, faults, host as host_mod
+from clarens import context, faults
+from clarens import host as host_mod
 from clarens import identity as identity_mod
 from clarens.config import ConfigError
 from clarens.faults import Fault
@@ -48,6 +49,7 @@ def handler(req) -> int:
         return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
     method = req.method
     route = None
+    protocol: str | None     # None only for a POST of an unknown Content-Type, refused below
     if sub:
         name, _, sub = sub.partition("/")
         route = host.routes.get(name)

@@ -25,7 +25,7 @@ import sys
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from clarens import signatures
 from clarens.registry import Method
@@ -84,6 +84,7 @@ def _import(name: str, directory: str) -> types.ModuleType:
     qualified = "%s.%s" % (PACKAGE, name)
     spec = importlib.util.spec_from_file_location(
         qualified, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
+    assert spec is not None and spec.loader is not None      # a .py file always gets a source file loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[qualified] = module
     try:

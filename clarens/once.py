@@ -56,8 +56,8 @@ def configure(directory: str) -> None:
     _default_directory = directory
 
 
-def once_per_server(name: str, block: Callable[[], None], directory: str | None = None) -> bool:
-    """Run ``block()`` if no process has completed it yet in this server start.
+def once_per_server(name: str, block: Callable[[], object], directory: str | None = None) -> bool:
+    """Run ``block()`` (its result is ignored) if no process has completed it yet in this server start.
 
     ``name`` identifies the block (letters, digits, ``_-.``); ``directory`` holds
     its lock and stamp files and defaults to the host's ``db_dir``.  Returns True

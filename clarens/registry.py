@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from clarens import signatures
+# By name: in Method, the field "signatures" would hide the module.
+from clarens.signatures import ParamCheck
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Method:
     func: Callable[..., Any]
     signatures: list[tuple[str, ...]] | None
     help: str
-    check: signatures.ParamCheck
+    check: ParamCheck
     param_names: list[str] | None   # for JSON-RPC named parameters
 
 

@@ -120,7 +120,8 @@ def _exchange(target: Target, extra: dict[str, str], length: int,
                     send_body(sock)
             else:
                 send_body(sock)
-        response = http.client.HTTPResponse(_Reader(fp), method="PUT")
+        # typeshed wants a socket, but HTTPResponse only calls makefile() on it
+        response = http.client.HTTPResponse(_Reader(fp), method="PUT")  # type: ignore[arg-type]
         response.begin()
         return _answer(response)
     finally:
@@ -133,7 +134,8 @@ def upload(target: Target, path: str, progress: Progress | None = None, attempts
     to the request that completed it (201).  UploadRefused if the server refuses; UploadFailed if the
     connection failed ``attempts`` times in a row without progress."""
     size = os.path.getsize(path)
-    failures, last_error, most = 0, None, -1
+    failures, most = 0, -1
+    last_error: str | Exception | None = None
     while True:
         try:
             held = _exchange(target, {"Content-Range": "bytes */%d" % size}, 0, None)[1]["upload"]["received"]
@@ -151,7 +153,12 @@ def upload(target: Target, path: str, progress: Progress | None = None, attempts
             # The server holds more than we knew (ask again at once), or our previous attempt is
             # still being wound up there: usually a moment, up to Apache's Timeout when the
             # connection died silently.
-            last_error, delay = e, 0.0 if e.offset is not None else min(e.retry_after, 2.0 ** failures)
+            last_error = e
+            if e.offset is not None:
+                delay = 0.0
+            else:
+                assert e.retry_after is not None     # refused at once above otherwise
+                delay = min(e.retry_after, 2.0 ** failures)
         except (OSError, http.client.HTTPException) as e:
             last_error, delay = e, min(2.0 ** failures, 10.0)
         failures += 1

@@ -83,6 +83,7 @@ class ParamCheck:
             raise Fault(INVALID_PARAMS, "%s takes %s parameter(s), %d given"
                         % (self.name, " or ".join(map(str, counts)), n))
         if accepted is not None:
+            assert self.signatures is not None     # accepted is made from them
             raise Fault(INVALID_PARAMS, "%s(%s) does not match its signature(s): %s" % (
                 self.name, ", ".join(map(type_name, params)),
                 "; ".join("%s(%s) -> %s" % (self.name, ", ".join(s[1:]), s[0]) for s in self.signatures)))

@@ -21,8 +21,8 @@ import threading
 import time
 import xmlrpc.client
 
-from clarens import devpki
-from clarens.instance import Instance
+from clarens.dev import devpki
+from clarens.dev.instance import Instance, acl_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,14 +45,8 @@ def make_state_dir(prefix: str) -> str:
 
 def make_acl_dir(*extra_files: str) -> str:
     """The shipped ACL files plus tests/acl/*.acl (and ``extra_files``), in a directory of their own."""
-    directory = make_state_dir("clarens-acl-")
-    for path in glob.glob(os.path.join(ROOT, "acl", "*.acl")) + glob.glob(os.path.join(ROOT, "tests", "acl", "*.acl")):
-        shutil.copy(path, directory)
-    for path in extra_files:
-        shutil.copy(path, directory)
-    for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o644)
-    return directory
+    return acl_dir(make_state_dir("clarens-acl-"),
+                   glob.glob(os.path.join(ROOT, "tests", "acl", "*.acl")) + list(extra_files))
 
 
 def start_instance(prefix: str, **kwargs) -> Instance:

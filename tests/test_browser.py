@@ -19,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from clarens import devpki
+from clarens.dev import devpki
 from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, put
 
 OUTPUT = os.path.join(ROOT, "tests", "output")

@@ -97,4 +97,5 @@ def test_threads_and_forked_processes_do_not_lose_updates(registry):
         t.join()
     assert [p.exitcode for p in procs] == [0] * 4
     assert d.get("count") == 400
-    assert subprocess.run(["tdbtool", d.path, "check"], capture_output=True, text=True).stdout.startswith("Database integrity is OK")
+    check = subprocess.run(["tdbtool", d.path, "check"], capture_output=True, text=True)
+    assert check.stdout.startswith("Database integrity is OK")

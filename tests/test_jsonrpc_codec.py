@@ -23,7 +23,8 @@ def run(body, reported=None):
 
 
 def test_single_call_and_named_params():
-    assert run({"jsonrpc": "2.0", "method": "sum", "params": [1, 2], "id": 7}) == {"jsonrpc": "2.0", "result": 3, "id": 7}
+    assert run({"jsonrpc": "2.0", "method": "sum", "params": [1, 2], "id": 7}) == {
+        "jsonrpc": "2.0", "result": 3, "id": 7}
     assert run({"jsonrpc": "2.0", "method": "sum", "params": {"a": 1, "b": 5}, "id": "x"})["result"] == 6
 
 
@@ -36,7 +37,8 @@ def test_batch_mixes_results_errors_and_notifications():
     assert out == [{"jsonrpc": "2.0", "result": 1, "id": 1},
                    {"jsonrpc": "2.0", "error": {"code": -32602, "message": "no such thing"}, "id": 2},
                    {"jsonrpc": "2.0", "error": {"code": -32600, "message": 'missing "jsonrpc": "2.0"'}, "id": 3},
-                   {"jsonrpc": "2.0", "error": {"code": -32600, "message": "a request must be a JSON object"}, "id": None}]
+                   {"jsonrpc": "2.0", "error": {"code": -32600, "message": "a request must be a JSON object"},
+                    "id": None}]
 
 
 def test_notifications_only_owe_nothing():

@@ -10,8 +10,9 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import devpki, faults
-from clarens.instance import InstanceError
+from clarens import faults
+from clarens.dev import devpki
+from clarens.dev.instance import InstanceError
 from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, concurrently, make_acl_dir, start_instance
 
 

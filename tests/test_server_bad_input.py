@@ -8,7 +8,8 @@ from clarens import faults
 
 CALL = "<?xml version='1.0'?><methodCall><methodName>%s</methodName><params>%s</params></methodCall>"
 LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-          + "".join('<!ENTITY lol%d "%s">' % (i, ("&lol%d;" % (i - 1) if i > 1 else "&lol;") * 10) for i in range(1, 10))
+          + "".join('<!ENTITY lol%d "%s">' % (i, ("&lol%d;" % (i - 1) if i > 1 else "&lol;") * 10)
+                    for i in range(1, 10))
           + ']><methodCall><methodName>&lol9;</methodName></methodCall>')
 XXE = ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
        "<methodCall><methodName>echo.echo</methodName><params><param><value>&x;</value></param></params></methodCall>")

@@ -10,8 +10,9 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import devpki, faults, procfs
+from clarens import faults, procfs
 from clarens.burnerd.client import BurnerClient, BurnerError
+from clarens.dev import devpki
 from tests.helpers import ROOT, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
 
 ACTIVE = ("queued", "burning", "verifying")
@@ -131,7 +132,7 @@ def test_sanitising_through_the_service(server, proxy, isos):
              ("plain.iso", "sim0", {"speed": 0}, "bad_speed")]
     try:
         for image, drive, options, code in cases:
-            fault = fault_of(lambda: proxy.burner.burn(image, drive, options))
+            fault = fault_of(lambda image=image, drive=drive, options=options: proxy.burner.burn(image, drive, options))
             assert fault.faultCode == faults.INVALID_PARAMS and fault.faultString.startswith(code), (image, fault)
         assert fault_of(lambda: proxy.burner.burn("plain.iso", "sim0", {"fast": True})).faultCode == \
             faults.INVALID_PARAMS

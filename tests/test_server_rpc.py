@@ -134,7 +134,7 @@ def test_application_error_hides_the_traceback_but_logs_it(proxy, server):
     incident = fault.faultString.split("incident ")[1].split(",")[0]
     with open(server.error_log) as f:
         log = f.read()
-    line = next(l for l in log.splitlines() if incident in l)
+    line = next(text for text in log.splitlines() if incident in text)
     assert "demo@127.0.0.1 probe.boom raised ZeroDivisionError" in line
     assert "1 / 0" in log.split(incident, 1)[1]   # the traceback follows
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from clarens import devpki, procfs
+from clarens.dev import devpki
 from clarens.web.uploads import CHUNK, PARTIAL_PREFIX
 from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, start_instance
 

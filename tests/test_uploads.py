@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from clarens.web.uploads import (BodyError, ContentRange, Finished, Progress, UploadError, Uploads,
-                                 parse_content_range)
+from clarens.web.uploads import BodyError, ContentRange, Finished, Progress, UploadError, Uploads, parse_content_range
 
 HEAD = 64
 
@@ -90,7 +89,8 @@ def test_query_resume_and_complete(tmp_path):
     assert up.status("r.iso", "bob") is None                  # each uploader resumes only their own
     wrong = refusal(lambda: up.receive("r.iso", "alice", 10, parse_content_range("bytes 5-14/%d" % total),
                                        reader(data[5:15])))
-    assert wrong.status == 409 and wrong.headers == {"Upload-Offset": "1000000"} and "send from byte 1000000" in str(wrong)
+    assert wrong.status == 409 and wrong.headers == {"Upload-Offset": "1000000"}
+    assert "send from byte 1000000" in str(wrong)
     other = refusal(lambda: up.receive("r.iso", "alice", 10, parse_content_range("bytes 1000000-1000009/%d"
                                                                                  % (total + 1)), reader(b"x" * 10)))
     assert other.status == 409 and "start again" in str(other)
@@ -163,7 +163,7 @@ def test_the_same_upload_twice_at_once_is_refused(tmp_path):
 def test_sweep_removes_only_idle_partials(tmp_path):
     up, data = make(tmp_path, expiry=3600), payload(1_000_000)
     for name in ("old.iso", "new.iso"):
-        refusal(lambda: up.receive(name, "alice", len(data), None, reader(data, fail_after=200_000)))
+        refusal(lambda name=name: up.receive(name, "alice", len(data), None, reader(data, fail_after=200_000)))
     old = up._partials("old.iso", "alice")[0][0]
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     (tmp_path / ".upload-0123.part").write_bytes(b"left by an older version")

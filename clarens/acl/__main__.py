@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             policy = store.read_policy(db)
             for name, members in sorted(policy.groups.items()):
                 print("group %-12s %s" % (name, ", ".join(members) or "(no members)"))
-            for target, e in sorted(policy.entries.items()):
+            for target, entry in sorted(policy.entries.items()):
                 print("acl   %-24s %s allow=%s deny=%s%s" % (
-                    target, e.order, e.allow + ["group " + g for g in e.allow_groups],
-                    e.deny + ["group " + g for g in e.deny_groups], "  [%s]" % e.source if e.source else ""))
+                    target, entry.order, entry.allow + ["group " + g for g in entry.allow_groups],
+                    entry.deny + ["group " + g for g in entry.deny_groups],
+                    "  [%s]" % entry.source if entry.source else ""))
         elif args.command == "check":
             if len(args.args) != 2:
                 parser.error("check needs IDENTITY METHOD")

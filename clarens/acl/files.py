@@ -70,7 +70,8 @@ def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict
         opened, closed = _OPEN.match(line), _CLOSE.match(line)
         if opened:
             if block:
-                raise AclError("<%s> inside <%s %s> opened at line %d" % (opened.group(1), block[0], block[1], block[2]),
+                raise AclError("<%s> inside <%s %s> opened at line %d"
+                               % (opened.group(1), block[0], block[1], block[2]),
                                where)
             kind = opened.group(1).capitalize()
             block = (kind, opened.group(2), lineno)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with burner_client.BurnerClient(path) as client:
-            report = {"status": client.status(), "drives": client.drives(), "jobs": client.jobs()}
+            status, drives, jobs = client.status(), client.drives(), client.jobs()
     except burner_client.HelperUnavailable as e:
         print(e, file=sys.stderr)
         return 2
@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print("burner helper refused: %s" % e, file=sys.stderr)
         return 1
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
+        json.dump({"status": status, "drives": drives, "jobs": jobs}, sys.stdout, indent=2)
         print()
     else:
-        print_status(report["status"], report["drives"], report["jobs"])
+        print_status(status, drives, jobs)
     return 0
 
 

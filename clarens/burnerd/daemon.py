@@ -61,7 +61,7 @@ def run(config_path: str) -> int:
         store = JobStore(open_db(config.db), config.keep_jobs)
         sock = systemd_socket()
         owned = sock is None
-        if owned:
+        if sock is None:
             sock = create_socket(config.socket, config.socket_mode, config.socket_uid, config.socket_gid)
     except (StartupError, SocketError, OSError) as e:
         log.error("cannot start: %s", e)

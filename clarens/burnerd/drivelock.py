@@ -79,7 +79,8 @@ class DriveLock:
         deadline = time.monotonic() + SETTLE
         while not _try_lock(fd):
             holders = [pid for pid in procfs.holders(self.path) if pid != os.getpid()]
-            ours = {procfs.pgid(pid) for pid in holders if xorriso.run_token(pid) is not None} - {None} - killed
+            pgids = {procfs.pgid(pid) for pid in holders if xorriso.run_token(pid) is not None}
+            ours = {pgid for pgid in pgids if pgid is not None} - killed     # None: the process has gone
             for pgid in sorted(ours):
                 self.log.warning("%s: killing xorriso process group %d: it holds the drive's lock, left by an "
                                  "earlier helper", self.drive, pgid)

@@ -31,6 +31,7 @@ read back while verifying.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from typing import Any, Iterable
@@ -141,7 +142,7 @@ class JobStore:
         """The ``run:`` records a previous helper did not clear, by drive."""
         return {key[len("run:"):]: value for key, value in self.db.items("run:")}
 
-    def interrupt_running(self, reason: str) -> list[int]:
+    def interrupt_running(self, reason: str) -> builtins.list[int]:     # in here, plain "list" is JobStore.list
         """Mark every burning or verifying job ``interrupted`` (at start-up: its helper died); their ids."""
         ids = []
         with self.db.transaction():

@@ -53,5 +53,6 @@ def launch(config_path: str, user: str | None, log_path: str, timeout: float = 2
             if time.monotonic() > deadline:
                 proc.terminate()
                 proc.wait()
-                raise RuntimeError("the burner helper did not answer within %.0fs; see %s" % (timeout, log_path))
+                raise RuntimeError("the burner helper did not answer within %.0fs; see %s"
+                                   % (timeout, log_path)) from None
             time.sleep(0.1)

@@ -71,7 +71,8 @@ class Burner:
             pids.append(run["pid"])
         worker = self.workers.get(drive)
         grace = worker.grace if worker is not None else self.config.cancel_grace
-        for pgid in sorted({procfs.pgid(pid) for pid in pids} - {None}):
+        pgids = {pgid for pgid in map(procfs.pgid, pids) if pgid is not None}     # None: the process has gone
+        for pgid in sorted(pgids):
             self.log.warning("killing xorriso process group %d left by the previous helper (drive %s, job %s, %s)",
                              pgid, drive, run.get("job"), run.get("purpose", "burn"))
             xorriso.terminate_group(pgid, grace)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 PYTHON = "/usr/bin/python3"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,7 +44,8 @@ def _say(message: str) -> None:
 
 def _start(fd: int, user: str, config: str) -> subprocess.Popen:
     account = pwd.getpwnam(user)
-    as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    as_user: dict[str, Any] = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} \
+        if os.geteuid() == 0 else {}
     return subprocess.Popen([PYTHON, "-m", "clarens.burnerd.activate", str(fd),
                              PYTHON, "-m", "clarens.burnerd", "--config", config],
                             cwd=ROOT, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from typing import BinaryIO, Callable
+from typing import IO, Callable
 
 from clarens.burnerd import xorriso
 from clarens.burnerd.config import DriveConfig
@@ -77,7 +77,7 @@ class BackgroundHash:
         return self.result
 
 
-def _hash_stream(stream: BinaryIO, size: int, progress: Progress | None, should_stop: Callable[[], bool]) -> str:
+def _hash_stream(stream: IO[bytes], size: int, progress: Progress | None, should_stop: Callable[[], bool]) -> str:
     digest = hashlib.sha256()
     done = 0
     while done < size:
@@ -116,13 +116,15 @@ def read_back_xorriso(xorriso_path: str, drive: DriveConfig, size: int, progress
     and lets a cancel kill its group).
     """
     proc = spawn(xorriso.readback_argv(xorriso_path, drive, size), merge_output=False)
+    stdout, stderr = proc.popen.stdout, proc.popen.stderr
+    assert stdout is not None and stderr is not None     # xorriso.Process pipes both (merge_output=False)
     # xorriso's messages go to stderr; drain it in a thread so it can never fill the pipe.
     messages: list[str] = []
-    drain = threading.Thread(target=lambda: messages.extend(
-        line.decode("utf-8", "replace").rstrip() for line in proc.popen.stderr), daemon=True)
+    drain = threading.Thread(target=lambda pipe: messages.extend(
+        line.decode("utf-8", "replace").rstrip() for line in pipe), args=(stderr,), daemon=True)
     drain.start()
     try:
-        digest = _hash_stream(proc.popen.stdout, size, progress, should_stop)
+        digest = _hash_stream(stdout, size, progress, should_stop)
     except VerifyError as e:
         proc.wait()
         drain.join()
@@ -132,7 +134,7 @@ def read_back_xorriso(xorriso_path: str, drive: DriveConfig, size: int, progress
         proc.kill_group(grace)
         raise
     finally:
-        proc.popen.stdout.close()
+        stdout.close()
     proc.kill_group(grace)    # the rest of the last sector is not needed
     proc.wait()
     drain.join()

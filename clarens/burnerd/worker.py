@@ -39,12 +39,23 @@ from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.drivelock import DriveLock, lock_path
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.images import Image, open_image
-from clarens.burnerd.jobs import (BURNING, CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, VERIFYING,
-                                  JobStore, now)
+from clarens.burnerd.jobs import (
+    BURNING,
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    VERIFYING,
+    JobStore,
+    now,
+)
 
 ANSWER_WITHIN = 1.5      # seconds a request waits for a cancel or an eject (the web tier waits 2 s)
 MEDIUM_MAX_AGE = 5.0     # seconds before a real drive's medium is looked at again (when a request asks)
-UNKNOWN_MEDIUM = {"current": None, "status": None, "free_bytes": None, "ok": None, "checked": None}
+Medium = dict[str, str | int | float | bool | None]     # what medium() answers for a drive that is not busy
+UNKNOWN_MEDIUM: Medium = {"current": None, "status": None, "free_bytes": None, "ok": None, "checked": None}
 
 
 def _failed(code: str, message: str) -> dict:
@@ -134,7 +145,10 @@ class DriveWorker:
                              daemon=True).start()
         with self._cond:
             stopped = self._cond.wait_for(lambda: self._current != job_id, timeout=ANSWER_WITHIN)
-        return self.store.get(job_id), stopped
+        job = self.store.get(job_id)
+        if job is None:          # it ended and was pruned at once (keep_jobs = 0): as if it had finished
+            return None
+        return job, stopped
 
     def eject(self) -> bool:
         """Eject the medium: True once done, False if still under way after ANSWER_WITHIN (it goes on in the
@@ -204,6 +218,7 @@ class DriveWorker:
         """Start xorriso on the drive: recorded first, then started with the run token and the drive's lock,
         then its pid recorded; cancel and shutdown kill it.  Call :meth:`_reaped` once it has ended."""
         self._check_abort()
+        assert self._lock_fd is not None     # only ever called inside _drive_held
         token = self.store.begin_run(self.drive.name, self._current, purpose)
         proc = xorriso.Process(argv, pass_fds + (self._lock_fd,), merge_output, token)
         with self._cond:
@@ -228,6 +243,7 @@ class DriveWorker:
 
     def _do_eject(self) -> None:
         request = self._eject
+        assert request is not None           # _loop runs this only for a pending eject
         try:
             with self._drive_held():
                 rc, output = self._run_short("eject", xorriso.eject_argv(self.config.xorriso, self.drive))
@@ -249,7 +265,7 @@ class DriveWorker:
             request.done.set()
 
     def _look_at_medium(self) -> None:
-        medium = {"current": None, "status": None, "free_bytes": None, "ok": False}
+        medium: Medium = {"current": None, "status": None, "free_bytes": None, "ok": False}
         try:
             with self._drive_held():
                 rc, output = self._run_short("media", xorriso.media_argv(self.config.xorriso, self.drive))
@@ -349,8 +365,10 @@ class DriveWorker:
         record = self.store.recorder(job["id"], image.size)
         try:
             proc = self._spawn("burn", argv, (image.fd,))
+            stdout = proc.popen.stdout
+            assert stdout is not None            # xorriso.Process pipes it
             try:
-                for raw in proc.popen.stdout:
+                for raw in stdout:
                     line = raw.decode("utf-8", "replace").rstrip()
                     written = xorriso.parse_progress(line)
                     if written is not None:
@@ -363,7 +381,7 @@ class DriveWorker:
             finally:
                 if proc.popen.poll() is None:    # we are leaving on an exception: leave nothing behind
                     proc.kill_group(self.grace)
-                proc.popen.stdout.close()
+                stdout.close()
         finally:
             self._reaped()
         if rc == 0:

@@ -103,9 +103,9 @@ def _one(request: Any, call: Call, report: Report) -> str | None:
     try:
         return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": request_id})
     except (TypeError, ValueError, RecursionError) as e:
-        fault = Fault(INTERNAL_ERROR, "the result of %s cannot be encoded: %s" % (method, e))
-        report(fault)
-        return _error(fault, request_id)
+        unencodable = Fault(INTERNAL_ERROR, "the result of %s cannot be encoded: %s" % (method, e))
+        report(unencodable)
+        return _error(unencodable, request_id)
 
 
 def dumps_fault(fault: Fault) -> bytes:

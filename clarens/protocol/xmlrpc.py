@@ -200,7 +200,7 @@ class _Decoder:
                     if len(keys) != len(values) or any(type(k) is not _Name for k in keys) or any(
                             type(v) is _Name for v in values):
                         raise Fault(PARSE_ERROR, "<struct> members must each hold one <name> and one <value>")
-                    stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, values)}]
+                    stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, values, strict=True)}]
                 elif tag == "methodName":
                     self.method = data.strip()
                 data += text
@@ -346,7 +346,7 @@ def _dump_dict(v: dict, out: list) -> None:
     out.append("</struct></value>")
 
 
-_DUMPERS = {
+_DUMPERS: dict[type, Callable[[Any, list], None]] = {
     str: _dump_str, int: _dump_int, bool: _dump_bool, float: _dump_float, datetime.datetime: _dump_datetime,
     bytes: _dump_bytes, bytearray: _dump_bytes, type(None): _dump_none, list: _dump_list, tuple: _dump_list,
     dict: _dump_dict,
@@ -371,15 +371,17 @@ _RESPONSE_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<methodResponse><param
 _RESPONSE_TAIL = "</param></params></methodResponse>\n"
 
 
-def dumps_response(value: Any) -> bytes:
-    """Encode a successful result; raises Fault(INTERNAL_ERROR) if it cannot be represented."""
+def dumps_response(value: Any, method: str | None = None) -> bytes:
+    """Encode a successful result (of ``method``, named in the fault); raises Fault(INTERNAL_ERROR)
+    if it cannot be represented."""
     if type(value) is str and _ESCAPE_NEEDED.search(value) is None:   # the commonest result
         return (_RESPONSE_HEAD + "<value><string>" + value + "</string></value>" + _RESPONSE_TAIL).encode("utf-8")
     out = [_RESPONSE_HEAD]
     try:
         _dump(value, out)
     except (ValueError, RecursionError) as e:
-        raise Fault(INTERNAL_ERROR, "the result cannot be encoded: %s" % e) from None
+        raise Fault(INTERNAL_ERROR, "the result%s cannot be encoded: %s" % (" of " + method if method else "", e)
+                    ) from None
     out.append(_RESPONSE_TAIL)
     return "".join(out).encode("utf-8")
 
@@ -413,7 +415,7 @@ def respond(body: bytes, call: Call, report: Report, max_depth: int = 64) -> byt
     except Fault as fault:
         return dumps_fault(fault)
     try:
-        return dumps_response(result)
+        return dumps_response(result, name)
     except Fault as fault:
         report(fault)
         return dumps_fault(fault)

@@ -17,13 +17,15 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
     identity = "%s (%s%s)" % (who.name, who.source, "; groups " + ", ".join(who.groups) if who.groups else "")
     methods = ctx.methods
     allowed = {name: ctx.may_call(name) for name in methods}
-    options = "".join("<option value='%s'>%s%s</option>" % (escape(n), escape(n), "" if allowed[n] else " (not allowed)")
+    options = "".join("<option value='%s'>%s%s</option>" % (escape(n), escape(n),
+                                                              "" if allowed[n] else " (not allowed)")
                       for n in sorted(methods))
     nav = "".join("<a href='%s/%s'>%s</a>" % (escape(base), escape(route), escape(title))
                   for route, title in sorted(pages.items(), key=lambda kv: kv[1]))
     parts = [
         "<!DOCTYPE html><html lang=en data-endpoint='%s/'><head><meta charset=utf-8>" % escape(base),
-        "<meta name=viewport content='width=device-width,initial-scale=1'><title>Clarens services</title><link rel=icon href='data:,'>",
+        "<meta name=viewport content='width=device-width,initial-scale=1'><title>Clarens services</title>"
+        "<link rel=icon href='data:,'>",
         "<link rel=stylesheet href='%s/static/clarens.css'>" % escape(base),
         "<script defer src='%s/static/rpc.js'></script>" % escape(base),
         "<script defer src='%s/static/discovery.js'></script></head><body>" % escape(base),

@@ -29,10 +29,11 @@ the filesystem is the only record of them.  If the connection drops (or the
 Apache child is killed), what arrived stays there to be resumed.  While a request
 writes to it, it holds an exclusive ``flock`` on it.  When the last byte arrives
 the file is synced and linked into place atomically, never over an existing
-file.  Its SHA-256 is computed as the bytes arrive; a resumed upload first
-re-reads what the server already had, so the digest always covers the whole file.  Partial files not written to for ``expiry`` seconds are removed by
-:meth:`Uploads.sweep`.  Memory stays flat: bytes go from the socket to the disk in
-chunks of :data:`CHUNK`.
+file.  Its SHA-256 is computed as the bytes arrive, in a thread of its own; a
+resumed upload first re-reads what the server already had, so the digest always
+covers the whole file.  Partial files not written to for ``expiry`` seconds are
+removed by :meth:`Uploads.sweep`.  Memory stays flat: bytes go from the socket to
+the disk in chunks of :data:`CHUNK`.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class Uploads:
                 raise UploadError(400, "Content-Range 'bytes */TOTAL' asks what the server holds: send no body")
             total, start = content_range.total, None
         else:
+            assert content_range.end is not None     # parse_content_range sets both start and end, or neither
             total, start = content_range.total, content_range.start
             if content_range.end - start + 1 != length:
                 raise UploadError(400, "Content-Range covers %d bytes but Content-Length is %d"
@@ -233,7 +235,7 @@ class Uploads:
         """Remove partial files nobody has written to for ``expiry`` seconds, and those already linked
         into place (an upload whose process died between the link and the unlink); their paths."""
         now = time.time() if now is None else now
-        removed = []
+        removed: list[str] = []
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:        # no images directory yet: nothing to sweep
@@ -282,7 +284,7 @@ class _Partial:
         must declare the same total as the partial file it continues.
         """
         existing = uploads._partials(name, who)
-        for path, other_total in existing:
+        for _, other_total in existing:
             if other_total != total and not fresh:
                 raise UploadError(409, "your partial upload of %s is of %d bytes, not %d: send the whole file "
                                        "without Content-Range to start again" % (name, other_total, total),
@@ -370,6 +372,7 @@ class _Partial:
 
     def finish(self, final: str) -> Finished:
         """Sync the complete file and link it into place under ``final``, atomically."""
+        assert self.digest is not None  # write_from, which always comes first, made it
         os.fsync(self.fd)               # meanwhile the hashing thread finishes
         digest = self.digest.hexdigest()
         try:

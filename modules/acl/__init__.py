@@ -7,7 +7,7 @@ live policy back in the file format.  Every change is audited (who, when, what).
 
 from clarens import context
 from clarens.acl import store
-from clarens.acl.model import AclError, Entry, GROUP_RE, validate_pattern
+from clarens.acl.model import GROUP_RE, AclError, Entry, validate_pattern
 from clarens.faults import INVALID_PARAMS, Fault
 from clarens.identity import ANONYMOUS, Identity
 

@@ -159,9 +159,9 @@ class Helper:
                 return
             except HelperUnavailable:
                 if self.proc.poll() is not None:
-                    raise AssertionError("helper exited with %s:\n%s" % (self.proc.returncode, self.log()))
+                    raise AssertionError("helper exited with %s:\n%s" % (self.proc.returncode, self.log())) from None
                 if time.monotonic() > deadline:
-                    raise AssertionError("helper not ready after %s s:\n%s" % (timeout, self.log()))
+                    raise AssertionError("helper not ready after %s s:\n%s" % (timeout, self.log())) from None
                 time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -189,7 +189,7 @@ def test_old_finished_jobs_are_pruned(helper_factory, iso_cache):
     c = h.start().client()
     ids = [c.submit("small.iso", "sim0", identity="a", verify=False)["id"] for _ in range(4)]
     for job_id in ids:
-        wait_for(lambda: all(j["state"] == "done" for j in c.jobs() if j["id"] == job_id) or None)
+        wait_for(lambda job_id=job_id: all(j["state"] == "done" for j in c.jobs() if j["id"] == job_id) or None)
     wait_for(lambda: [j["id"] for j in c.jobs()] == ids[-2:], what="pruning")
     with pytest.raises(RequestRefused) as refused:
         c.job(ids[0])

@@ -43,13 +43,16 @@ def test_shipped_example_config_loads():
 
 
 def test_relative_paths_and_defaults(tmp_path):
-    c = burner_config.load(write(tmp_path / "b.conf", MINIMAL.replace("[burnerd]\n", "[burnerd]\nallowed_uids = www-data, 0\n") + "[drive:dvd]\ndev = /dev/sr0\ncapacity_mb = 4700\n"
+    c = burner_config.load(write(tmp_path / "b.conf",
+                                 MINIMAL.replace("[burnerd]\n", "[burnerd]\nallowed_uids = www-data, 0\n")
+                                 + "[drive:dvd]\ndev = /dev/sr0\ncapacity_mb = 4700\n"
                                  "max_speed = 4\nfifo_size = 4m\n"))
     assert c.allowed_uids == {0, 33}
     assert c.drives["d"].address == "stdio:%s/disc" % tmp_path and c.drives["d"].path == "%s/disc" % tmp_path
     assert c.drives["d"].max_speed == 16 and c.drives["d"].fifo_size == "64m"
     dvd = c.drives["dvd"]
-    assert (dvd.kind, dvd.address, dvd.path, dvd.max_speed, dvd.fifo_size) == ("device", "/dev/sr0", "/dev/sr0", 4, "4m")
+    assert (dvd.kind, dvd.address, dvd.path, dvd.max_speed, dvd.fifo_size) == (
+        "device", "/dev/sr0", "/dev/sr0", 4, "4m")
     assert c.db == "/var/lib/clarens-burner/jobs.tdb" and c.keep_jobs == 100 and c.cancel_grace == 10
 
 
@@ -131,14 +134,14 @@ def test_open_image_refusals(image_dir, tmp_path):
     os.link(copy("linked.iso"), str(tmp_path / "elsewhere.iso"))                # a second name outside
     os.chown(copy("foreign.iso"), 65534, 65534)                                 # not the directory's owner
     os.mkfifo(os.path.join(image_dir, "fifo.iso"))
-    cases = {"/abs.iso": "absolute_path", "a/../good.iso": "parent_reference", "..": "parent_reference",
-             "sub/inner.iso": "subdirectory", ".upload-1234.part": "hidden_file", ".": "hidden_file",
-             "away.iso": "symlink", "alias.iso": "symlink", "zero.iso": "symlink", "linked.iso": "hard_linked",
-             "foreign.iso": "wrong_owner", "fifo.iso": "not_regular", "sub": "not_regular",
-             "nope.iso": "image_not_found", "\ud800.iso": "bad_image_name", "\udcff.iso": "bad_image_name",
-             "x" * 256: "bad_image_name", "tab\t.iso": "bad_image_name", "": "bad_image_name",
-             None: "bad_request"}
-    for name, code in cases.items():
+    cases = [("/abs.iso", "absolute_path"), ("a/../good.iso", "parent_reference"), ("..", "parent_reference"),
+             ("sub/inner.iso", "subdirectory"), (".upload-1234.part", "hidden_file"), (".", "hidden_file"),
+             ("away.iso", "symlink"), ("alias.iso", "symlink"), ("zero.iso", "symlink"), ("linked.iso", "hard_linked"),
+             ("foreign.iso", "wrong_owner"), ("fifo.iso", "not_regular"), ("sub", "not_regular"),
+             ("nope.iso", "image_not_found"), ("\ud800.iso", "bad_image_name"), ("\udcff.iso", "bad_image_name"),
+             ("x" * 256, "bad_image_name"), ("tab\t.iso", "bad_image_name"), ("", "bad_image_name"),
+             (None, "bad_request")]
+    for name, code in cases:
         with pytest.raises(Refused) as refused:
             images.open_image(image_dir, name, 10**9)
         assert refused.value.code == code and refused.value.status == 400, name

@@ -4,8 +4,15 @@ import re
 
 import pytest
 
-from clarens.identity import ANONYMOUS, Identity, IdentityRefused, certificate_problem, from_request, parse_dn, \
-    slash_form
+from clarens.identity import (
+    ANONYMOUS,
+    Identity,
+    IdentityRefused,
+    certificate_problem,
+    from_request,
+    parse_dn,
+    slash_form,
+)
 
 ALICE_DN = "CN=Alice,O=Home,C=UK"      # as mod_ssl gives SSL_CLIENT_S_DN: most specific RDN first
 ALICE = "/C=UK/O=Home/CN=Alice"

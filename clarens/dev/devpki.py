@@ -85,7 +85,7 @@ def ensure(state_dir: str) -> dict[str, str]:
     credentials = os.path.join(state_dir, "credentials.txt")
     if not os.path.exists(credentials):
         htpasswd = os.path.join(state_dir, "htpasswd")
-        lines = []
+        lines: list[str] = []
         for user in USERS:
             password = secrets.token_urlsafe(12)
             subprocess.run(["htpasswd", "-bB" + ("c" if not lines else ""), htpasswd, user, password],

@@ -5,30 +5,33 @@ rendered config, pid file, logs, tdb files) lives under one state directory.
 Apache is always started with a clean environment: a pyenv Python on ``PATH``
 makes the embedded interpreter fail to find its standard library.
 
-    python3 -m clarens.instance serve [--debug]   # foreground until Ctrl-C
-    python3 -m clarens.instance start | stop | status
+    python3 -m clarens.dev.instance serve [--debug]   # foreground until Ctrl-C
+    python3 -m clarens.dev.instance start | stop | status
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import grp
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Mapping
+from typing import Iterable, Mapping
 
-from clarens import apacheconf, config as config_mod
-from clarens import devpki, procfs
-from clarens.burnerd import launch as burner_launch
+from clarens import apacheconf, procfs
+from clarens import config as config_mod
 from clarens.acl.files import load_dir as load_acl_dir
 from clarens.acl.model import AclError
+from clarens.burnerd import launch as burner_launch
+from clarens.dev import devpki
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "conf", "apache", "instance.conf.in")
 BURNERD_TEMPLATE = os.path.join(ROOT, "conf", "burnerd-instance.conf.in")
 HELPER_USER = "clarens-burner"   # the burner helper's own user, when started as root
@@ -43,6 +46,22 @@ class InstanceError(Exception):
 
 def _quote(value: str) -> str:
     return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def acl_dir(directory: str, extra: Iterable[str] = (), texts: Mapping[str, str] | None = None) -> str:
+    """``directory`` holding the shipped ACL files, copies of the files in ``extra`` and files named
+    in ``texts`` with the text given, all readable by Apache's user: a policy for an instance."""
+    os.makedirs(directory, exist_ok=True)
+    shipped = glob.glob(os.path.join(ROOT, "acl", "*.acl"))
+    for path in shipped + list(extra):
+        shutil.copy(path, directory)
+    for name, text in (texts or {}).items():
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(text)
+    for name in os.listdir(directory):
+        os.chmod(os.path.join(directory, name), 0o644)
+    os.chmod(directory, 0o755)
+    return directory
 
 
 class Instance:
@@ -225,7 +244,8 @@ class Instance:
         """What every start does first: refuse a second instance, set up, check, start the helper."""
         pid = self.running_pid()
         if pid:
-            raise InstanceError("an instance is already running from %s (pid %d); stop it first" % (self.state_dir, pid))
+            raise InstanceError("an instance is already running from %s (pid %d); stop it first"
+                                % (self.state_dir, pid))
         self.prepare()
         self.configtest()
         self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
@@ -362,7 +382,7 @@ def _tail(path: str, lines: int = 20, offset: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m clarens.instance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m clarens.dev.instance", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["serve", "start", "stop", "status", "render"])
     parser.add_argument("--debug", action="store_true", help="one process (-X) with PythonDebug On")
     parser.add_argument("--state", default=os.environ.get("CLARENS_STATE", DEFAULT_STATE))
@@ -381,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "start":
             inst.start_detached()
             print(inst.banner())
-            print("Running in the background (pid %d); ./run stop stops it." % inst.running_pid())
+            pid = inst.running_pid()
+            assert pid is not None       # start_detached returned: it has answered
+            print("Running in the background (pid %d); ./run stop stops it." % pid)
         elif args.action == "stop":
             inst.stop()
             print("stopped")
@@ -389,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
             try:   # whatever interrupts us, from the first moment, Apache goes down with us
                 inst.start()
+                assert inst.process is not None      # start() returned: Apache is our child
                 print(inst.banner())
                 print("%sState in %s. Ctrl-C stops it." % (
                     "Single process, PythonDebug On. " if args.debug else "", inst.state_dir), flush=True)
