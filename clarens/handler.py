@@ -33,9 +33,10 @@ from clarens.protocol import jsonrpc, xmlrpc
 from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
-_PROTOCOLS = {"text/xml": "xmlrpc", "application/xml": "xmlrpc",
-              "application/json": "jsonrpc", "application/json-rpc": "jsonrpc"}
-_CODECS = {"xmlrpc": xmlrpc, "jsonrpc": jsonrpc}   # the same shape: respond, dumps_fault, CONTENT_TYPE
+# The codec for each RPC Content-Type.  Both have the same shape: PROTOCOL, CONTENT_TYPE,
+# respond(body, call, report, max_depth) and dumps_fault(fault).
+_CODECS = {"text/xml": xmlrpc, "application/xml": xmlrpc,
+           "application/json": jsonrpc, "application/json-rpc": jsonrpc}
 
 
 def handler(req) -> int:
@@ -48,31 +49,26 @@ def handler(req) -> int:
     if sub is None:
         return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
     method = req.method
-    route = None
-    protocol: str | None     # None only for a POST of an unknown Content-Type, refused below
+    route = codec = None
     if sub:
         name, _, sub = sub.partition("/")
         route = host.routes.get(name)
         if route is None:
             return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
-        protocol = "http"
     elif method == "POST":
-        protocol = _protocol(req)
-        if protocol is None:
+        codec = _CODECS.get(req.headers_in.get("Content-Type")) or _codec(req)   # the usual exact type first
+        if codec is None:
             host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip,
                              (req.headers_in.get("Content-Type") or "")[:60])
             return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
                           "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
-    elif method == "GET" or method == "HEAD":
-        protocol = "http"
-    else:
+    elif method != "GET" and method != "HEAD":
         req.headers_out["Allow"] = ALLOW
         if method == "OPTIONS":
             return _send(req, apache.HTTP_NO_CONTENT, None, b"")
         return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED, "Method %s not allowed here; use %s.\n" % (method, ALLOW))
-    codec = _CODECS.get(protocol)
     try:
-        ctx = _context(host, req, protocol)
+        ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL)
     except IdentityRefused as e:
         return _refused(req, host, codec, route is None, e)
     token = context.activate(ctx)
@@ -113,11 +109,11 @@ def _place(req, uri: str) -> tuple[str, str | None]:
     return place
 
 
-def _protocol(req) -> str | None:
-    """The RPC protocol a POST's Content-Type names, or None."""
+def _codec(req):
+    """The codec of the RPC protocol a POST's Content-Type names (parameters, case and spaces
+    aside), or None."""
     raw = req.headers_in.get("Content-Type") or ""
-    protocol = _PROTOCOLS.get(raw)   # the usual exact type spares the normalising below
-    return protocol if protocol is not None else _PROTOCOLS.get(raw.partition(";")[0].strip().lower())
+    return _CODECS.get(raw.partition(";")[0].strip().lower())
 
 
 def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = None) -> context.CallContext:
@@ -178,7 +174,7 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
         web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise)
         response = route(web)
     except Fault as fault:
-        _report(host, ctx, fault)
+        _report(fault)
         response = routes.WebResponse.fault(fault)
     except Exception:
         incident = secrets.token_hex(4)
@@ -200,13 +196,13 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec) -> int:
         forged = _cross_site(req)
         if forged:
             fault = Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-            _report(host, ctx, fault)
+            _report(fault)
             return _fault_response(req, codec, fault, apache.HTTP_FORBIDDEN)
         problem = _body_problem(req.headers_in, host.config.max_body)
         if problem is not None:
-            _report(host, ctx, problem[1])
+            _report(problem[1])
             return _fault_response(req, codec, problem[1], problem[0])
-        out = _answer(host, ctx, codec, req.read())
+        out = _respond(host, ctx, codec, req.read())
         if out is None:   # notifications only: nothing to answer
             return _send(req, apache.HTTP_NO_CONTENT, None, b"")
         return _send_ok(req, codec.CONTENT_TYPE, out)
@@ -214,12 +210,6 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec) -> int:
         host.log.exception("%s: internal error serving %s request", ctx.describe(), ctx.protocol)
         return _fault_response(req, codec, Fault(faults.INTERNAL_ERROR, "internal server error; see the server log"),
                                apache.HTTP_OK)
-
-
-def _answer(host: host_mod.Host, ctx: context.CallContext, codec, body: bytes) -> bytes | None:
-    """The codec's answer to ``body``, every call going through the dispatcher as the caller in ``ctx``."""
-    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), functools.partial(_report, host, ctx),
-                         host.config.max_depth)
 
 
 _WARM_METHOD, _WARM_ARG = "system.methodHelp", "system.listMethods"   # one string parameter: most calls' shape
@@ -239,18 +229,26 @@ def warm_up(host: host_mod.Host, rounds: int = 16) -> None:
     except Fault:
         return   # a policy that refuses it: nothing to warm without logging refusals
     for _ in range(rounds):
-        for protocol, body in (("xmlrpc", _WARM_XMLRPC), ("jsonrpc", _WARM_JSONRPC)):
-            ctx = _context(host, None, protocol, identity_mod.ANONYMOUS)
+        for codec, body in ((xmlrpc, _WARM_XMLRPC), (jsonrpc, _WARM_JSONRPC)):
+            ctx = _context(host, None, codec.PROTOCOL, identity_mod.ANONYMOUS)
             token = context.activate(ctx)
             try:
-                _answer(host, ctx, _CODECS[protocol], body)
+                _respond(host, ctx, codec, body)
             finally:
                 context.deactivate(token)
 
 
-def _report(host: host_mod.Host, ctx: context.CallContext, fault: Fault) -> None:
-    """Log a request the dispatcher never saw (malformed, too large, unencodable result)."""
-    host.log.warning("%s %s: fault %d: %s", ctx.describe(), ctx.method or "-", fault.code, fault.message)
+def _respond(host: host_mod.Host, ctx: context.CallContext, codec, body: bytes) -> bytes | None:
+    """The codec's answer to ``body``, every call going through the dispatcher as the caller in ``ctx``."""
+    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), _report, host.config.max_depth)
+
+
+def _report(fault: Fault) -> None:
+    """Log, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
+    result).  A plain function of the current context: the codecs get it without a binding per request."""
+    ctx = context.current()
+    host_mod.current().log.warning("%s %s: fault %d: %s", ctx.describe(), ctx.method or "-", fault.code,
+                                   fault.message)
 
 
 def _body_problem(headers, limit: int) -> tuple[int, Fault] | None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
 
+PROTOCOL = "jsonrpc"
 CONTENT_TYPE = "application/json"
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
 from clarens.protocol.xmlrpc_fast import XML_SPACE, NotPlain, flat_call, plain_pieces, plain_text, unescape, xml_name
 
+PROTOCOL = "xmlrpc"
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
 _INT_RE = re.compile(r"\s*[+-]?[0-9]{1,20}\s*\Z")
