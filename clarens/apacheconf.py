@@ -19,10 +19,12 @@ output for the shipped ``conf/clarens.conf``; a test keeps them equal).
 from __future__ import annotations
 
 import argparse
+import http
 import json
 import os
 import re
 import sys
+import textwrap
 from typing import Mapping
 
 from clarens import config as config_mod
@@ -46,6 +48,60 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     return re.sub(r"@@([A-Z_]+)@@", sub, template)
 
 
+# Server-wide settings both configurations carry (placeholder @@SERVER_SETTINGS@@).
+SERVER_SETTINGS = """\
+# Slow and idle clients.  Under prefork a connection holds a whole process while it
+# lasts, so every wait is bounded: a stalled read or write after Timeout, an idle
+# keep-alive connection after KeepAliveTimeout, and (mod_reqtimeout) a client sending
+# its headers or body too slowly: headers within 5 s, extended while at least 500 B/s
+# arrive, 20 s at most; a body within 10 s, extended while at least 8 kB/s arrive (any
+# upload on a LAN is far faster, and a dropped upload keeps what arrived and resumes).
+Timeout 20
+KeepAliveTimeout 3
+<IfModule reqtimeout_module>
+    RequestReadTimeout handshake=5 header=5-20,MinRate=500 body=10,MinRate=8000
+</IfModule>
+# Processes ([server] spare_workers, workers in clarens.conf).  Slow clients arriving
+# together take idle processes; prefork forks more at no more than 32 a second, each
+# booting the host, so a burst larger than the idle pool waits seconds for them.  The
+# pool is kept at least spare_workers idle, at about 18 MB each.
+<IfModule mpm_prefork_module>
+    StartServers @@SPARE@@
+    MinSpareServers @@SPARE@@
+    MaxSpareServers @@MAX_SPARE@@
+    ServerLimit @@WORKERS@@
+    MaxRequestWorkers @@WORKERS@@
+    MaxConnectionsPerChild 0
+</IfModule>
+# Say no more than needed: no versions in headers and error pages, no TRACE.
+ServerTokens Prod
+ServerSignature Off
+TraceEnable Off"""
+
+
+# Errors Apache answers by itself (a malformed request line or header, failed Basic
+# authentication, no route...) as one plain line instead of its HTML page.  mod_headers
+# relabels that line, since Apache serves an ErrorDocument string as Latin-1 HTML; the
+# host's own answers never carry that exact type, so they are left alone.
+APACHE_ERRORS = (400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 417, 431, 500, 501, 502, 503, 505)
+
+
+def error_documents() -> str:
+    """``ErrorDocument`` lines giving each of :data:`APACHE_ERRORS` a one-line text body."""
+    lines = ['ErrorDocument %d "%d %s"' % (code, code, http.HTTPStatus(code).phrase) for code in APACHE_ERRORS]
+    lines += ["<IfModule headers_module>",
+              '    Header always set Content-Type "text/plain; charset=utf-8" '
+              '"expr=%{CONTENT_TYPE} == \'text/html; charset=iso-8859-1\'"',
+              "</IfModule>"]
+    return "\n".join(lines)
+
+
+def server_settings(config: config_mod.ServerConfig) -> str:
+    """The server-wide block (timeouts, process pool, what the server tells about itself) for ``config``."""
+    return render_template(SERVER_SETTINGS, {"SPARE": str(config.spare_workers), "WORKERS": str(config.workers),
+                                             "MAX_SPARE": str(min(2 * config.spare_workers, config.workers))})
+
+
 def body_limits(config: config_mod.ServerConfig) -> dict[str, str]:
     """``LIMIT_BODY`` (RPC calls) and ``LIMIT_IMAGES`` (image uploads), as Apache's ``LimitRequestBody``,
     and ``IMAGES_TOO_LARGE``: the JSON error Apache answers an upload over the limit with (it
@@ -64,7 +120,10 @@ def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/op
         template = f.read()
     config_path = os.path.abspath(config_path)
     named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
-    return render_template(template, {"ROOT": root, "CONFIG": named, **body_limits(config_mod.load(config_path))})
+    config = config_mod.load(config_path)
+    return render_template(template, {"ROOT": root, "CONFIG": named, "SERVER_SETTINGS": server_settings(config),
+                                      "ERROR_DOCUMENTS": textwrap.indent(error_documents(), " " * 8),
+                                      **body_limits(config)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,17 @@ SERVER_DEFAULTS = {
     "db_dir": "/var/lib/clarens",
     "max_body": "10485760",
     "max_depth": "64",
+    "max_items": "10000",
+    "max_values": "100000",
+    "max_base64": "10485760",
     "log_level": "info",
     "acl_dir": "../acl",
     "access_control": "on",
+    "admin_group": "admins",
+    "acl_audit_keep": "1000",
+    "acl_audit_days": "365",
+    "workers": "160",
+    "spare_workers": "96",
 }
 
 
@@ -96,8 +104,19 @@ class ServerConfig:
         self.db_dir = os.path.normpath(os.path.join(base, server["db_dir"]))
         self.acl_dir = os.path.normpath(os.path.join(base, server["acl_dir"]))
         self.access_control = self.server.get_bool("access_control")
+        self.admin_group = server["admin_group"].strip()
+        self.acl_audit_keep = self.server.get_int("acl_audit_keep", minimum=1)
+        self.acl_audit_days = self.server.get_int("acl_audit_days", minimum=1)
         self.max_body = self.server.get_int("max_body", minimum=1)
         self.max_depth = self.server.get_int("max_depth", minimum=1)
+        self.max_items = self.server.get_int("max_items", minimum=1)
+        self.max_values = self.server.get_int("max_values", minimum=1)
+        self.max_base64 = self.server.get_int("max_base64", minimum=1)
+        self.workers = self.server.get_int("workers", minimum=2)
+        self.spare_workers = self.server.get_int("spare_workers", minimum=1)
+        if self.spare_workers >= self.workers:
+            raise ConfigError("%s: spare_workers = %d must be below workers = %d"
+                              % (self.server._where, self.spare_workers, self.workers))
         self.log_level = server["log_level"].upper()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("%s: log_level = %r is not a logging level" % (self.server._where, server["log_level"]))

@@ -21,6 +21,7 @@ import os
 import types
 from typing import TYPE_CHECKING, Any, Mapping
 
+from clarens.faults import Fault
 from clarens.identity import ANONYMOUS, Identity
 
 if TYPE_CHECKING:   # for annotations only: the host is built above this module and hands itself in
@@ -34,7 +35,7 @@ _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("claren
 class CallContext:
     """One request's context, shared by every call it carries (e.g. multicall sub-calls)."""
 
-    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug")
+    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug", "faults")
 
     def __init__(self, host: "Host", request: Any = None, identity: Identity = ANONYMOUS,
                  protocol: str = "xmlrpc", debug: bool | None = None):
@@ -44,6 +45,9 @@ class CallContext:
         self.protocol = protocol              # "xmlrpc", "jsonrpc", or "http" (web routes)
         self.method: str | None = None        # the method being called, set by the dispatcher
         self._debug = debug
+        # (method, fault) of each call refused or failed, gathered for one log line per code
+        # when the request ends (clarens.faultlog); None: log each at once (outside a request).
+        self.faults: list[tuple[str, Fault]] | None = None
 
     @property
     def client_address(self) -> str:
@@ -93,18 +97,30 @@ class CallContext:
         """Run ``calls`` (``[{methodName, params}]``) as this caller, each on its own (system.multicall)."""
         return self._host.dispatcher.multicall(self, calls)
 
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller is in the server's admin group (``[server] admin_group``)."""
+        return self._host.config.admin_group in self.identity.groups
+
     def modules(self) -> list[dict]:
-        """Every service module with its status and methods (failed ones with their error)."""
-        return [m.describe() for m in sorted(self._host.modules.values(), key=lambda m: m.name)]
+        """Every service module with its status and methods (failed ones with their error; where it
+        was loaded from only for administrators: paths tell an attacker about the host)."""
+        out = [m.describe() for m in sorted(self._host.modules.values(), key=lambda m: m.name)]
+        if not self.is_admin:
+            for module in out:
+                del module["path"]
+        return out
 
     def server(self) -> dict:
-        """Facts about this server process: ``{pid, started, startup_init_calls, modules_loaded,
-        modules_failed}``."""
+        """Facts about this server process: ``{started, startup_init_calls, modules_loaded,
+        modules_failed}``, and ``pid`` for administrators."""
         modules = self._host.modules.values()
-        return {"pid": os.getpid(), "started": int(self._host.started),
-                "startup_init_calls": self._host.startup_init_calls,
-                "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
-                "modules_failed": sum(1 for m in modules if m.status != "loaded")}
+        facts = {"started": int(self._host.started), "startup_init_calls": self._host.startup_init_calls,
+                 "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
+                 "modules_failed": sum(1 for m in modules if m.status != "loaded")}
+        if self.is_admin:
+            facts["pid"] = os.getpid()
+        return facts
 
 
 def current() -> CallContext:

@@ -102,8 +102,9 @@ class Database:
         keys = (k.decode("utf-8") for k in raw)
         return sorted(k for k in keys if k.startswith(prefix))
 
-    def items(self, prefix: str = "") -> list[tuple[str, Any]]:
-        """(key, value) pairs for keys starting with ``prefix``, sorted by key."""
+    def items(self, prefix: str | tuple[str, ...] = "") -> list[tuple[str, Any]]:
+        """(key, value) pairs for keys starting with ``prefix`` (or one of several), sorted by key;
+        only those values are decoded."""
         with self._lock:
             t = self._handle()
             out = []

@@ -74,9 +74,16 @@ class Dispatcher:
             finally:
                 ctx.method = outer
         except Fault as fault:
-            self.log.warning("%s %s: fault %d: %s", ctx.describe(), _short(name), fault.code,
-                             fault.message.partition("\n")[0])
+            self.note(ctx, _short(name), fault)
             raise
+
+    def note(self, ctx: CallContext, name: str, fault: Fault) -> None:
+        """Record a refused or failed call for the log: gathered per request when the handler
+        collects them (one line per code, see clarens.faultlog), else a line at once."""
+        if ctx.faults is not None:
+            ctx.faults.append((name, fault))
+        else:
+            self.log.warning("%s %s: fault %d: %s", ctx.describe(), name, fault.code, fault.message.partition("\n")[0])
 
     @staticmethod
     def _positional(method: Method, params: dict) -> list:
@@ -113,7 +120,7 @@ class Dispatcher:
         elif call["methodName"] == MULTICALL:
             fault = Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
         if fault is not None:
-            self.log.warning("%s %s: fault %d: %s", ctx.describe(), MULTICALL, fault.code, fault.message)
+            self.note(ctx, MULTICALL, fault)
             raise fault
         return call["methodName"], call.get("params", [])
 

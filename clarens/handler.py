@@ -23,7 +23,7 @@ import secrets
 
 from mod_python import apache
 
-from clarens import context, faults
+from clarens import context, faultlog, faults
 from clarens import host as host_mod
 from clarens import identity as identity_mod
 from clarens.config import ConfigError
@@ -34,52 +34,64 @@ from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
 # The codec for each RPC Content-Type.  Both have the same shape: PROTOCOL, CONTENT_TYPE,
-# respond(body, call, report, max_depth) and dumps_fault(fault).
+# respond(body, call, report, limits) and dumps_fault(fault).
 _CODECS = {"text/xml": xmlrpc, "application/xml": xmlrpc,
            "application/json": jsonrpc, "application/json-rpc": jsonrpc}
 
 
 def handler(req) -> int:
     """Serve one request."""
-    host = host_mod.current_or_none() or _boot()
-    if host is None:
-        return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE, "The service host failed to start: see the error log.\n")
-    uri = req.uri
-    base, sub = _places.get(uri) or _place(req, uri)
-    if sub is None:
-        return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
-    method = req.method
-    route = codec = None
-    if sub:
-        name, _, sub = sub.partition("/")
-        route = host.routes.get(name)
-        if route is None:
+    try:
+        host = host_mod.current_or_none() or _boot()
+        if host is None:
+            return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE,
+                          "The service host failed to start: see the error log.\n")
+        uri = req.uri
+        base, sub = _places.get(uri) or _place(req, uri)
+        if sub is None:
             return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
-    elif method == "POST":
-        codec = _CODECS.get(req.headers_in.get("Content-Type")) or _codec(req)   # the usual exact type first
-        if codec is None:
-            host.log.warning("%s: POST with unsupported Content-Type %r", req.useragent_ip,
-                             (req.headers_in.get("Content-Type") or "")[:60])
-            return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
-                          "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
-    elif method != "GET" and method != "HEAD":
-        req.headers_out["Allow"] = ALLOW
-        if method == "OPTIONS":
-            return _send(req, apache.HTTP_NO_CONTENT, None, b"")
-        return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED, "Method %s not allowed here; use %s.\n" % (method, ALLOW))
-    try:
-        ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL)
-    except IdentityRefused as e:
-        return _refused(req, host, codec, route is None, e)
-    token = context.activate(ctx)
-    try:
-        if route is not None:
-            return _web(req, host, ctx, route, base, sub)
-        if codec is not None:
-            return _rpc(req, host, ctx, codec)
-        return _page(req, host, ctx, base)
-    finally:
-        context.deactivate(token)
+        method = req.method
+        route = codec = None
+        if sub:
+            name, _, sub = sub.partition("/")
+            route = host.routes.get(name)
+            if route is None:
+                return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
+        elif method == "POST":
+            codec = _CODECS.get(req.headers_in.get("Content-Type")) or _codec(req)   # the usual exact type first
+            if codec is None:
+                host.log.info("%s: POST with unsupported Content-Type %r", req.useragent_ip,
+                                 (req.headers_in.get("Content-Type") or "")[:60])
+                return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
+        elif method != "GET" and method != "HEAD":
+            req.headers_out["Allow"] = ALLOW
+            if method == "OPTIONS":
+                return _send(req, apache.HTTP_NO_CONTENT, None, b"")
+            return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED,
+                          "Method %s not allowed here; use %s.\n" % (method, ALLOW))
+        try:
+            ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL)
+        except IdentityRefused as e:
+            return _refused(req, host, codec, route is None, e)
+        token = context.activate(ctx)
+        try:
+            if route is not None:
+                return _web(req, host, ctx, route, base, sub)
+            if codec is not None:
+                return _rpc(req, host, ctx, codec)
+            return _page(req, host, ctx, base)
+        finally:
+            if ctx.faults:
+                _log_faults(host, ctx)
+            context.deactivate(token)
+    except UnicodeDecodeError:
+        # mod_python decodes the URI and header values as UTF-8 when they are first read:
+        # bytes that are not UTF-8 in the request line or a header end up here, from anywhere.
+        host = host_mod.current_or_none()
+        if host is not None:
+            host.log.warning("%s: request line or header not UTF-8: 400", req.useragent_ip)
+        return _plain(req, apache.HTTP_BAD_REQUEST, "Bad request: the request line or a header is not UTF-8.\n")
 
 
 def _boot() -> host_mod.Host | None:
@@ -124,7 +136,19 @@ def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = 
     # Once per request: a policy change applies from every child's next request on.
     if host.guard is not None:
         caller = host.guard.identify(caller)
-    return context.CallContext(host, req, caller, protocol)
+    ctx = context.CallContext(host, req, caller, protocol)
+    ctx.faults = []      # logged when the request ends, one line per fault code
+    return ctx
+
+
+def _log_faults(host: host_mod.Host, ctx: context.CallContext) -> None:
+    """Write the request's faults: one line per code, identical lines rate-limited (clarens.faultlog)."""
+    assert ctx.faults is not None
+    for code, line in faultlog.lines(ctx.describe(), ctx.faults):
+        allowed, left_out = host.log_budget.allow((ctx.identity.name, ctx.client_address, code))
+        if allowed:
+            host.log.warning("%s%s", line, " (%d like it left out)" % left_out if left_out else "")
+    ctx.faults.clear()
 
 
 def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused) -> int:
@@ -173,6 +197,8 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
         web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise)
         response = route(web)
+    except UnicodeDecodeError:
+        raise              # a header that is not UTF-8: the handler answers 400
     except Fault as fault:
         _report(fault)
         response = routes.WebResponse.fault(fault)
@@ -202,10 +228,17 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec) -> int:
         if problem is not None:
             _report(problem[1])
             return _fault_response(req, codec, problem[1], problem[0])
-        out = _respond(host, ctx, codec, req.read())
+        try:
+            body = req.read()
+        except OSError as e:   # the client went away, or stalled past Apache's timeouts, mid-body
+            host.log.info("%s: the request body could not be read (%s)", ctx.describe(), e)
+            return _plain(req, apache.HTTP_BAD_REQUEST, "The request body could not be read.\n")
+        out = _respond(host, ctx, codec, body)
         if out is None:   # notifications only: nothing to answer
             return _send(req, apache.HTTP_NO_CONTENT, None, b"")
         return _send_ok(req, codec.CONTENT_TYPE, out)
+    except UnicodeDecodeError:
+        raise              # a header that is not UTF-8: the handler answers 400
     except Exception:   # a bug in the host itself: still answer in protocol
         host.log.exception("%s: internal error serving %s request", ctx.describe(), ctx.protocol)
         return _fault_response(req, codec, Fault(faults.INTERNAL_ERROR, "internal server error; see the server log"),
@@ -240,15 +273,14 @@ def warm_up(host: host_mod.Host, rounds: int = 16) -> None:
 
 def _respond(host: host_mod.Host, ctx: context.CallContext, codec, body: bytes) -> bytes | None:
     """The codec's answer to ``body``, every call going through the dispatcher as the caller in ``ctx``."""
-    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), _report, host.config.max_depth)
+    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), _report, host.limits)
 
 
 def _report(fault: Fault) -> None:
-    """Log, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
+    """Record, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
     result).  A plain function of the current context: the codecs get it without a binding per request."""
     ctx = context.current()
-    host_mod.current().log.warning("%s %s: fault %d: %s", ctx.describe(), ctx.method or "-", fault.code,
-                                   fault.message)
+    host_mod.current().dispatcher.note(ctx, ctx.method or "-", fault)
 
 
 def _body_problem(headers, limit: int) -> tuple[int, Fault] | None:
@@ -284,8 +316,11 @@ def _send(req, status: int, content_type: str | None, body: bytes, flush: bool =
     if content_type:
         req.content_type = content_type
     req.set_content_length(len(body))
-    if body and req.method != "HEAD":
-        req.write(body, 0)
-    if flush:
-        req.flush()
+    try:
+        if body and req.method != "HEAD":
+            req.write(body, 0)
+        if flush:
+            req.flush()
+    except OSError:   # the client has gone: nobody to answer (why was logged where it was found)
+        pass
     return apache.OK

@@ -13,13 +13,14 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader, once
+from clarens import db, faultlog, loader, once
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
 from clarens.acl.store import Guard
 from clarens.dispatch import Dispatcher
 from clarens.loader import ServiceModule
+from clarens.protocol import Limits
 from clarens.registry import Methods
 from clarens.web import routes
 
@@ -34,6 +35,8 @@ class Host:
         self.modules: dict[str, ServiceModule] = {}
         self.methods: Methods = {}
         self.dispatcher = Dispatcher(self.methods, log)
+        self.limits = Limits(config.max_depth, config.max_items, config.max_values, config.max_base64)
+        self.log_budget = faultlog.Budget()   # this process's allowance of identical fault lines
         self.guard: Guard | None = None
         self.routes: dict[str, routes.Route] = {}
         self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation
@@ -77,8 +80,9 @@ class Host:
         else:
             self.guard = acl_store.Guard(acl_db, self.log)
             try:
+                retention = acl_store.AuditRetention(self.config.acl_audit_keep, self.config.acl_audit_days)
                 once.once_per_server("acl-load", lambda: acl_store.load_files(
-                    acl_db, acl_dir, "server start, pid %d" % self.pid), self.config.db_dir)
+                    acl_db, acl_dir, "server start, pid %d" % self.pid, retention), self.config.db_dir)
             except AclError as e:
                 self.guard.broken = str(e)
         if self.guard.broken:

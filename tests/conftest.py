@@ -2,11 +2,29 @@
 
 import os
 import shutil
+import tempfile
 import xmlrpc.client
 
 import pytest
 
 from tests.helpers import Raw, basic_proxy, cert_proxy, start_instance
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_temporary_root(request, tmp_path_factory):
+    """Every temporary directory of the run (instances, ACL files, images) under one, removed at the
+    end unless a test failed (then it is kept for a look, and named).  pytest's own (tmp_path) stays
+    where pytest keeps it, and cleans it as pytest does."""
+    tmp_path_factory.getbasetemp()   # placed before tempfile's default moves
+    root = tempfile.mkdtemp(prefix="clarens-tests-")
+    os.chmod(root, 0o755)            # Apache's children (www-data) traverse it
+    tempfile.tempdir = root
+    yield
+    tempfile.tempdir = None
+    if request.session.testsfailed:
+        print("\nthe run's temporary files are kept in %s" % root)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,9 @@ def start_instance(prefix: str, **kwargs) -> Instance:
     options = {"clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), TEST_MODULES),
                "clarens.module:probe.greeting": "hello from PythonOption",
                "clarens.server.log_level": "info",
-               "clarens.server.acl_dir": make_acl_dir(),
-               "clarens.certificate.O": "Clarens Demo"}
+               # a small process pool: many instances run at once in a test run (the hostile tests use the shipped one)
+               "clarens.server.spare_workers": "4", "clarens.server.workers": "48",
+               "clarens.server.acl_dir": make_acl_dir()}
     options.update(kwargs.pop("options", {}))
     kwargs.setdefault("log_level", "info")
     inst = Instance(make_state_dir(prefix), free_port(), free_port(), options=options, **kwargs)
@@ -179,7 +180,7 @@ class CuttingProxy:
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        carried, started = 0, time.monotonic()
+        carried, due = 0, 0.0
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
@@ -194,7 +195,10 @@ class CuttingProxy:
                 if cut:
                     break
                 if self.rate:
-                    time.sleep(max(0.0, carried / self.rate - (time.monotonic() - started)))
+                    # paced from when this chunk arrived, so a kept-alive connection's idle
+                    # time is no credit for a burst
+                    due = max(due, time.monotonic()) + len(data) / self.rate
+                    time.sleep(max(0.0, due - time.monotonic()))
         except OSError:
             pass
         for s in (src, dst):

@@ -4,6 +4,7 @@ import logging
 import multiprocessing
 import os
 import textwrap
+import time
 
 import pytest
 
@@ -178,6 +179,19 @@ def test_load_replaces_the_policy_and_changes_are_audited(tmp_path, db):
     assert sorted(p.entries) == ["z"] and p.groups == {}
     assert [(r["who"], r["what"]["action"]) for r in store.audit_log(db)] == [
         ("tester", "load"), ("admin", "x"), ("tester", "load")]
+
+
+def test_the_audit_trail_is_pruned_by_count_and_age(tmp_path, db):
+    write(tmp_path, "p.acl", "<Acl a>\n Allow bob\n</Acl>\n")
+    retention = store.AuditRetention(keep=5, days=30)
+    store.load_files(db, str(tmp_path), "tester", retention)
+    for i in range(12):
+        store.change(db, "admin", {"action": "x%d" % i}, lambda p: None, retention)
+    assert [r["what"]["action"] for r in store.audit_log(db)] == ["x7", "x8", "x9", "x10", "x11"]
+    with db.transaction():    # a record from two months ago, as an earlier run may have left
+        db.put("audit:%017.6f:1" % (time.time() - 60 * 86400), {"who": "old", "when": 0, "what": {}})
+    store.change(db, "admin", {"action": "last"}, lambda p: None, store.AuditRetention(keep=100, days=30))
+    assert [r["what"]["action"] for r in store.audit_log(db)] == ["x7", "x8", "x9", "x10", "x11", "last"]
 
 
 def _change_in_child(path):

@@ -83,6 +83,12 @@ def sign_in(driver, server, user="demo", base=None):
          message="signed-in identity shown")
 
 
+def _read_from(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
 def messages(driver):
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages .notice")]
 
@@ -255,11 +261,21 @@ def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_brow
              message="the resumed upload completed")
         assert any(m.startswith("Resuming the upload of again.iso at") for m in messages(d))
         assert lan.sent - before < size * 0.8                      # only the rest was sent
+        # 3. A name already taken is refused once, not retried as if the connection had failed.
+        mark = os.path.getsize(server.access_log)
+        d.find_element(By.ID, "upload-file").send_keys(first)
+        d.find_element(By.ID, "upload-button").click()
+        wait(d, lambda d: any("cut.iso exists; delete it first" in m for m in messages(d)), message="refused")
+        # (retries would have come before the message; Apache logs the one request just after it)
+        puts = lambda _=None: _read_from(server.access_log, mark).count(b"PUT /clarens/images/cut.iso ")  # noqa: E731
+        wait(d, puts, message="the refused request logged")
+        assert puts() == 1
     finally:
         lan.close()
-    for path in (first, second):
+    for path in (first, second):      # the list is fetched again after "Uploaded ..." is shown
         with open(path, "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() in d.find_element(By.ID, "images").text
+            digest = hashlib.sha256(f.read()).hexdigest()
+        wait(d, lambda d, digest=digest: digest in d.find_element(By.ID, "images").text, message="%s listed" % path)
 
 
 # Counts the page's JSON-RPC requests in flight, before the page's own scripts run.
@@ -283,9 +299,10 @@ def test_a_hung_helper_never_has_two_polls_in_flight(fresh_browser, server):
     os.kill(helper, signal.SIGSTOP)
     try:
         d.execute_script("window.__rpc.most = window.__rpc.now; window.__rpc.total = 0")
-        time.sleep(7)                                   # each poll now waits about 2 s for the helper
+        # each poll now waits about 2 s for the helper: several of them, never two at once
+        wait(d, lambda d: d.execute_script("return window.__rpc.total") >= 3, timeout=30, message="polling on")
         rpc = d.execute_script("return window.__rpc")
-        assert rpc["most"] == 1 and rpc["total"] >= 2, rpc
+        assert rpc["most"] == 1, rpc
         assert any(m.startswith("Burner unavailable") for m in messages(d))
     finally:
         os.kill(helper, signal.SIGCONT)

@@ -1,11 +1,12 @@
 """JSON-RPC 2.0 request handling on its own, with a stand-in call function."""
 
 import json
+import tracemalloc
 
 import pytest
 
-from clarens.faults import INVALID_PARAMS, Fault
-from clarens.protocol import jsonrpc
+from clarens.faults import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, Fault
+from clarens.protocol import Limits, jsonrpc
 
 
 def run(body, reported=None):
@@ -64,3 +65,102 @@ def test_bad_requests_get_precise_error_codes(body, code):
 def test_results_json_cannot_carry_are_encoded_or_refused():
     assert run({"jsonrpc": "2.0", "method": "bytes", "id": 1})["result"] == "AAE="
     assert run({"jsonrpc": "2.0", "method": "nan", "id": 1})["error"]["code"] == -32603
+
+
+def test_lone_surrogates_refuse_only_the_calls_they_are_in():
+    """UTF-8 cannot carry a lone surrogate: refused when decoded, per call, never the whole batch."""
+    reported = []
+    body = ('[{"jsonrpc": "2.0", "method": "sum", "params": [1, 2], "id": 1},'
+            ' {"jsonrpc": "2.0", "method": "echo", "params": ["\\ud800"], "id": 2},'
+            ' {"jsonrpc": "2.0", "method": "sum", "params": [3], "id": "\\udfff"}]').encode()
+    replies = run(body, reported)
+    assert replies[0] == {"jsonrpc": "2.0", "result": 3, "id": 1}
+    assert replies[1]["id"] == 2 and replies[1]["error"]["code"] == -32600
+    assert "lone surrogate" in replies[1]["error"]["message"]
+    assert replies[2]["id"] is None and replies[2]["error"]["code"] == -32600
+    assert len(reported) == 2
+    # an escaped backslash before "ud800" is text, not a surrogate
+    assert run(b'{"jsonrpc": "2.0", "method": "sum", "params": {"\\\\ud800": 4}, "id": 3}')["result"] == 4
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e999"])
+def test_numbers_out_of_range_are_refused(number):
+    reply = run(b'{"jsonrpc": "2.0", "method": "sum", "params": [' + number + b'], "id": 1}')
+    assert reply["error"]["code"] == -32700 and "out of range" in reply["error"]["message"]
+
+
+def test_a_result_utf8_cannot_carry_fails_that_call_alone():
+    reported = []
+
+    def call(method, params):
+        return "\ud800" if method == "bad" else 1
+    body = json.dumps([{"jsonrpc": "2.0", "method": m, "id": i} for i, m in enumerate(["ok", "bad", "ok"])])
+    replies = json.loads(jsonrpc.respond(body.encode(), call, reported.append))
+    assert [r.get("result") for r in replies] == [1, None, 1] and replies[1]["error"]["code"] == -32603
+    assert "the result of bad cannot be encoded" in replies[1]["error"]["message"] and len(reported) == 1
+
+
+def test_a_multicall_keeps_the_results_it_can_encode():
+    reported = []
+
+    def call(method, params):
+        return [[1], ["\ud800"], [float("nan")], [2]]
+    reply = json.loads(jsonrpc.respond(b'{"jsonrpc": "2.0", "method": "system.multicall", "params": [[]], "id": 1}',
+                                       call, reported.append))
+    results = reply["result"]
+    assert results[0] == [1] and results[3] == [2]
+    assert results[1]["faultCode"] == results[2]["faultCode"] == -32603 and len(reported) == 2
+
+
+@pytest.mark.parametrize("params, limits, message", [
+    (list(range(101)), Limits(items=100), "an array or object of more than 100 items"),
+    ([[1, 2]] * 40, Limits(values=100), "more than 100 values in one request"),
+    ([[[[1]]]], Limits(depth=4), "values nested deeper than 4 levels"),
+])
+def test_what_one_request_may_cost_is_bounded(params, limits, message):
+    body = json.dumps({"jsonrpc": "2.0", "method": "sum", "params": params, "id": 1}).encode()
+    reply = json.loads(jsonrpc.respond(body, lambda m, p: 0, [].append, limits))
+    assert reply["error"]["message"] == message
+
+
+@pytest.mark.parametrize("params", [
+    [[], {}, [[]], {"a": {}}, "[{,,,}]", {"[": ",]"}, 1, [1, [2, {"b": [3, "x,y"]}]]],
+    [[i, str(i) + ",[{"] for i in range(30)],
+])
+def test_values_are_counted_exactly_before_decoding(params):
+    """The count made on the raw body (strings holding brackets and commas, empty arrays and objects)
+    agrees with the decoded value: the limit at the count passes, one below it is refused."""
+    body = json.dumps({"jsonrpc": "2.0", "method": "sum", "params": params, "id": 1}).encode()
+
+    def count(value):
+        return 1 + sum(count(v) for v in (value.values() if isinstance(value, dict) else
+                                          value if isinstance(value, list) else ()))
+    exact = count(json.loads(body))
+    assert jsonrpc.loads(body, Limits(values=exact)) == json.loads(body)
+    with pytest.raises(Fault) as info:
+        jsonrpc.loads(body, Limits(values=exact - 1))
+    assert info.value.message == "more than %d values in one request" % (exact - 1)
+
+
+def test_a_body_of_a_million_values_is_refused_before_it_is_built():
+    body = b"[" + b",".join([b"{}"] * 1000000) + b"]"
+    tracemalloc.start()
+    try:
+        with pytest.raises(Fault) as info:
+            jsonrpc.loads(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == INVALID_REQUEST and peak < 1 << 20, peak
+
+
+@pytest.mark.parametrize("digits, refused", [(40, False), (41, True), (1000000, True)])
+def test_integers_are_bounded_in_length(digits, refused):
+    """Decimal conversion is quadratic; the interpreter's own bound is not in force in every interpreter."""
+    body = b'{"jsonrpc":"2.0","method":"m","params":[-%s,"%s"],"id":1}' % (b"9" * digits, b"9" * digits)
+    if refused:
+        with pytest.raises(Fault) as info:
+            jsonrpc.loads(body)
+        assert info.value.code == PARSE_ERROR and "more than 40 digits" in info.value.message
+    else:
+        assert jsonrpc.loads(body)["params"] == [-int("9" * digits), "9" * digits]

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         db = _open(db_dir)
         if args.command == "reload":
-            policy = store.load_files(db, acl_dir, "%s (command line)" % getpass.getuser())
+            policy = store.load_files(db, acl_dir, "%s (command line)" % getpass.getuser(),
+                                      store.AuditRetention(cfg.acl_audit_keep, cfg.acl_audit_days))
             print("loaded %d entries and %d groups from %s" % (len(policy.entries), len(policy.groups), acl_dir))
         elif args.command == "dump":
             sys.stdout.write(format_policy(store.read_policy(db)))

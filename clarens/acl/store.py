@@ -5,7 +5,8 @@ Records (JSON values, readable with ``tdbdump``):
 ``entry:TARGET``   an entry (see :meth:`Entry.to_dict`)
 ``group:NAME``     ``{"members": [...]}``
 ``meta``           where and when the policy was loaded
-``audit:TIME:PID`` one change: ``{"who", "when", "what"}``
+``audit:TIME:PID`` one change: ``{"who", "when", "what"}``; the oldest are pruned
+                   past a count and an age (:class:`AuditRetention`), in the same transaction
 
 At server start, under the once-per-server lock, the ACL files replace every
 entry and group in one transaction.  Live changes (the ``acl`` module, the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from clarens.acl.files import load_dir
@@ -32,9 +34,10 @@ ENTRY, GROUP, AUDIT, META = "entry:", "group:", "audit:", "meta"
 
 
 def read_policy(db: Database) -> Policy:
-    """The policy as stored."""
+    """The policy as stored (the audit trail beside it is not decoded: every process reads this
+    after every change)."""
     entries, groups = {}, {}
-    for key, value in db.items():
+    for key, value in db.items((ENTRY, GROUP)):
         if key.startswith(ENTRY):
             entries[key[len(ENTRY):]] = Entry.from_dict(key[len(ENTRY):], value)
         elif key.startswith(GROUP):
@@ -42,12 +45,26 @@ def read_policy(db: Database) -> Policy:
     return Policy(entries, groups)
 
 
-def _audit(db: Database, who: str, what: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class AuditRetention:
+    """How much of the audit trail is kept: at most ``keep`` records, none older than ``days``
+    (``[server] acl_audit_keep`` and ``acl_audit_days``)."""
+    keep: int = 1000
+    days: int = 365
+
+
+def _audit(db: Database, who: str, what: dict[str, Any], retention: AuditRetention) -> None:
+    """Record a change, and prune what the retention no longer covers (call inside the change's transaction)."""
     now = time.time()
     db.put("%s%017.6f:%d" % (AUDIT, now, os.getpid()), {"who": who, "when": now, "what": what})
+    keys = db.keys(AUDIT)           # oldest first: the key starts with the time
+    oldest = "%s%017.6f" % (AUDIT, now - retention.days * 86400)
+    for key in keys[:max(0, len(keys) - retention.keep)] + [k for k in keys[-retention.keep:] if k < oldest]:
+        db.delete(key)
 
 
-def replace_policy(db: Database, policy: Policy, who: str, origin: str) -> None:
+def replace_policy(db: Database, policy: Policy, who: str, origin: str,
+                   retention: AuditRetention = AuditRetention()) -> None:
     """Replace every entry and group with ``policy``, in one audited transaction."""
     policy.validate()
     with db.transaction():
@@ -60,17 +77,18 @@ def replace_policy(db: Database, policy: Policy, who: str, origin: str) -> None:
             db.put(GROUP + name, {"members": members})
         db.put(META, {"loaded_from": origin, "loaded_at": time.time(), "by": who})
         _audit(db, who, {"action": "load", "from": origin, "entries": len(policy.entries),
-                         "groups": len(policy.groups)})
+                         "groups": len(policy.groups)}, retention)
 
 
-def load_files(db: Database, acl_dir: str, who: str) -> Policy:
+def load_files(db: Database, acl_dir: str, who: str, retention: AuditRetention = AuditRetention()) -> Policy:
     """Parse and validate the files in ``acl_dir`` and make them the live policy (AclError if broken)."""
     policy = load_dir(acl_dir)
-    replace_policy(db, policy, who, os.path.abspath(acl_dir))
+    replace_policy(db, policy, who, os.path.abspath(acl_dir), retention)
     return policy
 
 
-def change(db: Database, who: str, what: dict[str, Any], edit: Callable[[Policy], None]) -> None:
+def change(db: Database, who: str, what: dict[str, Any], edit: Callable[[Policy], None],
+           retention: AuditRetention = AuditRetention()) -> None:
     """Apply ``edit`` to the live policy and store the result, in one audited transaction.
 
     ``edit`` mutates the Policy's ``entries``/``groups``; the result must validate.
@@ -88,7 +106,7 @@ def change(db: Database, who: str, what: dict[str, Any], edit: Callable[[Policy]
             db.put(ENTRY + target, entry.to_dict())
         for name, members in policy.groups.items():
             db.put(GROUP + name, {"members": members})
-        _audit(db, who, what)
+        _audit(db, who, what, retention)
 
 
 def audit_log(db: Database, limit: int = 50) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import http.client
 import json
+import select
 import socket
 import time
 from typing import Any
@@ -36,6 +37,19 @@ from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = "/run/clarens-burner/burnerd.sock"
 REUSE_IDLE = 20.0        # reconnect after this long idle: the helper drops idle connections after 60 s
+DEADLINE_HEADER = "X-Clarens-Deadline"   # wall-clock time after which the caller no longer waits for a change
+DEADLINE_SHARE = 0.75    # of the timeout: the helper's answer has the rest to arrive
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle kept-alive connection has been closed by the helper (it is readable: an
+    end of file, or bytes nobody asked for), so that a request must not be sent on it."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class BurnerError(Exception):
@@ -43,11 +57,13 @@ class BurnerError(Exception):
 
 
 class HelperUnavailable(BurnerError):
-    """The helper could not be reached; ``errno`` is set when the OS gave a reason."""
+    """The helper could not be reached; ``errno`` is set when the OS gave a reason, ``timed_out``
+    when it was there but did not answer in time (hung, or far too busy)."""
 
-    def __init__(self, message: str, errno_: int | None = None):
+    def __init__(self, message: str, errno_: int | None = None, timed_out: bool = False):
         super().__init__(message)
         self.errno = errno_
+        self.timed_out = timed_out
 
 
 class RequestRefused(BurnerError):
@@ -82,6 +98,7 @@ class BurnerClient:
     """Calls to the helper listening on ``socket_path``."""
 
     def __init__(self, socket_path: str = DEFAULT_SOCKET, connect_timeout: float = 2.0, timeout: float = 60.0):
+        """``timeout``: seconds each call may wait for its answer (it may be changed between calls)."""
         self.socket_path = socket_path
         self.connect_timeout = connect_timeout
         self.timeout = timeout
@@ -141,7 +158,7 @@ class BurnerClient:
     # -- transport --------------------------------------------------------------------
 
     def _connection(self) -> tuple[_UnixConnection, bool]:
-        if self._conn is not None and time.monotonic() - self._last_used > REUSE_IDLE:
+        if self._conn is not None and (time.monotonic() - self._last_used > REUSE_IDLE or _closed_by_peer(self._conn)):
             self.close()
         reused = self._conn is not None
         if self._conn is None:
@@ -160,24 +177,33 @@ class BurnerClient:
             reason = "it did not answer in time"
         else:
             reason = reasons.get(e.errno, e.strerror or str(e))
-        return HelperUnavailable("burner helper at %s unavailable: %s" % (self.socket_path, reason), e.errno)
+        return HelperUnavailable("burner helper at %s unavailable: %s" % (self.socket_path, reason), e.errno,
+                                 isinstance(e, TimeoutError))
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if method != "GET":
+            # The helper drops a change that reaches it after this client has given up on it,
+            # so that "unavailable" means "not done" (a stopped helper reads its backlog late).
+            headers[DEADLINE_HEADER] = "%.3f" % (time.time() + self.timeout * DEADLINE_SHARE)
         while True:
             conn, reused = self._connection()
+            conn.sock.settimeout(self.timeout)       # the timeout may have changed since it connected
+            sent = False
             try:
                 conn.request(method, path, body=data, headers=headers)
+                sent = True
                 response = conn.getresponse()
                 raw = response.read()
             except (http.client.HTTPException, OSError) as e:
                 self.close()
-                # A kept-alive connection the helper has just closed: retry reads only,
-                # a POST may have been carried out.
-                if reused and method == "GET" and not isinstance(e, TimeoutError):
+                # A kept-alive connection the helper closed just now: a request that could not
+                # even be sent was not delivered (retry it); one that was sent may have been
+                # carried out (retry reads only).
+                if reused and not isinstance(e, TimeoutError) and (method == "GET" or not sent):
                     continue
                 if isinstance(e, OSError):
                     raise self._unavailable(e) from None

@@ -12,9 +12,13 @@ STATUS = {
     "body_too_large": 413,
     "not_found": 404,            # no such endpoint
     "method_not_allowed": 405,
+    "not_implemented": 501,      # a method no endpoint takes (BREW)
+    "uri_too_long": 414,
+    "headers_too_large": 431,
+    "bad_http_version": 505,
     "forbidden": 403,            # the connecting uid is not in allowed_uids
     # what a job names
-    "bad_image_name": 400,       # empty, too long, control characters, not UTF-8
+    "bad_image_name": 400,       # empty, too long, characters clarens.text refuses
     "absolute_path": 400,
     "parent_reference": 400,     # a ".." component
     "subdirectory": 400,         # a "/": images are files directly in images_dir

@@ -33,6 +33,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from clarens import text
 from clarens.burnerd.errors import Refused
 
 ISO_MAGIC = b"CD001"
@@ -68,23 +69,11 @@ class Image:
         self.close()
 
 
-def clean_text(value: str) -> bool:
-    """Whether ``value`` has no control characters and can be stored as UTF-8.
-
-    JSON can carry lone surrogates (``"\\ud800"``), which cannot be encoded, stored or used as a file name.
-    """
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return all(ord(c) >= 32 and ord(c) != 127 for c in value)
-
-
 def check_name(name: Any) -> str:
     """``name`` if it is an acceptable image name (one visible file name), else :class:`Refused`."""
     if not isinstance(name, str):
         raise Refused("bad_request", "image must be a string naming a file in the images directory")
-    if not name or not clean_text(name) or len(name.encode("utf-8")) > MAX_NAME:
+    if not name or not text.printable(name) or len(name.encode("utf-8")) > MAX_NAME:
         raise Refused("bad_image_name", "image name must be 1-%d bytes of printable UTF-8" % MAX_NAME)
     if name.startswith("/"):
         raise Refused("absolute_path", "image %r is an absolute path; name a file in the images directory" % name)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import select
 import socket
+import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import clarens
+from clarens.burnerd.client import DEADLINE_HEADER
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.peercred import Peer, peer_credentials
 from clarens.burnerd.service import Burner
@@ -75,10 +79,17 @@ ROUTES: list[tuple[re.Pattern, dict[str, Route]]] = [
 ]
 
 
+# The codes of the errors http.server finds itself, by the status it gives them.
+_HTTP_ERRORS = {501: "not_implemented", 414: "uri_too_long", 431: "headers_too_large", 505: "bad_http_version"}
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection: possibly many requests (keep-alive)."""
 
     protocol_version = "HTTP/1.1"
+    # Until a request line is understood, http.server takes it for HTTP/0.9 and answers with a bare
+    # body, no status line; nobody speaks 0.9 to the helper, so every answer has one.
+    default_request_version = "HTTP/1.1"
     server_version = "clarens-burnerd/" + clarens.__version__
     timeout = IDLE_TIMEOUT
     server: "BurnerHTTPServer"
@@ -117,7 +128,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors http.server detects itself (bad request line, headers too long...): JSON too."""
         self.close_connection = True
-        self._send(code, Refused("bad_request", message or "malformed request", code).as_json())
+        self._send(code, Refused(_HTTP_ERRORS.get(code, "bad_request"), message or "malformed request", code).as_json())
 
     # -- helpers for the routes -------------------------------------------------------
 
@@ -145,6 +156,11 @@ class Handler(BaseHTTPRequestHandler):
             if not self.allowed:
                 self.close_connection = True
                 raise Refused("forbidden", "uid %d may not use the burner helper" % self.peer.uid)
+            if method not in ("GET", "HEAD") and self._caller_gave_up():
+                self.close_connection = True
+                self.server.log.info("%s: %s %s not carried out: the caller gave up waiting for it",
+                                     self.peer.describe(), method, urlsplit(self.path).path[:200])
+                return
             status, result = self._route(method)
         except Refused as e:
             self.server.log.warning("%s: %s %s refused: %s", self.peer.describe(), method,
@@ -155,6 +171,25 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             status, result = 500, Refused("internal_error", "the helper failed; see its log").as_json()
         self._send(status, result, head=method == "HEAD")
+
+    def _caller_gave_up(self) -> bool:
+        """Whether the caller no longer waits for this change: its deadline (client.DEADLINE_HEADER) has
+        passed, or it has closed the connection.  A helper that was stopped, or busy restarting, reads
+        requests from its backlog late; carrying them out would turn the caller's "unavailable" into a lie."""
+        try:
+            deadline = float(self.headers.get(DEADLINE_HEADER, "inf"))
+        except ValueError:
+            raise Refused("bad_request", "%s is not a time" % DEADLINE_HEADER) from None
+        if time.time() > deadline:
+            return True
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        if not poller.poll(0):
+            return False     # open, nothing more sent: the caller waits
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""    # readable: an end of file, or a next request
+        except OSError:
+            return True
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
@@ -211,4 +246,7 @@ class BurnerHTTPServer(ThreadingHTTPServer):
         self.log = log
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            self.log.info("a caller went away before its answer was sent")
+            return
         self.log.exception("error on a connection")

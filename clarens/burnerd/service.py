@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 import clarens
-from clarens import procfs
+from clarens import procfs, text
 from clarens.burnerd import xorriso
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.errors import Refused
-from clarens.burnerd.images import clean_text, open_image
+from clarens.burnerd.images import open_image
 from clarens.burnerd.jobs import FAILED, FINISHED, QUEUED, STATES, JobStore
 from clarens.burnerd.peercred import Peer
 from clarens.burnerd.worker import DriveWorker
@@ -155,7 +155,7 @@ class Burner:
         if not isinstance(verify, bool):
             raise Refused("bad_request", "verify must be true or false")
         identity = body.get("identity")
-        if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY or not clean_text(identity):
+        if not isinstance(identity, str) or not 0 < len(identity) <= MAX_IDENTITY or not text.printable(identity):
             raise Refused("bad_identity", "identity must be 1-%d printable characters" % MAX_IDENTITY)
         with open_image(self.config.images_dir, body.get("image"), drive.capacity) as image:
             size = image.size

@@ -67,8 +67,12 @@ def make_ca(pki_dir: str, name: str = "ca", subject: str = ORG + "/CN=Clarens De
     return crt
 
 
-def ensure(state_dir: str) -> dict[str, str]:
-    """Create whatever is missing; returns the paths worth showing a user."""
+BCRYPT_COST = 10     # htpasswd's -C: 2^10 rounds, about 50 ms of CPU for each request that carries a password
+
+
+def ensure(state_dir: str, apache_gid: int = -1) -> dict[str, str]:
+    """Create whatever is missing; returns the paths worth showing a user.  ``apache_gid``: the
+    group of Apache's children, which must read the htpasswd file (-1: leave it to the caller's)."""
     pki = os.path.join(state_dir, "pki")
     os.makedirs(pki, mode=0o700, exist_ok=True)
     if not os.path.exists(os.path.join(pki, "ca.crt")):
@@ -88,10 +92,11 @@ def ensure(state_dir: str) -> dict[str, str]:
         lines: list[str] = []
         for user in USERS:
             password = secrets.token_urlsafe(12)
-            subprocess.run(["htpasswd", "-bB" + ("c" if not lines else ""), htpasswd, user, password],
-                           check=True, capture_output=True)
+            subprocess.run(["htpasswd", "-bB" + ("c" if not lines else ""), "-C", str(BCRYPT_COST), htpasswd, user,
+                            password], check=True, capture_output=True)
             lines.append("%s %s\n" % (user, password))
-        os.chmod(htpasswd, 0o644)   # Apache's children read it; it holds only bcrypt hashes
+        os.chown(htpasswd, -1, apache_gid)
+        os.chmod(htpasswd, 0o640)   # Apache's children read it (their group); nobody else
         fd = os.open(credentials + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.writelines(lines)

@@ -38,6 +38,7 @@ HELPER_USER = "clarens-burner"   # the burner helper's own user, when started as
 DEFAULT_STATE = os.path.join(ROOT, ".state")
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 APACHE = "/usr/sbin/apache2"
+APACHE_UMASK = 0o027     # the logs Apache creates: 0640, not readable by everyone
 
 
 class InstanceError(Exception):
@@ -88,6 +89,7 @@ class Instance:
         self.conf_path = os.path.join(self.state_dir, "apache.conf")
         self.pid_path = os.path.join(self.state_dir, "run", "apache.pid")
         self.error_log = os.path.join(self.state_dir, "log", "error.log")
+        self.access_log = os.path.join(self.state_dir, "log", "access.log")
         self.db_dir = os.path.join(self.state_dir, "db")
         self.url = "http://127.0.0.1:%d/clarens/" % port
         self.tls_url = "https://127.0.0.1:%d/clarens/" % tls_port
@@ -108,7 +110,9 @@ class Instance:
     def all_options(self) -> dict[str, str]:
         burner = {"clarens.module:burner.socket": os.path.join(self.state_dir, "burner-socket", "burnerd.sock"),
                   "clarens.module:burner.images_dir": self.images_dir} if self.burner else {}
-        return {"clarens.server.db_dir": self.db_dir, **burner, **self.options}
+        # Only certificates of the demo organisation are identities (the demo CA could sign others).
+        demo_org = {"clarens.certificate.O": devpki.ORG.rpartition("O=")[2]}
+        return {"clarens.server.db_dir": self.db_dir, **burner, **demo_org, **self.options}
 
     def prepare(self) -> dict[str, str]:
         """Create the state directory, demo credentials and Apache configuration.
@@ -121,6 +125,7 @@ class Instance:
             if cfg.access_control:
                 load_acl_dir(cfg.acl_dir)
             limits = apacheconf.body_limits(cfg)
+            settings = apacheconf.server_settings(cfg)
         except (config_mod.ConfigError, AclError) as e:
             raise InstanceError("refusing to start: %s" % e) from None
         user = self.apache_user()
@@ -132,7 +137,7 @@ class Instance:
         if os.geteuid() == 0:
             os.chown(self.db_dir, user.pw_uid, user.pw_gid)
             self._check_readable_by(user.pw_name)
-        credentials = devpki.ensure(self.state_dir)
+        credentials = devpki.ensure(self.state_dir, user.pw_gid if os.geteuid() == 0 else -1)
         if self.burner:
             self._prepare_burner(user)
         with open(TEMPLATE) as f:
@@ -142,6 +147,8 @@ class Instance:
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
             "LOG_LEVEL": self.log_level,
+            "SERVER_SETTINGS": settings,
+            "ERROR_DOCUMENTS": apacheconf.error_documents(),
             **limits,
             "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(self.all_options().items())),
             "EXTRA": self.extra_conf,
@@ -256,7 +263,7 @@ class Instance:
         self._begin()
         # Own session: on shutdown prefork signals its whole process group, which would include us.
         # A single debug process (-X) keeps the terminal instead, for pdb.
-        self.process = subprocess.Popen(self.command(foreground=True),
+        self.process = subprocess.Popen(self.command(foreground=True), umask=APACHE_UMASK,
                                         stdin=None if self.debug else subprocess.DEVNULL,
                                         start_new_session=not self.debug)
         try:
@@ -268,7 +275,7 @@ class Instance:
     def start_detached(self, timeout: float = 30.0) -> None:
         """Start as a daemon (``apache2 -k start``), for ``./run start``; return once it answers."""
         self._begin()
-        out = subprocess.run(self.command(foreground=False), capture_output=True, text=True)
+        out = subprocess.run(self.command(foreground=False), capture_output=True, text=True, umask=APACHE_UMASK)
         if out.returncode != 0:
             self._stop_helper(timeout)
             raise InstanceError("apache2 -k start failed:\n%s" % (out.stderr.strip() or out.stdout.strip()))

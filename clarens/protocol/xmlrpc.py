@@ -22,7 +22,9 @@ import xml.parsers.expat as expat
 import xmlrpc.client
 from typing import Any, Callable
 
+from clarens.dispatch import MULTICALL
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
+from clarens.protocol import DEFAULT_LIMITS, Limits, salvage_multicall
 from clarens.protocol.xmlrpc_fast import XML_SPACE, NotPlain, flat_call, plain_pieces, plain_text, unescape, xml_name
 
 PROTOCOL = "xmlrpc"
@@ -37,6 +39,14 @@ _INT32 = 1 << 31
 
 _SCALARS = {"string", "int", "i4", "i8", "ex:i8", "boolean", "double", "dateTime.iso8601", "base64", "nil", "ex:nil"}
 _STRUCTURE = {"methodCall", "methodName", "params", "param", "value", "array", "data", "struct", "member", "name"}
+# Where each element may appear (its parent; "" for the root).  Checked at every start tag, so that
+# a misplaced element is refused where it starts, and no nesting grows but that of values (bounded
+# by max_depth): <param> in <param>, scalars outside <value>, a <name> outside a <member>.
+_PARENTS: dict[str, frozenset[str]] = {
+    "methodCall": frozenset({""}), "methodName": frozenset({"methodCall"}), "params": frozenset({"methodCall"}),
+    "param": frozenset({"params"}), "value": frozenset({"param", "data", "member"}),
+    "array": frozenset({"value"}), "struct": frozenset({"value"}), "data": frozenset({"array"}),
+    "member": frozenset({"struct"}), "name": frozenset({"member"}), **{t: frozenset({"value"}) for t in _SCALARS}}
 
 
 def _integer(data: str) -> int:
@@ -89,6 +99,10 @@ def _base64(data: str) -> bytes:
         raise Fault(PARSE_ERROR, "invalid base64 data") from None
 
 
+def _too_many(limits: Limits) -> Fault:
+    return Fault(INVALID_REQUEST, "an array or struct of more than %d items" % limits.items)
+
+
 def _nil(data: str) -> None:
     return None
 
@@ -117,21 +131,23 @@ class _Decoder:
     the root) and raises :class:`~clarens.protocol.xmlrpc_fast.NotPlain` as soon as they do not.
     """
 
-    def __init__(self, max_depth: int):
-        self.max_depth = max_depth
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.max_depth = limits.depth
+        self.values = 0                # <value> elements so far
         self.stack: list[Any] = []     # decoded values; struct member names as _Name
         self.marks: list[int] = []     # stack index where each open array/struct begins
         self.data = ""                 # character data since the last start tag
         self.bare = False              # inside <value> with no type element (yet)
-        self.stray = False             # a <name> decoded outside any array/struct
         self.method: str | None = None
         self.root = False
-        self.open: list[str] = []      # raw pieces: elements not yet closed
+        self.open: list[str] = []      # elements not yet closed
 
     def feed(self, pieces: list[str], raw: bool = False) -> None:
         stack, marks, push = self.stack, self.marks, self.stack.append
         elements = self.open
-        data, bare, root = self.data, self.bare, self.root
+        data, bare, root, values = self.data, self.bare, self.root, self.values
+        limits = self.limits
         try:
             for piece in pieces:
                 tag, gt, text = piece.partition(">")
@@ -142,7 +158,9 @@ class _Decoder:
                         text = unescape(text)
                 if tag[0] == "/":
                     tag = tag[1:]
-                    if raw and (not elements or elements.pop() != tag):
+                    if not raw:
+                        elements.pop()             # expat has checked that it matches
+                    elif not elements or elements.pop() != tag:
                         raise NotPlain
                 else:
                     empty = raw and tag[-1] == "/"         # <tag/>: a start, then at once its end
@@ -151,8 +169,9 @@ class _Decoder:
                             tag = tag[:-1]
                         if tag not in _KNOWN_NAMES and not xml_name(tag):   # attributes, "!", odd names
                             raise NotPlain
-                        if not empty:
-                            elements.append(tag)
+                    parent = elements[-1] if elements else ""
+                    if not empty:
+                        elements.append(tag)
                     data = "" if empty else text
                     if not root:
                         if tag != "methodCall":
@@ -160,6 +179,9 @@ class _Decoder:
                         root = True
                     if tag == "value":
                         bare = True
+                        values += 1
+                        if values > limits.values:
+                            raise Fault(INVALID_REQUEST, "more than %d values in one request" % limits.values)
                     elif tag in _SCALARS:
                         bare = False
                     elif tag == "array" or tag == "struct":
@@ -169,6 +191,9 @@ class _Decoder:
                             raise Fault(PARSE_ERROR, "values nested deeper than %d levels" % self.max_depth)
                     elif tag not in _STRUCTURE:
                         raise Fault(PARSE_ERROR, "unknown element <%s>" % tag[:40])
+                    if parent not in _PARENTS[tag]:
+                        raise Fault(PARSE_ERROR, "<%s> inside <%s>: not where XML-RPC has it"
+                                    % (tag, parent or "nothing"))
                     if not empty:
                         continue
                 # an end tag
@@ -182,31 +207,42 @@ class _Decoder:
                     push(data)
                 elif tag in _PLAIN:
                     pass
+                elif tag == "base64":
+                    if len(data) > limits.base64:
+                        raise Fault(INVALID_REQUEST, "a base64 value of more than %d bytes" % limits.base64)
+                    push(_base64(data))
                 elif tag in _SCALAR:
                     push(_SCALAR[tag](data))
                 elif tag == "name":
-                    if not marks:         # nothing can take it off the top level
-                        self.stray = True
                     push(_Name(data))
                 elif tag == "array":
                     mark = marks.pop()
                     items = stack[mark:]
-                    if any(type(i) is _Name for i in items):
-                        raise Fault(PARSE_ERROR, "<name> outside a <struct> member")
+                    if len(items) > limits.items:
+                        raise _too_many(limits)
                     stack[mark:] = [items]
                 elif tag == "struct":
                     mark = marks.pop()
                     items = stack[mark:]
-                    keys, values = items[0::2], items[1::2]
-                    if len(keys) != len(values) or any(type(k) is not _Name for k in keys) or any(
-                            type(v) is _Name for v in values):
+                    if len(items) > 2 * limits.items:
+                        raise _too_many(limits)
+                    keys, members = items[0::2], items[1::2]
+                    if len(keys) != len(members) or any(type(k) is not _Name for k in keys) or any(
+                            type(v) is _Name for v in members):
                         raise Fault(PARSE_ERROR, "<struct> members must each hold one <name> and one <value>")
-                    stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, values, strict=True)}]
+                    stack[mark:] = [{str.__str__(k): v for k, v in zip(keys, members, strict=True)}]
                 elif tag == "methodName":
                     self.method = data.strip()
                 data += text
         finally:
-            self.data, self.bare, self.root = data, bare, root
+            self.data, self.bare, self.root, self.values = data, bare, root, values
+        # Containers still open hold their items on the stack: refuse one that has already
+        # grown past the bound (checked per batch of pieces, so a huge one stops early).
+        top = len(stack)
+        for mark in reversed(marks):
+            if top - mark > 2 * limits.items:
+                raise _too_many(limits)
+            top = mark
 
 
 def _refuse_dtd(*args: Any) -> None:
@@ -248,8 +284,8 @@ def _expat(body: bytes, decoder: _Decoder) -> None:
     decoder.feed(pieces)
 
 
-def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
-    """Decode a methodCall into (method name, parameters); raises Fault."""
+def loads(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list]:
+    """Decode a methodCall into (method name, parameters), within ``limits``; raises Fault."""
     # expat detects UTF-16/32 by itself, despite the UTF-8 override; such a body always
     # holds NUL bytes (its ASCII markup), which UTF-8 XML never does.
     if b"\x00" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
@@ -264,17 +300,15 @@ def loads(body: bytes, max_depth: int = 64) -> tuple[str, list]:
         pieces = plain_pieces(text)
         if pieces is None:
             raise NotPlain
-        decoder = _Decoder(max_depth)
+        decoder = _Decoder(limits)
         decoder.feed(pieces, raw=True)
         if decoder.open or not decoder.root:
             raise NotPlain
     except NotPlain:
-        decoder = _Decoder(max_depth)
+        decoder = _Decoder(limits)
         _expat(body, decoder)
     if decoder.method is None:
         raise Fault(INVALID_REQUEST, "methodCall has no <methodName>")
-    if decoder.stray:
-        raise Fault(PARSE_ERROR, "<name> outside a <struct> member")
     return decoder.method, decoder.stack
 
 
@@ -400,14 +434,16 @@ Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (
 Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
 
 
-def respond(body: bytes, call: Call, report: Report, max_depth: int = 64) -> bytes:
-    """Answer a request body: decode it, ``call`` the method, encode the result or fault.
+def respond(body: bytes, call: Call, report: Report, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Answer a request body: decode it (within ``limits``), ``call`` the method, encode the
+    result or fault.
 
     Faults raised by ``call`` are the dispatcher's, already logged; a body that
     cannot be decoded and a result that cannot be encoded are told to ``report``.
+    A multicall result that cannot be encoded loses only the sub-results at fault.
     """
     try:
-        name, params = loads(body, max_depth)
+        name, params = loads(body, limits)
     except Fault as fault:
         report(fault)
         return dumps_fault(fault)
@@ -418,5 +454,15 @@ def respond(body: bytes, call: Call, report: Report, max_depth: int = 64) -> byt
     try:
         return dumps_response(result, name)
     except Fault as fault:
+        if name == MULTICALL and isinstance(result, list):
+            return dumps_response(salvage_multicall(result, _encodable, report), name)
         report(fault)
         return dumps_fault(fault)
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        _dump(value, [])
+    except (ValueError, RecursionError):
+        return False
+    return True

@@ -33,9 +33,9 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
         "<nav>%s%s</nav></header><main>" % (
             escape(identity), nav, "" if who.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)),
         "<section class='card wide'><div id=messages></div>",
-        "<p>Framework %s, process %d. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
+        "<p>Framework %s, process %s. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
         "JSON-RPC 2.0 (<code>POST application/json</code>) at <code>%s/</code>.</p>" % (
-            escape(__version__), ctx.server()["pid"], escape(base)),
+            escape(__version__), ctx.server().get("pid", "-"), escape(base)),
         "<h2 class=spaced>Try a method</h2><form id=try class=form><label for=try-method>Method</label>"
         "<select id=try-method>%s</select><label for=try-params>Parameters</label>"
         "<textarea id=try-params rows=3 spellcheck=false>[\"hello\"]</textarea>"

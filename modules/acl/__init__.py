@@ -12,11 +12,13 @@ from clarens.faults import INVALID_PARAMS, Fault
 from clarens.identity import ANONYMOUS, Identity
 
 _db = None
+_retention = store.AuditRetention()
 
 
 def _startup_init(config, dbs, log):
-    global _db
+    global _db, _retention
     _db = dbs.open(store.DB_NAME)
+    _retention = store.AuditRetention(config.get_int("acl_audit_keep"), config.get_int("acl_audit_days"))
 
 
 def _policy():
@@ -29,7 +31,7 @@ def _policy():
 def _change(what, edit):
     who = context.current().identity.name
     try:
-        store.change(_db, who, what, edit)
+        store.change(_db, who, what, edit, _retention)
     except AclError as e:
         raise Fault(INVALID_PARAMS, str(e)) from None
     return True

@@ -29,6 +29,8 @@ from clarens.web.uploads import Progress, UploadError, Uploads, parse_content_ra
 from .images import ISO_MAGIC, ISO_MAGIC_OFFSET, ImageStore, check_iso_head
 
 HELPER_TIMEOUT = 2.0     # seconds: a hung helper costs an Apache worker this long, not more
+HUNG_PAUSE = 3.0         # seconds a process gives a helper that did not answer in time only...
+PROBE_TIMEOUT = 0.25     # ...this long to answer
 SWEEP_EVERY = 600        # seconds between two sweeps of expired partial uploads, per process
 
 _settings: dict = {}
@@ -73,10 +75,21 @@ def _client() -> BurnerClient:
 
 
 def _helper(call):
-    """Run ``call(client)`` against the helper, turning its failures into faults."""
+    """Run ``call(client)`` against the helper, turning its failures into faults.
+
+    After a helper did not answer in time, this process gives it only PROBE_TIMEOUT for
+    HUNG_PAUSE seconds: while it hangs, the calls of a batch (the page polls two at once)
+    fail quickly instead of each holding the Apache worker for HELPER_TIMEOUT, and as soon
+    as it answers again, so do the calls.
+    """
+    client = _client()
+    client.timeout = PROBE_TIMEOUT if time.monotonic() < _settings.get("hung_until", 0.0) else HELPER_TIMEOUT
+    _settings["hung_until"] = 0.0       # until it does not answer in time again
     try:
-        return call(_client())
+        return call(client)
     except HelperUnavailable as e:
+        if e.timed_out:
+            _settings["hung_until"] = time.monotonic() + HUNG_PAUSE
         raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: %s" % e) from None
     except RequestRefused as e:
         raise Fault(INVALID_PARAMS if e.status in (400, 404) else APPLICATION_ERROR,

@@ -16,9 +16,9 @@ import hashlib
 import os
 import re
 import stat
-import unicodedata
 from typing import Callable
 
+from clarens import text
 from clarens.db import Database
 from clarens.faults import INVALID_PARAMS, Fault
 from clarens.web.uploads import CHUNK, ContentRange, Finished, Progress, Uploads
@@ -26,17 +26,13 @@ from clarens.web.uploads import CHUNK, ContentRange, Finished, Progress, Uploads
 ISO_MAGIC, ISO_MAGIC_OFFSET = b"CD001", 32769
 NAME_RULES = "1-200 characters ending in .iso, without '/', a leading '.', or control or formatting characters"
 _NAME_RE = re.compile(r"[^/.][^/]{0,195}\.[iI][sS][oO]\Z")
-# Unicode categories no image name may hold: controls (C0 and C1), formatting characters
-# (bidi overrides, zero-width), surrogates, private use, unassigned and noncharacters
-# (U+FFFE), and line and paragraph separators.
-_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def check_name(name: str) -> str:
     """``name`` if it is acceptable for an image, else Fault(INVALID_PARAMS)."""
     if not isinstance(name, str) or not _NAME_RE.match(name) \
-            or any(unicodedata.category(c) in _BAD_CATEGORIES for c in name) \
+            or not text.printable(name) \
             or len(name.encode("utf-8")) > 255:
         raise Fault(INVALID_PARAMS, "invalid image name %s: use %s" % (ascii(name)[:300], NAME_RULES))
     return name

@@ -65,7 +65,8 @@ def getCapabilities():
 
 
 def listModules():
-    """Return every service module with its status: loaded, or failed with the error message."""
+    """Return every service module with its status: loaded, or failed with the error message
+    (and, for administrators, the directory it was loaded from)."""
     return context.current().modules()
 
 
@@ -75,7 +76,8 @@ def whoami():
 
 
 def serverInfo():
-    """Return facts about this server process: versions, pid and how it started."""
+    """Return facts about this server process: versions, when it started, its modules (and, for
+    administrators, its pid)."""
     return {"framework_version": clarens.__version__, "api_version": clarens.API_VERSION,
             "python_version": platform.python_version(), "mod_python_version": MOD_PYTHON_VERSION,
             **context.current().server()}

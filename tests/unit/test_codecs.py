@@ -1,4 +1,4 @@
-"""What the codecs' shared respond(body, call, report, max_depth) reports, beyond tests/test_*_codec.py."""
+"""What the codecs' shared respond(body, call, report, limits) reports, beyond tests/test_*_codec.py."""
 
 import json
 import xmlrpc.client
@@ -6,7 +6,7 @@ import xmlrpc.client
 import pytest
 
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
-from clarens.protocol import jsonrpc
+from clarens.protocol import Limits, jsonrpc
 from clarens.protocol import xmlrpc as xmlrpc_codec
 
 CODECS = [xmlrpc_codec, jsonrpc]
@@ -52,7 +52,7 @@ def answer(codec, out):
 def respond(codec, body, max_depth=64):
     """respond()'s answer, what it reported, and what it called."""
     service, reported = Service(), []
-    out = codec.respond(body, service, reported.append, max_depth)
+    out = codec.respond(body, service, reported.append, Limits(depth=max_depth))
     return out, reported, service.called
 
 

@@ -16,8 +16,8 @@ from tests.helpers import ROOT
 
 LAYERS = [
     ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.config", "clarens.log", "clarens.db",
-                "clarens.once", "clarens.identity", "clarens.signatures", "clarens.acl", "clarens.acl.model",
-                "clarens.acl.files", "clarens.web", "clarens.web.uploads"}),
+                "clarens.faultlog", "clarens.once", "clarens.identity", "clarens.signatures", "clarens.acl",
+                "clarens.acl.model", "clarens.acl.files", "clarens.web", "clarens.web.uploads"}),
     ("registry/ACL", {"clarens.registry", "clarens.loader", "clarens.acl.store"}),
     ("dispatcher", {"clarens.context", "clarens.dispatch"}),
     ("codecs", {"clarens.protocol", "clarens.protocol.xmlrpc", "clarens.protocol.xmlrpc_fast",

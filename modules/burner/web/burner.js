@@ -87,7 +87,8 @@
     try { body = await response.json(); } catch (e) { /* not ours: Apache's own page */ }
     if (response.ok) return body;
     const error = body.error || {code: response.status, message: "HTTP " + response.status};
-    throw Object.assign(new Error(error.message), {code: error.code, status: response.status});
+    throw Object.assign(new Error(error.message), {code: error.code, status: response.status,
+                                                   offset: response.headers.get("Upload-Offset")});
   }
 
   // How much of the file the server holds already; every refusal (too large, no space,

@@ -31,6 +31,11 @@ def info():
             "protocol": context.current().protocol}
 
 
+def pid():
+    """Return the pid of the Apache child that answers (system.serverInfo shows it to admins only)."""
+    return os.getpid()
+
+
 def boom():
     """Raise ZeroDivisionError (an unexpected exception)."""
     return 1 / 0
@@ -51,5 +56,5 @@ def add(a, b=0):
     return a + b
 
 
-methods_list = {"info": info, "boom": boom, "fault": fault, "unencodable": unencodable, "add": add}
+methods_list = {"info": info, "pid": pid, "boom": boom, "fault": fault, "unencodable": unencodable, "add": add}
 methods_sig = {"info": ["struct"], "boom": ["int"], "fault": ["int"], "unencodable": ["struct"]}

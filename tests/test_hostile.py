@@ -1,0 +1,251 @@
+"""Hostile clients through the real Apache: slow clients cannot starve the host, bytes that are not
+UTF-8 get a plain 400, logs stay in proportion, defaults say little, one request's cost is bounded."""
+
+import collections
+import os
+import re
+import socket
+import stat
+import threading
+import time
+import xmlrpc.client
+
+import pytest
+
+from clarens import config as config_mod
+from clarens import faultlog, faults
+from clarens.dev import devpki
+from tests.helpers import ROOT, basic_header, cert_proxy, start_instance
+
+AUDIT_KEEP = 25
+
+
+@pytest.fixture(scope="module")
+def inst():
+    """An instance of its own: these tests flood it, and read its error log."""
+    shipped = config_mod.load(config_mod.DEFAULT_CONFIG)
+    instance = start_instance("clarens-hostile-", log_level="warn", options={   # the shipped modules and pool
+        "clarens.server.log_level": "warning", "clarens.server.modules_path": os.path.join(ROOT, "modules"),
+        "clarens.server.spare_workers": str(shipped.spare_workers), "clarens.server.workers": str(shipped.workers),
+        "clarens.server.acl_audit_keep": str(AUDIT_KEEP)})
+    yield instance
+    instance.stop()
+
+
+def raw(inst, data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", inst.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def log_size(inst) -> int:
+    return os.path.getsize(inst.error_log)
+
+
+def log_since(inst, mark: int) -> str:
+    with open(inst.error_log, errors="replace") as f:
+        f.seek(mark)
+        return f.read()
+
+
+# -- bytes that are not UTF-8 ---------------------------------------------------------
+
+@pytest.mark.parametrize("head", [
+    b"GET /clarens/%FF HTTP/1.1\r\nHost: x\r\n",
+    b"GET /clarens/\xff HTTP/1.1\r\nHost: x\r\n",
+    b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/\xffxml\r\nContent-Length: 0\r\n",
+    b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nOrigin: http://\xff\r\nContent-Length: 0\r\n",
+    b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nSec-Fetch-Site: \xff\r\n"
+    b"Content-Length: 0\r\n",
+], ids=["percent-ff-uri", "raw-ff-uri", "content-type", "origin", "sec-fetch-site"])
+def test_bytes_that_are_not_utf8_get_a_plain_400(inst, head):
+    mark = log_size(inst)
+    answer = raw(inst, head + b"Connection: close\r\n\r\n")
+    assert status_of(answer) == 400, answer[:300]
+    assert b"500" not in answer.split(b"\r\n", 1)[0] and b"<html" not in answer.lower()
+    assert "Traceback" not in log_since(inst, mark)
+    assert xmlrpc.client.ServerProxy(inst.url).system.listMethods()          # and it serves on
+
+
+def test_a_client_gone_mid_body_is_one_line_not_a_traceback(inst):
+    """The handler notes it (at info, below this instance's level) and answers 400 to nobody:
+    the access log shows that 400, the error log no traceback, and the host serves on."""
+    mark, access = log_size(inst), os.path.getsize(inst.access_log)
+    with socket.create_connection(("127.0.0.1", inst.port)) as sock:
+        sock.sendall(b"POST /clarens/?gone HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                     b"Content-Length: 5000\r\n\r\n<?xml version='1.0'?><methodCall>")
+    deadline = time.monotonic() + 30
+    while b'"POST /clarens/?gone HTTP/1.1"' not in _read_from(inst.access_log, access):
+        assert time.monotonic() < deadline, log_since(inst, mark)
+        time.sleep(0.1)
+    assert b'"POST /clarens/?gone HTTP/1.1" 400 ' in _read_from(inst.access_log, access)
+    assert "Traceback" not in log_since(inst, mark)
+    assert xmlrpc.client.ServerProxy(inst.url).system.listMethods()
+
+
+def _read_from(path: str, mark: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(mark)
+        return f.read()
+
+
+# -- logs in proportion -----------------------------------------------------------------
+
+def _denied_batch(n: int) -> bytes:
+    return ("[" + ",".join('{"jsonrpc":"2.0","method":"acl.show"}' for _ in range(n)) + "]").encode()
+
+
+def _post(inst, body: bytes, ctype: str) -> bytes:
+    return raw(inst, b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (ctype.encode(), len(body), body))
+
+
+def test_a_denied_batch_is_one_line_with_a_count(inst):
+    mark = log_size(inst)
+    assert status_of(_post(inst, _denied_batch(5000), "application/json")) == 204
+    text = log_since(inst, mark)
+    assert "5000 calls got fault -32001 ('acl.show', 'acl.show'" in text and text.count("\n") == 1, text[:2000]
+
+
+def test_denied_calls_cost_fewer_log_bytes_than_request_bytes(inst):
+    """Single denied calls, batches of denied notifications and denied multicalls, anonymous."""
+    mark = log_size(inst)
+    single = xmlrpc.client.dumps((), "acl.show").encode()
+    multicall = xmlrpc.client.dumps(([{"methodName": "acl.show", "params": []}] * 1000,), "system.multicall").encode()
+    bodies = [(single, "text/xml")] * 600 + [(_denied_batch(5000), "application/json")] * 5 + \
+        [(multicall, "text/xml")] * 5
+
+    def send(chunk):
+        for body, ctype in chunk:
+            answer = _post(inst, body, ctype)
+            assert status_of(answer) in (200, 204), answer[:200]
+    threads = [threading.Thread(target=send, args=(bodies[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = sum(len(body) for body, _ in bodies)
+    logged = log_size(inst) - mark
+    assert logged < sent / 20, (logged, sent)
+    text = log_since(inst, mark)
+    per_process = collections.Counter(re.findall(r"\[pid (\d+).*fault -32001", text))
+    # the budget: at most BURST such lines a minute per process (twice if the test straddles a minute)
+    assert per_process and max(per_process.values()) <= 2 * faultlog.Budget.BURST, per_process
+
+
+def test_the_audit_trail_is_bounded(inst):
+    admin = cert_proxy(inst, "demo-admin")
+    for i in range(30):
+        admin.acl.set_group("scratch", ["user%d" % i])
+    trail = admin.acl.audit(1000)
+    assert len(trail) == AUDIT_KEEP and trail[-1]["what"] == {"action": "set_group", "group": "scratch",
+                                                              "members": ["user29"]}, trail[-1]
+
+
+# -- secure defaults ------------------------------------------------------------------------
+
+def test_headers_say_little_and_trace_is_off(inst):
+    answer = raw(inst, b"GET /clarens/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    headers = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nServer: Apache\r\n" in headers and "Python" not in headers
+    assert status_of(raw(inst, b"TRACE /clarens/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 405
+    error = raw(inst, b"GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"Apache/" not in error and b"mod_python" not in error
+
+
+def test_state_files_are_private(inst):
+    htpasswd = os.stat(os.path.join(inst.state_dir, "htpasswd"))
+    assert stat.S_IMODE(htpasswd.st_mode) == 0o640 and htpasswd.st_gid == 33            # www-data's group
+    with open(os.path.join(inst.state_dir, "htpasswd")) as f:
+        assert all(line.split(":", 1)[1].startswith("$2y$10$") for line in f if line.strip())   # bcrypt, cost 10
+    for name in ("error.log", "access.log"):
+        assert stat.S_IMODE(os.stat(os.path.join(inst.state_dir, "log", name)).st_mode) & 0o007 == 0
+
+
+def test_paths_and_pids_only_to_admins(inst):
+    anon = xmlrpc.client.ServerProxy(inst.url)
+    assert all("path" not in m for m in anon.system.listModules()) and "pid" not in anon.system.serverInfo()
+    admin = cert_proxy(inst, "demo-admin")
+    assert all(m["path"].startswith("/") for m in admin.system.listModules())
+    assert isinstance(admin.system.serverInfo()["pid"], int)
+
+
+def test_a_demo_ca_certificate_of_another_organisation_is_refused(inst):
+    devpki.issue(inst.pki_dir, "outsider", "/C=UK/O=Elsewhere/CN=Outsider")
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        cert_proxy(inst, "outsider").system.whoami()
+    assert info.value.faultCode == faults.ACCESS_DENIED and "O=Clarens Demo" in info.value.faultString
+
+
+# -- bounded cost -----------------------------------------------------------------------------
+
+def test_a_huge_struct_is_refused_not_decoded(inst):
+    body = xmlrpc.client.dumps(({"k%06d" % i: i for i in range(125000)},), "echo.echo").encode()
+    assert 8 * 10**6 < len(body) < 10 * 2**20
+    answer = raw(inst, b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
+                       b"Connection: close\r\n\r\n%s" % (len(body), body), timeout=60)
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        xmlrpc.client.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert info.value.faultCode == faults.INVALID_REQUEST
+    assert "more than 10000 items" in info.value.faultString
+
+
+# -- slow clients -------------------------------------------------------------------------------
+
+class Trickler(threading.Thread):
+    """A slow client: opens a connection, sends ``head`` a few bytes every ``every`` seconds, and
+    starts again when the server cuts it off, until stopped."""
+
+    def __init__(self, port: int, head: bytes, every: float, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.head, self.every, self.stop = port, head, every, stop
+        self.cut = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+                    for i in range(0, len(self.head), 8):
+                        sock.sendall(self.head[i:i + 8])
+                        if self.stop.wait(self.every):
+                            return
+                    while not self.stop.wait(self.every):
+                        sock.sendall(b"x")           # the body, a byte at a time
+            except OSError:
+                self.cut += 1                        # cut off by the server: come back
+
+
+def test_eighty_slow_clients_do_not_starve_the_others(inst):
+    auth = basic_header(inst, "demo")["Authorization"].encode()
+    heads = ([b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nX-Slow: " + b"y" * 200] * 30
+             + [b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 100000\r\n\r\n"] * 30
+             + [b"PUT /clarens/images/slow.iso HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+                + b"\r\nContent-Length: 50000000\r\n\r\n"] * 20)
+    stop = threading.Event()
+    slow = [Trickler(inst.port, head, 1.0, stop) for head in heads]
+    for t in slow:
+        t.start()
+    try:
+        time.sleep(8)                                # they are all in, and prefork has grown
+        worst, calls = 0.0, 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            proxy = xmlrpc.client.ServerProxy(inst.url)
+            assert proxy.echo.echo("still here") == "still here"
+            worst, calls = max(worst, time.monotonic() - start), calls + 1
+            time.sleep(0.1)
+        assert worst < 2.0, "a call waited %.1f s" % worst
+        assert sum(t.cut for t in slow) >= 30        # the slow ones were cut off (mod_reqtimeout)
+    finally:
+        stop.set()
+        for t in slow:
+            t.join(5)
