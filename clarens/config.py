@@ -24,6 +24,7 @@ CONFIG_OPTION = "clarens.config"
 SERVER_DEFAULTS = {
     "modules_path": "../modules",
     "db_dir": "/var/lib/clarens",
+    "session_db_dir": "~/.local/state/clarens",
     "max_body": "10485760",
     "max_depth": "64",
     "max_items": "10000",

@@ -35,12 +35,13 @@ _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("claren
 class CallContext:
     """One request's context, shared by every call it carries (e.g. multicall sub-calls)."""
 
-    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug", "faults")
+    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug", "faults", "_address")
 
     def __init__(self, host: "Host", request: Any = None, identity: Identity = ANONYMOUS,
-                 protocol: str = "xmlrpc", debug: bool | None = None):
+                 protocol: str = "xmlrpc", debug: bool | None = None, address: str | None = None):
         self._host = host
         self.request = request                # the mod_python request, or None outside Apache
+        self._address = address               # where the caller is, outside Apache (an SSH client's address)
         self.identity = identity
         self.protocol = protocol              # "xmlrpc", "jsonrpc", or "http" (web routes)
         self.method: str | None = None        # the method being called, set by the dispatcher
@@ -52,7 +53,9 @@ class CallContext:
     @property
     def client_address(self) -> str:
         """The client's IP address (read from the request only when someone asks)."""
-        return self.request.useragent_ip if self.request is not None else "-"
+        if self.request is not None:
+            return self.request.useragent_ip
+        return self._address or "-"
 
     @property
     def debug(self) -> bool:

@@ -18,12 +18,11 @@ its protocol, faults included, never with Apache's HTML error page.
 
 from __future__ import annotations
 
-import functools
 import secrets
 
 from mod_python import apache
 
-from clarens import context, faultlog, faults
+from clarens import context, faults, serving
 from clarens import host as host_mod
 from clarens import identity as identity_mod
 from clarens.config import ConfigError
@@ -33,10 +32,6 @@ from clarens.protocol import jsonrpc, xmlrpc
 from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
-# The codec for each RPC Content-Type.  Both have the same shape: PROTOCOL, CONTENT_TYPE,
-# respond(body, call, report, limits) and dumps_fault(fault).
-_CODECS = {"text/xml": xmlrpc, "application/xml": xmlrpc,
-           "application/json": jsonrpc, "application/json-rpc": jsonrpc}
 
 
 def handler(req) -> int:
@@ -58,7 +53,7 @@ def handler(req) -> int:
             if route is None:
                 return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
         elif method == "POST":
-            codec = _CODECS.get(req.headers_in.get("Content-Type")) or _codec(req)   # the usual exact type first
+            codec = serving.codec_for(req.headers_in.get("Content-Type"))
             if codec is None:
                 host.log.info("%s: POST with unsupported Content-Type %r", req.useragent_ip,
                                  (req.headers_in.get("Content-Type") or "")[:60])
@@ -82,8 +77,7 @@ def handler(req) -> int:
                 return _rpc(req, host, ctx, codec)
             return _page(req, host, ctx, base)
         finally:
-            if ctx.faults:
-                _log_faults(host, ctx)
+            serving.log_faults(host, ctx)
             context.deactivate(token)
     except UnicodeDecodeError:
         # mod_python decodes the URI and header values as UTF-8 when they are first read:
@@ -121,34 +115,12 @@ def _place(req, uri: str) -> tuple[str, str | None]:
     return place
 
 
-def _codec(req):
-    """The codec of the RPC protocol a POST's Content-Type names (parameters, case and spaces
-    aside), or None."""
-    raw = req.headers_in.get("Content-Type") or ""
-    return _CODECS.get(raw.partition(";")[0].strip().lower())
-
-
 def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = None) -> context.CallContext:
-    """The one place a request's CallContext is made: the caller identified from ``req`` (unless
-    given), with the ACL groups it is in.  IdentityRefused for credentials this server refuses."""
+    """A request's CallContext: the caller identified from ``req`` (unless given).
+    IdentityRefused for credentials this server refuses."""
     if caller is None:
         caller = identity_mod.from_request(req, host.config.cert_require)
-    # Once per request: a policy change applies from every child's next request on.
-    if host.guard is not None:
-        caller = host.guard.identify(caller)
-    ctx = context.CallContext(host, req, caller, protocol)
-    ctx.faults = []      # logged when the request ends, one line per fault code
-    return ctx
-
-
-def _log_faults(host: host_mod.Host, ctx: context.CallContext) -> None:
-    """Write the request's faults: one line per code, identical lines rate-limited (clarens.faultlog)."""
-    assert ctx.faults is not None
-    for code, line in faultlog.lines(ctx.describe(), ctx.faults):
-        allowed, left_out = host.log_budget.allow((ctx.identity.name, ctx.client_address, code))
-        if allowed:
-            host.log.warning("%s%s", line, " (%d like it left out)" % left_out if left_out else "")
-    ctx.faults.clear()
+    return serving.context_for(host, req, protocol, caller)
 
 
 def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused) -> int:
@@ -200,7 +172,7 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
     except UnicodeDecodeError:
         raise              # a header that is not UTF-8: the handler answers 400
     except Fault as fault:
-        _report(fault)
+        serving.report(fault)
         response = routes.WebResponse.fault(fault)
     except Exception:
         incident = secrets.token_hex(4)
@@ -222,18 +194,18 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec) -> int:
         forged = _cross_site(req)
         if forged:
             fault = Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-            _report(fault)
+            serving.report(fault)
             return _fault_response(req, codec, fault, apache.HTTP_FORBIDDEN)
         problem = _body_problem(req.headers_in, host.config.max_body)
         if problem is not None:
-            _report(problem[1])
+            serving.report(problem[1])
             return _fault_response(req, codec, problem[1], problem[0])
         try:
             body = req.read()
         except OSError as e:   # the client went away, or stalled past Apache's timeouts, mid-body
             host.log.info("%s: the request body could not be read (%s)", ctx.describe(), e)
             return _plain(req, apache.HTTP_BAD_REQUEST, "The request body could not be read.\n")
-        out = _respond(host, ctx, codec, body)
+        out = serving.respond(host, ctx, codec, body)
         if out is None:   # notifications only: nothing to answer
             return _send(req, apache.HTTP_NO_CONTENT, None, b"")
         return _send_ok(req, codec.CONTENT_TYPE, out)
@@ -266,21 +238,9 @@ def warm_up(host: host_mod.Host, rounds: int = 16) -> None:
             ctx = _context(host, None, codec.PROTOCOL, identity_mod.ANONYMOUS)
             token = context.activate(ctx)
             try:
-                _respond(host, ctx, codec, body)
+                serving.respond(host, ctx, codec, body)
             finally:
                 context.deactivate(token)
-
-
-def _respond(host: host_mod.Host, ctx: context.CallContext, codec, body: bytes) -> bytes | None:
-    """The codec's answer to ``body``, every call going through the dispatcher as the caller in ``ctx``."""
-    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), _report, host.limits)
-
-
-def _report(fault: Fault) -> None:
-    """Record, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
-    result).  A plain function of the current context: the codecs get it without a binding per request."""
-    ctx = context.current()
-    host_mod.current().dispatcher.note(ctx, ctx.method or "-", fault)
 
 
 def _body_problem(headers, limit: int) -> tuple[int, Fault] | None:

@@ -99,20 +99,27 @@ _lock = threading.Lock()
 _host: Host | None = None
 
 
-def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod.DEFAULT_CONFIG) -> Host:
+def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod.DEFAULT_CONFIG,
+         standalone: bool = False) -> Host:
     """Build this process's host from the config file and ``clarens.*`` options, and load modules.
 
+    ``standalone``: a server of this one process, outside Apache (an SSH session, a
+    ``local:`` client), run by an OS user: its databases go in ``[server] session_db_dir``
+    (unless ``clarens.server.db_dir`` is given), and each start is a server start.
     Raises config.ConfigError if the configuration is unusable.
     """
     global _host
     with _lock:
         cfg = config_mod.load(path, options)
+        if standalone and not (options and "clarens.server.db_dir" in options):
+            own = dict(options or {}, **{"clarens.server.db_dir": os.path.expanduser(cfg.server["session_db_dir"])})
+            cfg = config_mod.load(path, own)
         log = log_mod.setup(cfg.log_level)
         try:
             os.makedirs(cfg.db_dir, mode=0o700, exist_ok=True)
         except OSError as e:
             log.error("db_dir %s cannot be created (%s): modules using databases will fail", cfg.db_dir, e.strerror)
-        once.configure(cfg.db_dir)   # for modules' _startup_init
+        once.configure(cfg.db_dir, standalone)   # for modules' _startup_init
         host = Host(cfg, log)
         _host = host
         if cfg.access_control:

@@ -9,6 +9,13 @@ Sources, in order:
    ``req.ap_auth_type`` says Apache authenticated it;
 3. otherwise ``anonymous``.
 
+Outside Apache (an SSH session served by :mod:`clarens.stdio`, a ``local:``
+client) the caller is the operating-system user the process runs as, named
+``unix:NAME``: the OS authenticated it (SSH keys, login).  ``unix:alice`` and
+the Apache user ``alice`` are different identities, since different systems
+vouch for them; a policy that means both names both, or puts both in a group.
+No Apache user name may start with ``unix:``.
+
 A certificate whose subject lacks the fields required by the ``[certificate]``
 configuration section, or an Apache user name that could pass for a DN or a
 special identity, is refused rather than downgraded.
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 RESERVED_NAMES = ("anonymous", "authenticated")
+UNIX_PREFIX = "unix:"
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class Identity:
     """A caller.  ``name`` is a certificate DN, an Apache user name or ``anonymous``;
     ``source`` says how it was established; ``groups`` are the ACL groups it is in."""
     name: str
-    source: str                 # "certificate", the Apache auth type in lower case ("basic"), or "anonymous"
+    source: str                 # "certificate", the Apache auth type in lower case ("basic"), "unix" or "anonymous"
     groups: tuple[str, ...] = ()
 
     @property
@@ -41,6 +49,11 @@ class Identity:
 
 
 ANONYMOUS = Identity("anonymous", "anonymous")
+
+
+def unix_user(name: str) -> Identity:
+    """The identity of operating-system user ``name``: ``unix:NAME``."""
+    return Identity(UNIX_PREFIX + name, "unix")
 
 
 class IdentityRefused(Exception):
@@ -137,7 +150,7 @@ def from_request(req: Any, cert_require: Mapping[str, str]) -> Identity:
     if user:
         auth_type = req.ap_auth_type
         if auth_type:
-            if user.startswith("/") or user in RESERVED_NAMES:
+            if user.startswith(("/", UNIX_PREFIX)) or user in RESERVED_NAMES:
                 raise IdentityRefused("user name %r is reserved (it could pass for a DN or a special identity)" % user)
             return Identity(user, auth_type.lower())
     return ANONYMOUS

@@ -28,10 +28,13 @@ except ImportError:  # command-line tools, tests
 
 _AP_MPMQ_GENERATION = 15
 _default_directory: str | None = None    # the host's db_dir, set at boot by configure()
+_standalone = False                      # a server of one process (clarens.stdio, local: clients)
 
 
 def server_start_token() -> str:
     """A string that is equal in every child of one server start, and differs across starts."""
+    if _standalone:
+        return "%d:%s:0" % (os.getpid(), procfs.start_time(os.getpid()))
     parent = os.getppid()
     generation = _apache.mpm_query(_AP_MPMQ_GENERATION) if _apache is not None else 0
     return "%d:%s:%d" % (parent, procfs.start_time(parent), generation)
@@ -49,11 +52,13 @@ def _covers(recorded: str, token: str) -> bool:
     return recorded_server == server and recorded_gen.isdigit() and int(recorded_gen) >= int(gen)
 
 
-def configure(directory: str) -> None:
+def configure(directory: str, standalone: bool = False) -> None:
     """Make ``directory`` (the host's ``db_dir``) where :func:`once_per_server` keeps its files by
-    default.  The host calls this at boot, before any module's ``_startup_init``."""
-    global _default_directory
+    default.  The host calls this at boot, before any module's ``_startup_init``.  ``standalone``:
+    this process is a whole server by itself, so each start of it is a server start."""
+    global _default_directory, _standalone
     _default_directory = directory
+    _standalone = standalone
 
 
 def once_per_server(name: str, block: Callable[[], object], directory: str | None = None) -> bool:

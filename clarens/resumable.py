@@ -24,6 +24,8 @@ import time
 import urllib.parse
 from typing import Callable
 
+from clarens.client.errors import TransportError
+
 SLICE = 8 << 20        # bytes sent between two progress reports
 CONTINUE_WAIT = 5.0    # seconds to wait for "100 Continue" before sending anyway (curl waits 1 s)
 Progress = Callable[[int, int], None]   # (bytes the server has or was sent, file size)
@@ -40,8 +42,8 @@ class UploadRefused(Exception):
         self.offset = offset                # the server holds this much, not what the request assumed
 
 
-class UploadFailed(Exception):
-    """The upload could not be completed: the connection kept failing."""
+class UploadFailed(TransportError):
+    """The upload could not be completed: the connection kept failing (a client TransportError)."""
 
 
 class _Reader:
@@ -163,8 +165,7 @@ def upload(target: Target, path: str, progress: Progress | None = None, attempts
             last_error, delay = e, min(2.0 ** failures, 10.0)
         failures += 1
         if failures >= attempts:
-            raise UploadFailed("upload of %s to %s failed %d times; last: %s" % (path, target.url, failures,
-                                                                                 last_error))
+            raise UploadFailed(target.url, "upload of %s failed %d times; last: %s" % (path, failures, last_error))
         sleep(delay)
 
 

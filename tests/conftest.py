@@ -2,12 +2,23 @@
 
 import os
 import shutil
+import signal
 import tempfile
 import xmlrpc.client
 
 import pytest
 
 from tests.helpers import Raw, basic_proxy, cert_proxy, start_instance
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config):
+    """SIGTERM ends the run as Ctrl-C does: every test's finally and every fixture's teardown still
+    run, so no Apache, helper or browser the run started outlives it."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -36,6 +36,13 @@ def test_readme_notes_module(tmp_path):
         with pytest.raises(xmlrpc.client.Fault) as info:
             proxy.notes.add("n1", "again")
         assert info.value.faultCode == 1001
+        for n in range(2, 5):                      # max_notes 5: the welcome note and four more
+            proxy.notes.add("n%d" % n, "more")
+        with pytest.raises(xmlrpc.client.Fault) as info:
+            proxy.notes.add("n5", "one too many")
+        assert info.value.faultCode == 1003 and "5 notes" in info.value.faultString
+        with open(inst.error_log) as log:         # the test instances log at info
+            assert "notes ready, at most 5 notes" in log.read()
         assert proxy.system.methodSignature("notes.add") == [["boolean", "string", "string"]]
         assert proxy.system.methodHelp("notes.get").startswith("Return the note called NAME")
     finally:

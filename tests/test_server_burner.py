@@ -263,11 +263,11 @@ def test_stopping_the_instance_leaves_no_helper_or_xorriso(isos):
 
 def test_command_line_client_burns_and_verifies(server, isos):
     env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(server.state_dir)["demo"])
-    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.client", "--url", server.url, "--user", "demo",
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.burner_cli", "--url", server.url, "--user", "demo",
                           "burn", isos["small"]], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "verified: the disc matches the image" in out.stdout and "upload [" in out.stdout
-    again = subprocess.run(["/usr/bin/python3", "-m", "clarens.client", "--url", server.url, "--user", "demo",
+    again = subprocess.run(["/usr/bin/python3", "-m", "clarens.burner_cli", "--url", server.url, "--user", "demo",
                             "burn", isos["small"]], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert again.returncode == 0 and "upload [" not in again.stdout   # the server already had it
 

@@ -191,7 +191,7 @@ def test_whoami_and_server_info(anon, proxy):
     info = proxy.system.serverInfo()
     assert info["framework_version"] and info["api_version"] == 1
     assert info["python_version"].startswith("3.11") and info["mod_python_version"].startswith("3.5")
-    assert info["startup_init_calls"] == 4   # acl, burner, probe and initfail define _startup_init
+    assert info["startup_init_calls"] == 5   # acl, burner, probe, counter and initfail define _startup_init
     caps = proxy.system.getCapabilities()
     assert {"introspection", "system.multicall", "faults_interop"} <= set(caps)
     assert caps["faults_interop"]["specVersion"] == 20010516

@@ -62,7 +62,7 @@ def answer(sock):
 
 def cli(inst, *args, url=None, timeout=300):
     env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(inst.state_dir)["demo"])
-    return subprocess.run(["/usr/bin/python3", "-m", "clarens.client", "--url", url or inst.url, "--user", "demo",
+    return subprocess.run(["/usr/bin/python3", "-m", "clarens.burner_cli", "--url", url or inst.url, "--user", "demo",
                            *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
@@ -187,7 +187,7 @@ def test_cli_continues_where_a_killed_run_stopped(server, iso64, tmp_path):
     copy.write_bytes(open(iso64, "rb").read())
     slow = CuttingProxy(server.port, rate=10 * 10**6)
     env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(server.state_dir)["demo"])
-    run = subprocess.Popen(["/usr/bin/python3", "-m", "clarens.client", "--url", "http://127.0.0.1:%d/clarens/"
+    run = subprocess.Popen(["/usr/bin/python3", "-m", "clarens.burner_cli", "--url", "http://127.0.0.1:%d/clarens/"
                             % slow.port, "--user", "demo", "upload", str(copy)], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -96,7 +96,7 @@ class Burner:
 
     def _medium(self, worker: DriveWorker) -> dict:
         drive = worker.drive
-        if drive.kind == "stdio":
+        if drive.kind == "stdio" and not worker.busy:   # while it is written, the job's progress is the truth
             try:
                 st = os.stat(drive.path)
             except FileNotFoundError:

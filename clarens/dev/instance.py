@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from clarens import apacheconf, procfs
 from clarens import config as config_mod
@@ -70,7 +70,7 @@ class Instance:
 
     def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, tls_port: int = 8443, debug: bool = False,
                  options: Mapping[str, str] | None = None, extra_conf: str = "", log_level: str = "warn",
-                 burner: bool = True):
+                 burner: bool = True, helper_users: Sequence[str] = ()):
         self.state_dir = os.path.abspath(state_dir)
         self.port = port
         self.tls_port = tls_port
@@ -79,6 +79,7 @@ class Instance:
         self.extra_conf = extra_conf
         self.log_level = log_level
         self.burner = burner
+        self.helper_users = tuple(helper_users)   # more users the burner helper admits (e.g. over SSH)
         self.images_dir = os.path.join(self.state_dir, "images")
         self.burner_dir = os.path.join(self.state_dir, "burner")
         self.burnerd_conf = os.path.join(self.state_dir, "burnerd.conf")
@@ -103,12 +104,17 @@ class Instance:
         """The user Apache's children run as: www-data when started as root, else the caller."""
         return pwd.getpwnam("www-data") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 
+    @property
+    def helper_socket(self) -> str:
+        """The burner helper's Unix socket (curl --unix-socket PATH http://burner/v1/status)."""
+        return os.path.join(self.state_dir, "burner-socket", "burnerd.sock")
+
     def server_config(self) -> config_mod.ServerConfig:
         """The configuration the server will run with (file plus this instance's options)."""
         return config_mod.load(os.path.join(ROOT, "conf", "clarens.conf"), self.all_options())
 
     def all_options(self) -> dict[str, str]:
-        burner = {"clarens.module:burner.socket": os.path.join(self.state_dir, "burner-socket", "burnerd.sock"),
+        burner = {"clarens.module:burner.socket": self.helper_socket,
                   "clarens.module:burner.images_dir": self.images_dir} if self.burner else {}
         # Only certificates of the demo organisation are identities (the demo CA could sign others).
         demo_org = {"clarens.certificate.O": devpki.ORG.rpartition("O=")[2]}
@@ -169,8 +175,9 @@ class Instance:
         os.chown(self.images_dir, apache.pw_uid, helper.pw_gid)
         os.chmod(self.images_dir, 0o2750)         # Apache writes uploads, the helper's group reads them
         with open(BURNERD_TEMPLATE) as f:
-            conf = apacheconf.render_template(f.read(), {"STATE": self.state_dir, "APACHE_USER": apache.pw_name,
-                                              "APACHE_GROUP": _group_name(apache.pw_gid)})
+            conf = apacheconf.render_template(f.read(), {
+                "STATE": self.state_dir, "ALLOWED_USERS": " ".join((apache.pw_name,) + self.helper_users),
+                "APACHE_GROUP": _group_name(apache.pw_gid)})
         with open(self.burnerd_conf + ".tmp", "w") as f:
             f.write(conf)
         os.replace(self.burnerd_conf + ".tmp", self.burnerd_conf)
@@ -396,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLARENS_PORT", "8080")))
     parser.add_argument("--tls-port", type=int, default=int(os.environ.get("CLARENS_TLS_PORT", "8443")))
     args = parser.parse_args(argv)
+    if args.debug and args.action != "serve":
+        parser.error("--debug is for serve (one Apache process in the foreground): ./run serve --debug")
     inst = Instance(args.state, args.port, args.tls_port, debug=args.debug)
     try:
         if args.action == "render":
@@ -403,8 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             print(inst.conf_path)
         elif args.action == "status":
             pid = inst.running_pid()
-            print("running, pid %d, %s" % (pid, inst.url) if pid else "not running")
-            return 0 if pid else 3
+            if not pid:
+                print("not running (./run start or ./run serve starts it)")
+                return 3
+            print("running, pid %d, %s and %s\n  burner helper socket: %s\n  logs: %s"
+                  % (pid, inst.url, inst.tls_url, inst.helper_socket, inst.error_log))
         elif args.action == "start":
             inst.start_detached()
             print(inst.banner())
@@ -423,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("%sState in %s. Ctrl-C stops it." % (
                     "Single process, PythonDebug On. " if args.debug else "", inst.state_dir), flush=True)
                 inst.process.wait()
-                print("Apache exited with status %d:\n%s" % (inst.process.returncode, inst.log_tail()))
+                if inst.process.returncode == 0:      # stopped from elsewhere (./run stop): nothing went wrong
+                    print("Apache stopped.", flush=True)
+                    return 0
+                print("Apache exited with status %d; the end of its log:\n%s"
+                      % (inst.process.returncode, inst.log_tail()))
                 return 1
             except (KeyboardInterrupt, SystemExit):
                 print("\nstopping...", flush=True)

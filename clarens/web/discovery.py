@@ -17,8 +17,11 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
     identity = "%s (%s%s)" % (who.name, who.source, "; groups " + ", ".join(who.groups) if who.groups else "")
     methods = ctx.methods
     allowed = {name: ctx.may_call(name) for name in methods}
-    options = "".join("<option value='%s'>%s%s</option>" % (escape(n), escape(n),
-                                                              "" if allowed[n] else " (not allowed)")
+    # The form starts on a method the caller may call: echo.echo, whose example fits, if it can.
+    first = "echo.echo" if allowed.get("echo.echo") else next((n for n in sorted(methods) if allowed[n]), "")
+    example = '["hello"]' if first == "echo.echo" else "[]"
+    options = "".join("<option value='%s'%s>%s%s</option>" % (escape(n), " selected" if n == first else "", escape(n),
+                                                                "" if allowed[n] else " (not allowed)")
                       for n in sorted(methods))
     nav = "".join("<a href='%s/%s'>%s</a>" % (escape(base), escape(route), escape(title))
                   for route, title in sorted(pages.items(), key=lambda kv: kv[1]))
@@ -38,10 +41,10 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
             escape(__version__), ctx.server().get("pid", "-"), escape(base)),
         "<h2 class=spaced>Try a method</h2><form id=try class=form><label for=try-method>Method</label>"
         "<select id=try-method>%s</select><label for=try-params>Parameters</label>"
-        "<textarea id=try-params rows=3 spellcheck=false>[\"hello\"]</textarea>"
+        "<textarea id=try-params rows=3 spellcheck=false>%s</textarea>"
         "<div class=actions><button type=submit>Call</button> <span class='muted small'>a JSON array "
         "(or object, for parameters by name)</span></div></form>"
-        "<pre id=try-result class='mono hash' hidden></pre></section>" % options,
+        "<pre id=try-result class='mono hash' hidden></pre></section>" % (options, escape(example)),
     ]
     for module in ctx.modules():
         parts.append("<section class='card wide' id='m-%s'><h2>%s <span class='badge %s'>%s</span></h2>" % (

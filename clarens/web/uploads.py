@@ -238,7 +238,7 @@ class Uploads:
         removed: list[str] = []
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:        # no images directory yet: nothing to sweep
+        except (FileNotFoundError, PermissionError):   # none yet, or not ours (an OS user's session)
             return removed
         for entry in entries:
             if not entry.name.startswith((PARTIAL_PREFIX, LEGACY_PREFIX)):

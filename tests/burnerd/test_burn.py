@@ -101,16 +101,22 @@ def test_progress_while_burning_slowly(helper):
     job = c.submit("slow.iso", "sim0", identity="alice", speed=1)
     seen = set()
 
+    drive_views = []
+
     def sample():
         j = c.job(job["id"])
         if j["state"] == "burning":
             seen.add(j["progress"]["bytes"])
+            drive_views.append(c.drive("sim0"))
         return j["state"] not in ("queued", "burning") or None
 
     wait_for(sample, timeout=60, interval=0.2, what="the burn to end")
     partial = sorted(b for b in seen if 0 < b < c.job(job["id"])["image_size"])
     assert len(partial) >= 3, seen                              # several steps, not one jump
     assert wait_finished(c, job["id"])["state"] == "done"
+    # meanwhile the drive named the job instead of a disc size of its own: one source of truth
+    busy = [v for v in drive_views if v["busy"]]
+    assert busy and all(v["medium"] == {"busy": True} and v["current_job"] == job["id"] for v in busy)
 
 
 def test_cancel_running_job_kills_xorriso_group(helper):

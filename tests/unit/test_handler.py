@@ -295,6 +295,10 @@ def test_the_discovery_page(site):
     assert "not allowed for you" in marked
     staff = serve(FakeRequest("GET", "/clarens/", user="alice", auth_type="Basic")).output.decode()
     assert "not allowed for you" not in re.search(r"id='unit\.secret'.*?</li>", staff).group()
+    # The try-it form starts on a method the caller may call (no echo.echo here), with no arguments.
+    first = re.search(r"<option value='([^']*)' selected>([^<]*)</option>", page)
+    assert first.group(1) == first.group(2) and not first.group(2).endswith("(not allowed)")
+    assert "<textarea id=try-params rows=3 spellcheck=false>[]</textarea>" in page
 
 
 def test_head_of_the_discovery_page_sends_the_headers_only(site):

@@ -230,7 +230,7 @@ def test_user_without_auth_type_is_not_trusted(auth_type):
     assert from_request(DummyRequest(user="admin", ap_auth_type=auth_type), {}) is ANONYMOUS
 
 
-@pytest.mark.parametrize("user", ["anonymous", "authenticated", ALICE, "/", "/O=Home/"])
+@pytest.mark.parametrize("user", ["anonymous", "authenticated", ALICE, "/", "/O=Home/", "unix:root"])
 def test_reserved_user_names_are_refused(user):
     with pytest.raises(IdentityRefused, match="is reserved"):
         from_request(DummyRequest(user=user, ap_auth_type="Basic"), {})

@@ -172,7 +172,7 @@
   // -- drives ----------------------------------------------------------------------
   function medium(drive) {
     const m = drive.medium || {};
-    if (m.busy) return "in use";
+    if (m.busy) return drive.current_job ? "in use by job " + drive.current_job : "in use";
     if ("present" in m) return m.present ? "disc present (" + bytes(m.size) + " written)" : "no disc";
     return m.status || "unknown medium";
   }

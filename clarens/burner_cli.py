@@ -1,85 +1,38 @@
-"""Command-line client for the burner service.
+"""Command-line client for the burner service, built on :mod:`clarens.client`.
 
-    python3 -m clarens.client [CONNECTION] burn IMAGE.iso [--drive D] [--speed N] [--no-verify]
-    python3 -m clarens.client [CONNECTION] upload IMAGE.iso
-    python3 -m clarens.client [CONNECTION] images | drives | jobs | whoami
-    python3 -m clarens.client [CONNECTION] status JOB | cancel JOB | eject DRIVE | delete NAME
+    python3 -m clarens.burner_cli [CONNECTION] burn IMAGE.iso [--drive D] [--speed N] [--no-verify]
+    python3 -m clarens.burner_cli [CONNECTION] upload IMAGE.iso
+    python3 -m clarens.burner_cli [CONNECTION] images | drives | jobs | whoami
+    python3 -m clarens.burner_cli [CONNECTION] status JOB | cancel JOB | eject DRIVE | delete NAME
 
 ``burn`` uploads the image unless the server already has it (same name and
 SHA-256), starts the burn, shows a live progress bar until the job ends, then
 prints the verification result; it exits 0 only if the disc verified.
 
-CONNECTION: ``--url`` (default http://127.0.0.1:8080/clarens/), and either
-``--user NAME`` (password from ``CLARENS_PASSWORD`` or a prompt) or ``--cert
-FILE --key FILE`` (a client certificate, over https); ``--cacert FILE`` trusts
-the server's CA.  ``./run burn IMAGE`` runs ``burn`` against the private
+CONNECTION: ``--service NAME`` (a service of the client configuration, see
+:mod:`clarens.client.config`), or ``--url`` (default http://127.0.0.1:8080/clarens/)
+and either ``--user NAME`` (password from ``CLARENS_PASSWORD`` or a prompt) or
+``--cert FILE --key FILE`` (a client certificate, over https); ``--cacert FILE``
+trusts the server's CA.  ``./run burn IMAGE`` runs ``burn`` against the private
 instance as its demo user.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import getpass
 import hashlib
 import json
 import os
-import ssl
 import sys
 import time
-import urllib.parse
-import xmlrpc.client
-from typing import Any
+from typing import Any, Callable
 
 from clarens import resumable
+from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service
 
 ACTIVE = ("queued", "burning", "verifying")
-
-
-class Connection:
-    """XML-RPC calls and image uploads to one server, as one identity."""
-
-    def __init__(self, url: str, user: str | None = None, password: str | None = None, cert: str | None = None,
-                 key: str | None = None, cacert: str | None = None):
-        self.url = url if url.endswith("/") else url + "/"
-        self.parts = urllib.parse.urlsplit(self.url)
-        self.context = None
-        if self.parts.scheme == "https":
-            self.context = ssl.create_default_context(cafile=cacert)
-            if cert:
-                self.context.load_cert_chain(cert, key)
-        self.headers = {}
-        if user:
-            token = base64.b64encode(("%s:%s" % (user, password or "")).encode("utf-8")).decode("ascii")
-            self.headers["Authorization"] = "Basic " + token
-        # Any: what a call returns is whatever the server sent (typeshed's union of every marshallable type
-        # could not even be indexed), and the methods are the server's, not ServerProxy's.
-        self.proxy: Any = xmlrpc.client.ServerProxy(self.url, transport=_Transport(self.headers, self.context),
-                                               allow_none=True, use_builtin_types=True)
-
-    def upload(self, path: str, name: str, progress: resumable.Progress | None = None) -> dict:
-        """Upload the file at ``path`` as image ``name``, resuming after dropped connections (and
-        where an earlier run stopped); the server's record of the image."""
-        url = self.url + "images/" + urllib.parse.quote(name)
-        return resumable.upload(resumable.Target(url, self.headers, self.context), path, progress)["image"]
-
-
-class _Transport(xmlrpc.client.SafeTransport):
-    """xmlrpc.client transport that adds our headers, over http or https."""
-
-    def __init__(self, headers: dict, context: ssl.SSLContext | None):
-        super().__init__(context=context)
-        self._extra = headers
-        self._https = context is not None
-
-    def make_connection(self, host):
-        if self._https:
-            return super().make_connection(host)
-        return xmlrpc.client.Transport.make_connection(self, host)
-
-    def send_headers(self, connection, headers):
-        super().send_headers(connection, headers + list(self._extra.items()))
 
 
 def bar(fraction: float, width: int = 30) -> str:
@@ -149,27 +102,27 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def burn(conn: Connection, path: str, drive: str | None, speed: int | None, verify: bool, out=sys.stdout) -> int:
+def burn(svc: Service, path: str, drive: str | None, speed: int | None, verify: bool, out=sys.stdout) -> int:
     """Upload if needed, burn, follow the job to its end; 0 if it is done (and verified)."""
     name = os.path.basename(path)
     digest = sha256_of(path)
-    existing = {i["name"]: i for i in conn.proxy.burner.images()}
+    existing = {i["name"]: i for i in svc.burner.images()}
     if name in existing and existing[name]["sha256"] != digest:
         out.write("error: the server has a different image called %s; rename your file\n" % name)
         return 2
     if name not in existing:
-        conn.upload(path, name, Meter("upload", out))
+        svc.upload(path, name, Meter("upload", out))
         out.write("\n")
     if drive is None:
-        drive = conn.proxy.burner.drives()[0]["name"]
+        drive = svc.burner.drives()[0]["name"]
     options: dict[str, bool | int] = {"verify": verify}
     if speed:
         options["speed"] = speed
-    job_id = conn.proxy.burner.burn(name, drive, options)
+    job_id = svc.burner.burn(name, drive, options)
     out.write("job %d: burning %s to %s\n" % (job_id, name, drive))
     meter = Meter("job %d" % job_id, out)
     while True:
-        job = conn.proxy.burner.status(job_id)
+        job = svc.burner.status(job_id)
         meter((job.get("progress") or {}).get("bytes", 0), job.get("image_size") or 0, job["state"])
         if job["state"] not in ACTIVE:
             break
@@ -189,8 +142,9 @@ def burn(conn: Connection, path: str, drive: str | None, speed: int | None, veri
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m clarens.client", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python3 -m clarens.burner_cli", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--service", help="a service named in the client configuration")
     parser.add_argument("--url", default=os.environ.get("CLARENS_URL", "http://127.0.0.1:8080/clarens/"))
     parser.add_argument("--user", default=os.environ.get("CLARENS_USER"))
     parser.add_argument("--cert")
@@ -208,26 +162,36 @@ def main(argv: list[str] | None = None) -> int:
     for name, arg in (("status", "job"), ("cancel", "job"), ("eject", "drive"), ("delete", "name")):
         sub.add_parser(name).add_argument(arg, type=int if arg == "job" else str)
     args = parser.parse_args(argv)
-    password = None
-    if args.user:
-        password = os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % args.user)
-    conn = Connection(args.url, args.user, password, args.cert, args.key, args.cacert)
-    p = conn.proxy
+    try:
+        if args.service:
+            svc = service(args.service)
+        else:
+            password = None
+            if args.user:
+                password = os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % args.user)
+            svc = connect(args.url, user=args.user, password=password, cert=args.cert, key=args.key, ca=args.cacert)
+    except (ClientConfigError, ValueError, OSError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     try:
         if args.command == "burn":
-            return burn(conn, args.image, args.drive, args.speed, not args.no_verify)
-        result = {"upload": lambda: conn.upload(args.image, os.path.basename(args.image), Meter("upload", sys.stderr)),
-                  "images": p.burner.images, "drives": p.burner.drives, "jobs": p.burner.jobs,
-                  "whoami": p.system.whoami, "status": lambda: p.burner.status(args.job),
-                  "cancel": lambda: p.burner.cancel(args.job), "eject": lambda: p.burner.eject(args.drive),
-                  "delete": lambda: p.burner.delete_image(args.name)}[args.command]()
+            return burn(svc, args.image, args.drive, args.speed, not args.no_verify)
+        burner = svc.burner
+        actions: dict[str, Callable[[], Any]] = {
+            "upload": lambda: svc.upload(args.image, os.path.basename(args.image), Meter("upload", sys.stderr)),
+            "images": burner.images, "drives": burner.drives, "jobs": burner.jobs, "whoami": svc.system.whoami,
+            "status": lambda: burner.status(args.job), "cancel": lambda: burner.cancel(args.job),
+            "eject": lambda: burner.eject(args.drive), "delete": lambda: burner.delete_image(args.name)}
+        result = actions[args.command]()
         print(json.dumps(result, indent=2, default=str))
-    except xmlrpc.client.Fault as fault:
-        print("error %d: %s" % (fault.faultCode, fault.faultString), file=sys.stderr)
+    except Fault as fault:
+        print("error %d: %s" % (fault.code, fault.message), file=sys.stderr)
         return 1
-    except (OSError, resumable.UploadRefused, resumable.UploadFailed, xmlrpc.client.ProtocolError) as e:
+    except (TransportError, OSError, resumable.UploadRefused) as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
+    finally:
+        svc.close()
     return 0
 
 

@@ -1,0 +1,7 @@
+"""``python3 -m clarens``: the command line of :mod:`clarens.cli`."""
+
+import sys
+
+from clarens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""``clarens``: call any method of a Clarens host from a shell or a script.
+
+    python3 -m clarens call URL|SERVICE METHOD [ARG ...]
+    python3 -m clarens methods URL|SERVICE [METHOD ...]
+
+URL is ``http(s)://HOST/clarens/``, ``local:[CONFIG]`` or
+``ssh://[USER@]HOST[:PORT][/CONFIG]`` (several, space-separated in one argument,
+make a failover pool); anything else names a service of the client configuration
+(:mod:`clarens.client.config`).  Each ARG is JSON (``7``, ``"x"``, ``[1, 2]``,
+``{"speed": 4}``); an ARG that is not JSON is passed as a string.  The result is
+printed as JSON (binary values as base64 strings, dates in ISO 8601).
+
+``methods`` lists the host's methods with their signatures (``system.listMethods``,
+``methodSignature``), and with METHOD names, each one's help too.
+
+Exit status: 0 success; 1 a fault (``fault CODE: MESSAGE`` on standard error); 2
+a usage or configuration error; 3 no answer (the transport error on standard error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import getpass
+import json
+import os
+import sys
+from typing import Any
+
+from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service
+
+FAULT, USAGE, TRANSPORT = 1, 2, 3
+
+
+def _argument(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    raise TypeError("%s cannot be shown as JSON" % type(value).__name__)
+
+
+def _is_url(target: str) -> bool:
+    return "://" in target or target.startswith("local:")
+
+
+def open_service(target: str, args: argparse.Namespace) -> Service:
+    """The service a command names: URLs with the command line's connection options, or a configured name."""
+    settings: dict[str, Any] = {"protocol": args.protocol} if args.protocol else {}
+    if args.timeout is not None:
+        settings["timeout"] = args.timeout
+    if args.idempotent:
+        settings["idempotent"] = args.idempotent
+    if not _is_url(target):
+        return service(target, **settings)
+    if args.user:
+        settings["user"] = args.user
+        settings["password"] = os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % args.user)
+    for key in ("cert", "key", "ca"):
+        if getattr(args, key):
+            settings[key] = getattr(args, key)
+    settings.setdefault("protocol", "xmlrpc")
+    return connect(target.split(), **settings)
+
+
+def _methods(svc: Service, names: list[str], out) -> None:
+    listed = svc.call("system.listMethods")
+    for name in names or listed:
+        if names and name not in listed:
+            raise Fault(-32601, "method %r not found" % name)
+        signatures = svc.call("system.methodSignature", name)
+        shown = ["%s %s(%s)" % (sig[0], name, ", ".join(sig[1:])) for sig in signatures] \
+            if isinstance(signatures, list) and signatures else [name]
+        out.write("\n".join(shown) + "\n")
+        if names:
+            text = svc.call("system.methodHelp", name)
+            out.write("".join("    %s\n" % line for line in text.splitlines()) + "\n")
+
+
+def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
+    parser = argparse.ArgumentParser(prog="clarens", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--protocol", choices=("xmlrpc", "jsonrpc"), help="default: xmlrpc, or the configured one")
+    parser.add_argument("--user", help="Basic authentication (password from CLARENS_PASSWORD or a prompt)")
+    parser.add_argument("--cert", help="client certificate (PEM), with --key")
+    parser.add_argument("--key")
+    parser.add_argument("--ca", help="trust this CA bundle instead of the system's")
+    parser.add_argument("--timeout", type=float, help="seconds per call")
+    parser.add_argument("--idempotent", action="append", metavar="PATTERN",
+                        help="methods that may run twice, so may be retried on another server of a pool")
+    sub = parser.add_subparsers(dest="command", required=True)
+    call = sub.add_parser("call", help="call METHOD with JSON arguments; print the result as JSON")
+    call.add_argument("target", metavar="URL|SERVICE")
+    call.add_argument("method")
+    call.add_argument("args", nargs="*", type=_argument, metavar="ARG")
+    methods = sub.add_parser("methods", help="list the methods, with signatures (and help for those named)")
+    methods.add_argument("target", metavar="URL|SERVICE")
+    methods.add_argument("names", nargs="*", metavar="METHOD")
+    args = parser.parse_args(argv)
+    try:
+        svc = open_service(args.target, args)
+    except (ClientConfigError, ValueError, OSError) as e:
+        err.write("clarens: %s\n" % e)
+        return USAGE
+    try:
+        if args.command == "call":
+            out.write(json.dumps(svc.call(args.method, *args.args), indent=2, ensure_ascii=False,
+                                 default=_jsonable) + "\n")
+        else:
+            _methods(svc, args.names, out)
+    except Fault as fault:
+        err.write("fault %d: %s\n" % (fault.code, fault.message))
+        return FAULT
+    except TransportError as e:
+        err.write("clarens: %s\n" % e)
+        return TRANSPORT
+    except TypeError as e:        # an argument or result JSON/XML-RPC cannot carry
+        err.write("clarens: %s\n" % e)
+        return USAGE
+    finally:
+        svc.close()
+    return 0

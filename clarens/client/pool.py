@@ -1,0 +1,96 @@
+"""Which server a call goes to, and when a failed call may go to another.
+
+Round-robin over the servers that are up.  A server that fails is marked down
+for a while (1 s, doubling to a minute while it keeps failing), then takes its
+turn in the rotation again, where a call probes it; nothing is dropped for good.
+While it is down, a call tries it only after every other server has failed (the
+one that comes back soonest first), so a pool of one is never shut out.
+
+This is policy only: :class:`clarens.client.service.Service` asks :meth:`Pool.order`
+where to send a call and reports back with :meth:`Pool.failed` and
+:meth:`Pool.succeeded`.  The rule for trying another server is in
+:func:`may_retry`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from clarens.client.errors import TransportError
+
+FIRST_BACKOFF = 1.0      # seconds a server stays down after a failure
+MAX_BACKOFF = 60.0       # ... doubling while it keeps failing, up to this
+
+
+@dataclass
+class Server:
+    """One server of a pool and what the pool knows of it."""
+    url: str
+    failures: int = 0                 # failures in a row (not counting those while it was down)
+    down_until: float = 0.0           # until then (monotonic time), tried only when every other server failed
+    last_error: str | None = None
+
+
+class Pool:
+    """Round-robin with backoff over ``urls``; safe to share between threads."""
+
+    def __init__(self, urls: list[str], clock: Callable[[], float] = time.monotonic):
+        if not urls:
+            raise ValueError("a pool needs at least one URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL appears twice in the pool: %s" % " ".join(urls))
+        self.servers = [Server(url) for url in urls]
+        self.clock = clock
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def order(self) -> list[Server]:
+        """Every server, in the order to try them for one call: from the next in the rotation, those
+        that are up or whose backoff has run out (a probe); then those still down, the one back
+        soonest first."""
+        with self._lock:
+            now = self.clock()
+            start = self._next
+            self._next = (self._next + 1) % len(self.servers)
+            turn = self.servers[start:] + self.servers[:start]
+            ready = [s for s in turn if not s.failures or s.down_until <= now]
+            down = sorted((s for s in turn if s.failures and s.down_until > now), key=lambda s: s.down_until)
+            return ready + down
+
+    def failed(self, server: Server, error: TransportError) -> None:
+        """``server`` failed a call: down for the next backoff.  A failure while it is down already
+        (a call under way when another one failed, or a last resort) is no news: the backoff doubles
+        only for failures once it has run out."""
+        with self._lock:
+            now = self.clock()
+            server.last_error = str(error.cause)
+            if server.failures and server.down_until > now:
+                return
+            server.failures += 1
+            server.down_until = now + min(FIRST_BACKOFF * 2 ** (server.failures - 1), MAX_BACKOFF)
+
+    def succeeded(self, server: Server) -> None:
+        """``server`` answered: healthy again."""
+        with self._lock:
+            server.failures, server.down_until, server.last_error = 0, 0.0, None
+
+    def status(self) -> list[dict]:
+        """Each server: ``{url, up, failures, down_for, last_error}`` (for people and monitoring)."""
+        with self._lock:
+            now = self.clock()
+            return [{"url": s.url, "up": not s.failures, "failures": s.failures,
+                     "down_for": max(0.0, s.down_until - now), "last_error": s.last_error} for s in self.servers]
+
+
+def may_retry(error: TransportError, idempotent: bool) -> bool:
+    """Whether a call that failed with ``error`` may go to another server.
+
+    Only if it provably never reached the first (``error.sent`` is False: connection
+    refused, TLS handshake or SSH login failed, 503 from the front), or if running it
+    twice does no harm (``idempotent``).  A call that may have executed is never sent
+    again otherwise: a burn must not start twice because an answer was lost.
+    """
+    return idempotent or not error.sent

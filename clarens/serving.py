@@ -1,0 +1,78 @@
+"""A request's way through the dispatcher, whatever carried it.
+
+Apache (:mod:`clarens.handler`), a ``local:`` client in the same process
+(:mod:`clarens.client.transports`) and an SSH session (:mod:`clarens.stdio`) all
+serve an RPC body the same way: a :class:`~clarens.context.CallContext` for the
+caller, with the ACL groups it is in; the codec's ``respond``, every call going
+through the dispatcher; then the request's faults written as one line per code.
+Nothing here knows about mod_python.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+from clarens import context, faultlog
+from clarens import host as host_mod
+from clarens.faults import Fault
+from clarens.identity import Identity
+from clarens.protocol import jsonrpc, xmlrpc
+
+# The codec for each RPC Content-Type.  Both have the same shape: PROTOCOL, CONTENT_TYPE,
+# respond(body, call, report, limits) and dumps_fault(fault).
+CODECS: dict[str, ModuleType] = {"text/xml": xmlrpc, "application/xml": xmlrpc,
+                                 "application/json": jsonrpc, "application/json-rpc": jsonrpc}
+
+
+def codec_for(content_type: str | None) -> ModuleType | None:
+    """The codec a Content-Type names (parameters, case and spaces aside), or None."""
+    raw = content_type or ""
+    return CODECS.get(raw) or CODECS.get(raw.partition(";")[0].strip().lower())
+
+
+def context_for(host: host_mod.Host, request, protocol: str, caller: Identity,
+                address: str | None = None) -> context.CallContext:
+    """The one place a request's CallContext is made: ``caller`` with the ACL groups it is in,
+    and a list gathering the request's faults for :func:`log_faults`."""
+    # Once per request: a policy change applies from every child's next request on.
+    if host.guard is not None:
+        caller = host.guard.identify(caller)
+    ctx = context.CallContext(host, request, caller, protocol, address=address)
+    ctx.faults = []
+    return ctx
+
+
+def respond(host: host_mod.Host, ctx: context.CallContext, codec: ModuleType, body: bytes) -> bytes | None:
+    """The codec's answer to ``body`` (None: notifications only), every call going through the
+    dispatcher as the caller in ``ctx``, which must be current."""
+    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), report, host.limits)
+
+
+def report(fault: Fault) -> None:
+    """Record, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
+    result).  A plain function of the current context: the codecs get it without a binding per request."""
+    ctx = context.current()
+    host_mod.current().dispatcher.note(ctx, ctx.method or "-", fault)
+
+
+def log_faults(host: host_mod.Host, ctx: context.CallContext) -> None:
+    """Write the request's faults: one line per code, identical lines rate-limited (clarens.faultlog)."""
+    if not ctx.faults:
+        return
+    for code, line in faultlog.lines(ctx.describe(), ctx.faults):
+        allowed, left_out = host.log_budget.allow((ctx.identity.name, ctx.client_address, code))
+        if allowed:
+            host.log.warning("%s%s", line, " (%d like it left out)" % left_out if left_out else "")
+    ctx.faults.clear()
+
+
+def serve(host: host_mod.Host, caller: Identity, codec: ModuleType, body: bytes, address: str = "-") -> bytes | None:
+    """One whole RPC request outside Apache: ``body`` answered as ``caller`` calling from ``address``."""
+    ctx = context_for(host, None, codec.PROTOCOL, caller, address)
+    token = context.activate(ctx)
+    try:
+        return respond(host, ctx, codec, body)
+    finally:
+        log_faults(host, ctx)
+        context.deactivate(token)
