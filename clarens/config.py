@@ -11,6 +11,7 @@ to the directory holding the file.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 from collections.abc import Mapping
@@ -139,8 +140,26 @@ def read_ini(path: str) -> configparser.ConfigParser:
     except OSError as e:
         raise ConfigError("cannot read configuration %s: %s" % (path, e.strerror)) from None
     except configparser.Error as e:
-        raise ConfigError("configuration %s: %s" % (path, e)) from None
+        raise ConfigError(_syntax_error(path, e)) from None
     return parser
+
+
+def _syntax_error(path: str, error: configparser.Error) -> str:
+    """``PATH, line N: what`` for an INI syntax error (configparser's own messages repeat the path)."""
+    if isinstance(error, configparser.MissingSectionHeaderError):     # a kind of ParsingError: first
+        return "%s, line %s: a setting before any [section]" % (path, error.lineno)
+    if isinstance(error, configparser.ParsingError):
+        line, text = error.errors[0]     # configparser keeps the line as its repr()
+        try:
+            text = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            pass
+        return "%s, line %d: not a [section] or a key = value line: %s" % (path, line, str(text).strip())
+    if isinstance(error, configparser.DuplicateOptionError):
+        return "%s, line %s: [%s] sets %s a second time" % (path, error.lineno, error.section, error.option)
+    if isinstance(error, configparser.DuplicateSectionError):
+        return "%s, line %s: a second [%s] section" % (path, error.lineno, error.section)
+    return "configuration %s: %s" % (path, error)
 
 
 def load(path: str | None, options: Mapping[str, str] | None = None) -> ServerConfig:

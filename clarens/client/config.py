@@ -29,6 +29,7 @@ import re
 
 from clarens.client.errors import ClientConfigError
 from clarens.client.service import Service
+from clarens.config import ConfigError, read_ini
 
 ENV = "CLARENS_CLIENT_CONF"
 SEARCH = ("/etc/clarens/client.conf", "~/.config/clarens/client.conf")
@@ -63,20 +64,6 @@ def _line(path: str, section: str, key: str | None = None) -> int | None:
     return None
 
 
-def _syntax_error(path: str, error: configparser.Error) -> str:
-    """``PATH, line N: what`` for an INI syntax error (configparser's own messages repeat the path)."""
-    if isinstance(error, configparser.MissingSectionHeaderError):     # a kind of ParsingError: first
-        return "%s, line %s: a key before any [service:NAME] section" % (path, error.lineno)
-    if isinstance(error, configparser.ParsingError):
-        line, text = error.errors[0]
-        return "%s, line %d: not a section header or a key = value line: %s" % (path, line, text.strip())
-    if isinstance(error, configparser.DuplicateOptionError):
-        return "%s, line %s: [%s] sets %s a second time" % (path, error.lineno, error.section, error.option)
-    if isinstance(error, configparser.DuplicateSectionError):
-        return "%s, line %s: a second [%s] section" % (path, error.lineno, error.section)
-    return "%s: %s" % (path, error)
-
-
 class _Source:
     """Which file each section's keys came from."""
 
@@ -84,14 +71,10 @@ class _Source:
         self.parser = configparser.ConfigParser(interpolation=None)
         self.origin: dict[tuple[str, str], str] = {}
         for path in paths:
-            one = configparser.ConfigParser(interpolation=None)
             try:
-                with open(path, encoding="utf-8") as f:
-                    one.read_file(f)
-            except OSError as e:
-                raise ClientConfigError("cannot read client configuration %s: %s" % (path, e.strerror)) from None
-            except configparser.Error as e:
-                raise ClientConfigError(_syntax_error(path, e)) from None
+                one = read_ini(path)
+            except ConfigError as e:
+                raise ClientConfigError(str(e)) from None
             for section in one.sections():
                 if not self.parser.has_section(section):
                     self.parser.add_section(section)

@@ -58,7 +58,7 @@ def test_system_then_user_files_the_user_winning(tmp_path, monkeypatch):
     ("[service:x]\nurl = http://h/\nuser = a\npassword_file = /nonexistent/pw\n", "line 4", "/nonexistent/pw"),
     ("[service:x]\nurl = http://h/\nurl = http://again/\n", "line 3", "sets url a second time"),
     ("[service:x]\nurl = http://h/\n[service:x]\n", "line 3", "a second [service:x]"),
-    ("url = http://h/\n", "line 1", "a key before any"),
+    ("url = http://h/\n", "line 1", "a setting before any [section]"),
     ("[service:x]\nurl = http://h/\nthis is not ini\n", "line 3", "this is not ini"),
 ])
 def test_every_mistake_names_the_file_and_line(conf, text, where, says):
@@ -76,7 +76,7 @@ def test_an_unknown_service_lists_the_known_ones(conf):
 
 def test_a_named_file_that_is_missing_is_an_error_naming_it(monkeypatch, tmp_path):
     monkeypatch.setenv(config.ENV, str(tmp_path / "nope.conf"))
-    with pytest.raises(ClientConfigError, match="cannot read client configuration .*nope.conf"):
+    with pytest.raises(ClientConfigError, match="cannot read configuration .*nope.conf"):
         service("x")
 
 
