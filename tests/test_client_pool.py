@@ -276,7 +276,8 @@ def test_a_server_in_its_backoff_is_a_last_resort(make_service, clock):
     svc.fakes[A].fail = down(A)
     assert svc.echo.echo(0)["server"] == B       # A fails, B answers
     svc.fakes[A].fail = None                     # A is back, but the pool waits out its backoff
-    assert [svc.echo.echo(n)["server"] for n in range(4)] == [B, C, B, B]   # A's turns go to the next one
+    answered = [svc.echo.echo(n)["server"] for n in range(4)]
+    assert answered in ([B, C, B, C], [C, B, C, B])   # A's downtime shared evenly, not all on B
     svc.fakes[B].fail, svc.fakes[C].fail = down(B), down(C)
     assert svc.echo.echo(0)["server"] == A       # every other server failed: A after all
     assert status(svc.pool, A)["up"]

@@ -53,12 +53,13 @@ class Pool:
         soonest first."""
         with self._lock:
             now = self.clock()
-            start = self._next
-            self._next = (self._next + 1) % len(self.servers)
-            turn = self.servers[start:] + self.servers[:start]
-            ready = [s for s in turn if not s.failures or s.down_until <= now]
-            down = sorted((s for s in turn if s.failures and s.down_until > now), key=lambda s: s.down_until)
-            return ready + down
+            ready = [s for s in self.servers if not s.failures or s.down_until <= now]
+            down = sorted((s for s in self.servers if s.failures and s.down_until > now), key=lambda s: s.down_until)
+            # The rotation runs over the servers ready now, so that a server's downtime is shared
+            # evenly by the others instead of falling on the one after it.
+            start = self._next % len(ready) if ready else 0
+            self._next += 1
+            return ready[start:] + ready[:start] + down
 
     def failed(self, server: Server, error: TransportError) -> None:
         """``server`` failed a call: down for the next backoff.  A failure while it is down already
