@@ -11,9 +11,15 @@ like the host's own.  Both the private instance
 from :func:`body_limits`.
 
     python3 -m clarens.apacheconf [--config conf/clarens.conf] [--root /opt/clarens] > clarens.conf
+    python3 -m clarens.apacheconf --package [--config /etc/clarens/clarens.conf] > clarens.conf
 
 prints the system include for a configuration (the shipped file is this command's
-output for the shipped ``conf/clarens.conf``; a test keeps them equal).
+output for the shipped ``conf/clarens.conf``; a test keeps them equal).  With
+``--package`` it prints the one the Debian package installs (rendered when the
+package is built, and again by ``clarens-admin apache-conf`` after a change): it
+names ``/etc/clarens/clarens.conf``, needs no ``PythonPath`` (clarens is installed
+in Python's own path), refuses any MPM but prefork, and switches Basic
+authentication on, over HTTPS only, against ``/etc/clarens/htpasswd``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,12 @@ from typing import Mapping
 from clarens import config as config_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYSTEM_TEMPLATE = os.path.join(ROOT, "conf", "apache", "clarens.conf.in")
+# The template: the checkout's, or where clarens is installed as a package, the package's copy.
+CHECKOUT_TEMPLATE = os.path.join(ROOT, "conf", "apache", "clarens.conf.in")
+PACKAGE_TEMPLATE = "/usr/share/clarens/apache/clarens.conf.in"
+SYSTEM_TEMPLATE = CHECKOUT_TEMPLATE if os.path.exists(CHECKOUT_TEMPLATE) else PACKAGE_TEMPLATE
+PACKAGE_CONFIG = config_mod.SYSTEM_CONFIG
+HTPASSWD = "/etc/clarens/htpasswd"
 RPC_SLACK = 65536                 # bytes over max_body that Apache lets through to the host
 IMAGES_MODULE, IMAGES_KEY = "burner", "max_image_mb"
 
@@ -113,17 +124,101 @@ def body_limits(config: config_mod.ServerConfig) -> dict[str, str]:
             "IMAGES_TOO_LARGE": '"%s"' % too_large.replace('"', '\\"')}
 
 
-def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/opt/clarens") -> str:
-    """The include for the system Apache (Debian's conf-available/) serving the checkout at ``root``
-    with the configuration at ``config_path`` (the shipped one is named inside ``root``)."""
+# What differs between the include for a checkout (served from ``root``) and the one the Debian
+# package installs, by template placeholder.
+CHECKOUT_LAYOUT = {
+    "HEADER": """\
+# Clarens service host for the system Apache (Debian layout).
+#
+# Rendered from conf/apache/clarens.conf.in and conf/clarens.conf, whose body
+# limits it carries: after changing max_body or max_image_mb there, render it again:
+#   python3 -m clarens.apacheconf --root /opt/clarens > /etc/apache2/conf-available/clarens.conf
+#   a2dismod mpm_event && a2enmod mpm_prefork python && a2enconf clarens
+#   install -d -o www-data -g www-data -m 0700 /var/lib/clarens
+#   apachectl configtest && apachectl graceful
+#
+# mod_python 3.5 with Python 3.11 must run under the prefork MPM.
+
+<IfDefine !CLARENS_ROOT>
+    Define CLARENS_ROOT %(root)s
+</IfDefine>""",
+    "PYTHON_PATH": "    PythonPath \"['${CLARENS_ROOT}'] + sys.path\"",
+    "BASIC_AUTH": """\
+        # Optional Basic authentication: checked when a client sends credentials,
+        # anonymous otherwise (a2enmod auth_basic authn_file).  Use it over HTTPS.
+        # AuthType Basic
+        # AuthName "Clarens"
+        # AuthBasicProvider file
+        # AuthUserFile /etc/clarens/htpasswd
+        # <If "-n req('Authorization')">
+        #     Require valid-user
+        # </If>""",
+    "CLIENT_CERTIFICATES": """\
+# Client certificates: in your SSL virtual host (a2enmod ssl), trust the CA that
+# issues your users' certificates and ask for one, optionally:
+#     SSLCACertificateFile /etc/clarens/users-ca.crt
+#     SSLVerifyClient optional
+#     SSLVerifyDepth 2""",
+}
+PACKAGE_LAYOUT = {
+    "HEADER": """\
+# Clarens service host for the system Apache, installed by the Debian package clarens
+# and enabled by it (a2enconf clarens).
+#
+# Rendered from /etc/clarens/clarens.conf, whose body limits (max_body, max_image_mb)
+# and process pool (workers, spare_workers) it carries.  After changing those, render
+# it again (it is a conffile: once changed, upgrades keep your copy) and restart:
+#   clarens-admin apache-conf > /etc/apache2/conf-available/clarens.conf
+#   apachectl configtest && apachectl graceful
+#
+# mod_python 3.5 with Python 3.11 crashes under the event and worker MPMs: the package
+# switched Apache to prefork, and this file refuses to run under any other.
+<IfModule !mpm_prefork_module>
+    Error "Clarens needs the prefork MPM: a2dismod mpm_event mpm_worker && a2enmod mpm_prefork"
+</IfModule>""",
+    "PYTHON_PATH": "    # (clarens itself is in Python's own path, /usr/lib/python3/dist-packages)",
+    "BASIC_AUTH": """\
+        # Basic authentication: checked when a client sends a password (anonymous
+        # otherwise) against %(htpasswd)s, which clarens-admin user add|del|list
+        # manages.  Passwords are accepted over HTTPS only (a2ensite clarens-ssl): a
+        # request sending one over plain HTTP is refused with 403.  To accept them over
+        # HTTP too (a closed network), delete the first <If> and make <ElseIf> an <If>.
+        AuthType Basic
+        AuthName "Clarens"
+        AuthBasicProvider file
+        AuthUserFile %(htpasswd)s
+        <If "-n req('Authorization') && %%{HTTPS} != 'on'">
+            Require all denied
+            ErrorDocument 403 "403 Forbidden: passwords are accepted over https only"
+        </If>
+        <ElseIf "-n req('Authorization')">
+            Require valid-user
+        </ElseIf>""",
+    "CLIENT_CERTIFICATES": """\
+# HTTPS, with client certificates and the passwords above: the site clarens-ssl,
+# /etc/apache2/sites-available/clarens-ssl.conf (a2enmod ssl && a2ensite clarens-ssl).""",
+}
+
+
+def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/opt/clarens",
+                  package: bool = False) -> str:
+    """The include for the system Apache (Debian's conf-available/) with the configuration at
+    ``config_path``: serving the checkout at ``root`` (the shipped configuration is named inside
+    ``root``), or, with ``package``, as the Debian package installs it (it names
+    ``/etc/clarens/clarens.conf`` whichever file it was rendered from)."""
     with open(SYSTEM_TEMPLATE, encoding="utf-8") as f:
         template = f.read()
     config_path = os.path.abspath(config_path)
-    named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
+    if package:
+        named = PACKAGE_CONFIG
+        layout = {k: v % {"htpasswd": HTPASSWD} for k, v in PACKAGE_LAYOUT.items()}
+    else:
+        named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
+        layout = {k: v % {"root": root} if "%(root)s" in v else v for k, v in CHECKOUT_LAYOUT.items()}
     config = config_mod.load(config_path)
-    return render_template(template, {"ROOT": root, "CONFIG": named, "SERVER_SETTINGS": server_settings(config),
+    return render_template(template, {"CONFIG": named, "SERVER_SETTINGS": server_settings(config),
                                       "ERROR_DOCUMENTS": textwrap.indent(error_documents(), " " * 8),
-                                      **body_limits(config)})
+                                      **layout, **body_limits(config)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=config_mod.DEFAULT_CONFIG,
                         help="the clarens.conf whose limits Apache must follow")
     parser.add_argument("--root", default="/opt/clarens", help="where the checkout is installed")
+    parser.add_argument("--package", action="store_true", help="the include of the Debian package")
     args = parser.parse_args(argv)
     try:
-        sys.stdout.write(render_system(args.config, args.root))
+        sys.stdout.write(render_system(args.config, args.root, args.package))
     except config_mod.ConfigError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

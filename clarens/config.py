@@ -17,8 +17,12 @@ import os
 from collections.abc import Mapping
 from typing import Iterator
 
-# The shipped configuration, used when Apache names none (PythonOption clarens.config).
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
+# The configuration used when none is named (PythonOption clarens.config, --config): the
+# checkout's own, or, where clarens is installed as a package (no checkout around it),
+# the system's.
+CHECKOUT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "clarens.conf")
+SYSTEM_CONFIG = "/etc/clarens/clarens.conf"
+DEFAULT_CONFIG = CHECKOUT_CONFIG if os.path.exists(CHECKOUT_CONFIG) else SYSTEM_CONFIG
 OPTION_PREFIX = "clarens."
 CONFIG_OPTION = "clarens.config"
 

@@ -124,9 +124,11 @@ def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict
         raise AclError("<%s %s> is never closed" % (block[0], block[1]), "%s:%d" % (name, block[2]))
 
 
-def load_dir(directory: str) -> Policy:
-    """Parse and validate every ``*.acl`` file in ``directory`` (AclError on the first problem)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.acl")))
+def load_dir(directory: str, exclude: tuple[str, ...] = ()) -> Policy:
+    """Parse and validate every ``*.acl`` file in ``directory`` but the paths in ``exclude``
+    (AclError on the first problem)."""
+    skip = {os.path.realpath(p) for p in exclude}
+    files = [p for p in sorted(glob.glob(os.path.join(directory, "*.acl"))) if os.path.realpath(p) not in skip]
     if not os.path.isdir(directory):
         raise AclError("ACL directory %s does not exist" % directory)
     groups: dict[str, list[str]] = {}

@@ -43,8 +43,11 @@ def print_status(status: dict, drives: list[dict], jobs: list[dict], out=sys.std
             j["identity"], " / " + j["error"] if j["error"] else ""), file=out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m clarens.burnerd",
+def main(argv: list[str] | None = None, prog: str = "python3 -m clarens.burnerd",
+         default_config: str | None = None) -> int:
+    """The command line; ``prog`` is the name it goes by, ``default_config`` the configuration used
+    when neither --config nor --socket is given (``clarens-burnerd``: /etc/clarens/burnerd.conf)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Clarens burner helper: burns ISO images for the web tier.")
     parser.add_argument("command", nargs="?", choices=("run", "status"), default="run",
                         help="run the helper in the foreground (default), or print a running helper's status")
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", help="status: the helper's socket (instead of --config)")
     parser.add_argument("--json", action="store_true", help="status: print JSON")
     args = parser.parse_args(argv)
+    if not args.config and not args.socket:
+        args.config = default_config
     if args.command == "run":
         if not args.config:
             parser.error("run needs --config")

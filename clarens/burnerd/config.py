@@ -28,6 +28,7 @@ DEFAULTS = {
     "cancel_grace": "10",
     "xorriso": "/usr/bin/xorriso",
     "log_level": "info",
+    "user": "clarens-burner",
 }
 DRIVE_KEYS = {"kind", "dev", "capacity_mb", "max_speed", "fifo_size"}
 DRIVE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
@@ -69,6 +70,7 @@ class BurnerConfig:
     cancel_grace: int
     xorriso: str
     log_level: str
+    user: str            # the account a helper started as root drops to (resolved when it starts)
     drives: dict[str, DriveConfig]
 
 
@@ -153,14 +155,15 @@ def load(path: str) -> BurnerConfig:
     max_speed = settings.get_int("max_speed", minimum=1)
     drives = {name: _drive(name, v, base, max_speed, "%s [drive:%s]" % (path, name))
               for name, v in drive_sections.items()}
-    if not drives:
-        raise ConfigError("%s: no [drive:NAME] section" % path)
     allowed = frozenset(_uid(u, where) for u in values["allowed_uids"].replace(",", " ").split())
     if not allowed:
         raise ConfigError("%s: allowed_uids is empty: nobody could use the helper" % where)
     xorriso = values["xorriso"].strip()
     if not os.path.isabs(xorriso):
         raise ConfigError("%s: xorriso = %r must be an absolute path" % (where, xorriso))
+    user = values["user"].strip()
+    if not user:
+        raise ConfigError("%s: user is empty: name the account the helper runs as" % where)
     log_level = values["log_level"].strip().upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("%s: log_level = %r is not debug, info, warning or error" % (where, values["log_level"]))
@@ -182,5 +185,6 @@ def load(path: str) -> BurnerConfig:
         cancel_grace=settings.get_int("cancel_grace", minimum=1),
         xorriso=xorriso,
         log_level=log_level,
+        user=user,
         drives=drives,
     )

@@ -17,7 +17,11 @@ SD_LISTEN_FDS_START = 3
 
 
 class SocketError(Exception):
-    """The socket could not be set up; the message says why."""
+    """The socket could not be set up; the message says why (``errno``: the system's reason, if any)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 def systemd_socket() -> socket.socket | None:
@@ -61,10 +65,12 @@ def create_socket(path: str, mode: int, uid: int = -1, gid: int = -1, backlog: i
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
     try:
         old = os.umask(0o177)
         try:
             sock.bind(path)
+            bound = True
         finally:
             os.umask(old)
         if uid != -1 or gid != -1:
@@ -73,5 +79,7 @@ def create_socket(path: str, mode: int, uid: int = -1, gid: int = -1, backlog: i
         sock.listen(backlog)
     except OSError as e:
         sock.close()
-        raise SocketError("cannot set up socket %s: %s" % (path, e.strerror or e)) from None
+        if bound:                        # never leave a socket nobody listens on
+            os.unlink(path)
+        raise SocketError("cannot set up socket %s: %s" % (path, e.strerror or e), e.errno) from None
     return sock

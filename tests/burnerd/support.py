@@ -39,6 +39,8 @@ keep_jobs = {keep_jobs}
 max_speed = 8
 cancel_grace = 2
 log_level = debug
+# These tests run the helper as root, as they always have; test_root_start.py tests the drop to a user.
+user = root
 {burnerd_extra}
 
 [drive:sim0]

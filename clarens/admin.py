@@ -1,0 +1,165 @@
+"""``clarens-admin``: the administrator's chores on a host where Clarens is installed as a package.
+
+Basic authentication is Apache's (``AuthUserFile /etc/clarens/htpasswd``), so its
+users live in an htpasswd file that Apache's children must read and nobody else
+may: ``root:www-data 0640``, bcrypt hashes.  Editing it by hand with ``htpasswd``
+is easy to get wrong (``-c`` truncates, the password lands in the shell history
+with ``-b``, a new file gets the umask's mode), hence ``user add|del|list``: the
+password is read from the terminal (or one line of standard input) and handed to
+``htpasswd -i`` on its standard input, never on a command line.
+
+``apache-conf`` prints the Apache include rendered from ``/etc/clarens/clarens.conf``,
+which carries its body limits and process pool: after changing those, write it to
+``/etc/apache2/conf-available/clarens.conf`` and restart Apache gracefully.
+
+    clarens-admin user add NAME [--password-stdin]
+    clarens-admin user passwd NAME [--password-stdin]
+    clarens-admin user del NAME
+    clarens-admin user list
+    clarens-admin apache-conf [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import grp
+import os
+import subprocess
+import sys
+
+from clarens import apacheconf
+from clarens import config as config_mod
+
+HTPASSWD = apacheconf.HTPASSWD
+HTPASSWD_TOOL = "/usr/bin/htpasswd"
+APACHE_GROUP = "www-data"
+BCRYPT_COST = 10        # 2^10 rounds: about 50 ms of CPU for each request that carries a password
+# Names Clarens refuses from Apache (clarens.identity): they could pass for another kind of identity.
+RESERVED = ("anonymous", "authenticated")
+
+
+class AdminError(Exception):
+    """The command cannot be carried out; the message says why."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if Apache and Clarens both accept it as a user name, else AdminError saying why."""
+    if not name or len(name) > 255:
+        raise AdminError("a user name has 1 to 255 characters")
+    if name in RESERVED or name.startswith(("/", "unix:")):
+        raise AdminError("%r could pass for another kind of identity (a certificate's DN, an OS user or a "
+                         "special name); Clarens refuses it" % name)
+    if ":" in name or any(c.isspace() or not c.isprintable() for c in name):
+        raise AdminError("%r: a user name may not contain ':', spaces or control characters" % name)
+    return name
+
+
+def users(path: str = HTPASSWD) -> list[str]:
+    """The user names in the htpasswd file at ``path`` (none if it does not exist)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.split(":", 1)[0] for line in f if ":" in line]
+    except FileNotFoundError:
+        return []
+
+
+def _secure(path: str, group: str) -> None:
+    """The file at ``path`` (created empty if missing) is root's, readable by ``group`` only."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise AdminError("no group %r (Apache's children must be able to read %s)" % (group, path)) from None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    try:
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, 0o640)
+    except PermissionError:
+        raise AdminError("cannot give %s to root:%s: run clarens-admin as root" % (path, group)) from None
+    finally:
+        os.close(fd)
+
+
+def read_password(from_stdin: bool) -> str:
+    """The new password: one line of standard input, or typed twice at the terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        raise AdminError("no terminal to ask for the password: use --password-stdin")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            raise AdminError("the passwords differ")
+    if not password:
+        raise AdminError("the password is empty")
+    return password
+
+
+def set_password(name: str, password: str, path: str = HTPASSWD, group: str = APACHE_GROUP) -> None:
+    """Add user ``name``, or change its password, in the htpasswd file at ``path`` (bcrypt)."""
+    _secure(path, group)
+    out = subprocess.run([HTPASSWD_TOOL, "-i", "-B", "-C", str(BCRYPT_COST), path, check_name(name)],
+                         input=password + "\n", capture_output=True, text=True)
+    if out.returncode != 0:
+        raise AdminError("htpasswd failed: %s" % (out.stderr.strip() or out.returncode))
+    _secure(path, group)     # htpasswd rewrites the file in place; make sure of its mode all the same
+
+
+def delete(name: str, path: str = HTPASSWD, group: str = APACHE_GROUP) -> None:
+    """Remove user ``name`` from the htpasswd file at ``path``."""
+    if name not in users(path):
+        raise AdminError("no user %r in %s" % (name, path))
+    out = subprocess.run([HTPASSWD_TOOL, "-D", path, name], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise AdminError("htpasswd failed: %s" % (out.stderr.strip() or out.returncode))
+    _secure(path, group)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module's documentation); the exit status."""
+    parser = argparse.ArgumentParser(prog="clarens-admin",
+                                     description="Clarens administration: Basic-authentication users, the Apache "
+                                                 "include.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[-6:]))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    user = commands.add_parser("user", help="Basic-authentication users (%s)" % HTPASSWD)
+    user.add_argument("action", choices=("add", "passwd", "del", "list"))
+    user.add_argument("name", nargs="?")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.add_argument("--file", default=HTPASSWD, help=argparse.SUPPRESS)     # for tests
+    conf = commands.add_parser("apache-conf", help="print the Apache include rendered from clarens.conf")
+    conf.add_argument("--config", default=config_mod.SYSTEM_CONFIG)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "apache-conf":
+            sys.stdout.write(apacheconf.render_system(args.config, package=True))
+            return 0
+        if args.action == "list":
+            if args.name:
+                parser.error("user list takes no name")
+            for name in users(args.file):
+                print(name)
+            return 0
+        if not args.name:
+            parser.error("user %s needs a NAME" % args.action)
+        if args.action == "del":
+            delete(args.name, args.file)
+            print("deleted %s" % args.name)
+            return 0
+        exists = args.name in users(args.file)
+        if args.action == "add" and exists:
+            raise AdminError("%s already exists (clarens-admin user passwd %s changes the password)"
+                             % (args.name, args.name))
+        if args.action == "passwd" and not exists:
+            raise AdminError("no user %r in %s (clarens-admin user add %s)" % (args.name, args.file, args.name))
+        set_password(args.name, read_password(args.password_stdin), args.file)
+        print("%s %s" % ("changed the password of" if exists else "added", args.name))
+    except (AdminError, config_mod.ConfigError, OSError) as e:
+        print("clarens-admin: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
