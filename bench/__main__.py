@@ -14,10 +14,11 @@ import sys
 import tempfile
 import traceback
 
-from bench import load, machine, probes, report, servers, targets
+from bench import front, load, machine, probes, report, servers, targets
 from clarens.dev.instance import ROOT, InstanceError
 
 GROUP_ORDER = (targets.REFERENCE, targets.PRODUCT, targets.ALTERNATIVE)
+ALL_PROBES = probes.PROBES + front.PROBES     # front: through HAProxy (bench/front.py)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds of discarded load before each measurement (default 2; --quick 1)")
     p.add_argument("--rounds", type=int, default=5, help="rounds per row, alternated between rows (default 5)")
     p.add_argument("--only", metavar="REGEX", help="measure only rows whose key matches (keys: %s)"
-                   % ", ".join([t.key for t in targets.ROWS] + [f.__name__ for f in probes.PROBES]))
+                   % ", ".join([t.key for t in targets.ROWS] + [f.__name__ for f in ALL_PROBES]))
     p.add_argument("--port", type=int, default=18180,
                    help="first of the ports used: PORT to PORT+4 for the rows, PORT+6 up for the probes")
     p.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="directory for latest.json/.md")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load.Load(duration=args.duration, warmup=args.warmup, rounds=args.rounds)
     only = re.compile(args.only) if args.only else None
     chosen = [t for t in targets.ROWS if not only or only.search(t.key)]
-    chosen_probes = [p for p in probes.PROBES if not only or only.search(p.__name__)]
+    chosen_probes = [p for p in ALL_PROBES if not only or only.search(p.__name__)]
     try:
         facts, results = measure(chosen, settings, args.port)
     except (InstanceError, RuntimeError, AssertionError) as e:

@@ -93,6 +93,13 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
         mem = rows["upload_memory"]
         goal("an upload's memory does not grow with the image: peak RSS for 2 GiB <= 1.1x that for 256 MiB",
              mem["ratio"], mem["ratio"] <= 1.1, "%.2fx (%s)" % (mem["ratio"], mem["note"]))
+    if "haproxy_idle" in rows:
+        idle = rows["haproxy_idle"]["detail"]
+        goal("p99 < %g ms and no errors for 16 connections calling echo while HAProxy holds %s idle keep-alive "
+             "clients" % (P99_LIMIT_MS, format(idle["idle"], ",")), idle["worst_p99_ms"],
+             idle["worst_p99_ms"] < P99_LIMIT_MS and not idle["errors"] and idle["still_open"] == idle["idle"],
+             "p99 %.2f ms (worst round %.2f), %d errors, %s of them still open" % (
+                 idle["p99_ms"], idle["worst_p99_ms"], idle["errors"], format(idle["still_open"], ",")))
     if "first_request" in rows:
         first = rows["first_request"]
         goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,

@@ -32,7 +32,8 @@ from typing import Any, Callable
 from clarens import resumable
 from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service
 
-ACTIVE = ("queued", "burning", "verifying")
+# "unreachable": a drive host that does not answer now; the job goes on there, and shows its true state again
+ACTIVE = ("queued", "burning", "verifying", "unreachable")
 
 
 def bar(fraction: float, width: int = 30) -> str:
@@ -119,8 +120,8 @@ def burn(svc: Service, path: str, drive: str | None, speed: int | None, verify: 
     if speed:
         options["speed"] = speed
     job_id = svc.burner.burn(name, drive, options)
-    out.write("job %d: burning %s to %s\n" % (job_id, name, drive))
-    meter = Meter("job %d" % job_id, out)
+    out.write("job %s: burning %s to %s\n" % (job_id, name, drive))
+    meter = Meter("job %s" % job_id, out)
     while True:
         job = svc.burner.status(job_id)
         meter((job.get("progress") or {}).get("bytes", 0), job.get("image_size") or 0, job["state"])
@@ -130,7 +131,7 @@ def burn(svc: Service, path: str, drive: str | None, speed: int | None, verify: 
     out.write("\n")
     verification = job.get("verification") or {}
     if job["state"] != "done":
-        out.write("job %d %s: %s\n" % (job_id, job["state"], job.get("error") or ""))
+        out.write("job %s %s: %s\n" % (job_id, job["state"], job.get("error") or ""))
         return 1
     if verify:
         out.write("image SHA-256: %s\ndisc  SHA-256: %s\n%s\n" % (
@@ -139,6 +140,11 @@ def burn(svc: Service, path: str, drive: str | None, speed: int | None, verify: 
         return 0 if verification.get("match") else 1
     out.write("done (not verified)\n")
     return 0
+
+
+def job_id(text: str) -> int | str:
+    """A job id as given on the command line: a number, or HOST:NUMBER for a drive host's job."""
+    return int(text) if text.isdigit() else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("images", "drives", "jobs", "whoami"):
         sub.add_parser(name)
     for name, arg in (("status", "job"), ("cancel", "job"), ("eject", "drive"), ("delete", "name")):
-        sub.add_parser(name).add_argument(arg, type=int if arg == "job" else str)
+        sub.add_parser(name).add_argument(arg, type=job_id if arg == "job" else str)
     args = parser.parse_args(argv)
     try:
         if args.service:

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from typing import Iterator
 
+from clarens import proxies
+
 # The configuration used when none is named (PythonOption clarens.config, --config): the
 # checkout's own, or, where clarens is installed as a package (no checkout around it),
 # the system's.
@@ -43,6 +45,8 @@ SERVER_DEFAULTS = {
     "acl_audit_days": "365",
     "workers": "160",
     "spare_workers": "96",
+    "cluster": "off",
+    "trusted_proxies": "",
 }
 
 
@@ -126,6 +130,12 @@ class ServerConfig:
         self.log_level = server["log_level"].upper()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("%s: log_level = %r is not a logging level" % (self.server._where, server["log_level"]))
+        # One of several hosts behind a front end: the ACL files are the only source of the policy.
+        self.cluster = self.server.get_bool("cluster")
+        try:   # the front ends whose forwarding headers (client DN, address) are believed
+            self.trusted_proxies = proxies.parse(server["trusted_proxies"])
+        except ValueError as e:
+            raise ConfigError("%s: trusted_proxies: %s" % (self.server._where, e)) from None
 
     def for_module(self, name: str) -> Settings:
         """What ``_startup_init`` receives: server settings plus ``[module:NAME]`` (which wins)."""

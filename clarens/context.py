@@ -41,7 +41,8 @@ class CallContext:
                  protocol: str = "xmlrpc", debug: bool | None = None, address: str | None = None):
         self._host = host
         self.request = request                # the mod_python request, or None outside Apache
-        self._address = address               # where the caller is, outside Apache (an SSH client's address)
+        self._address = address               # where the caller is: outside Apache (an SSH client's address),
+                                              # or as a trusted front end said
         self.identity = identity
         self.protocol = protocol              # "xmlrpc", "jsonrpc", or "http" (web routes)
         self.method: str | None = None        # the method being called, set by the dispatcher
@@ -52,10 +53,13 @@ class CallContext:
 
     @property
     def client_address(self) -> str:
-        """The client's IP address (read from the request only when someone asks)."""
+        """The client's IP address (read from the request only when someone asks): where a trusted
+        front end says the client is, if the request came through one."""
+        if self._address is not None:
+            return self._address
         if self.request is not None:
             return self.request.useragent_ip
-        return self._address or "-"
+        return "-"
 
     @property
     def debug(self) -> bool:
@@ -116,11 +120,17 @@ class CallContext:
 
     def server(self) -> dict:
         """Facts about this server process: ``{started, startup_init_calls, modules_loaded,
-        modules_failed}``, and ``pid`` for administrators."""
+        modules_failed, access_control, policy_digest, modules_digest, cluster}``, and ``pid`` for
+        administrators.  ``access_control`` is on, off or failed (every call refused);
+        ``policy_digest`` and ``modules_digest`` are equal on hosts that decide alike and serve the
+        same code (the policy's is "" unless access control is on)."""
         modules = self._host.modules.values()
+        state, digest = self._host.policy_state()
         facts = {"started": int(self._host.started), "startup_init_calls": self._host.startup_init_calls,
                  "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
-                 "modules_failed": sum(1 for m in modules if m.status != "loaded")}
+                 "modules_failed": sum(1 for m in modules if m.status != "loaded"),
+                 "access_control": state, "policy_digest": digest, "modules_digest": self._host.modules_digest,
+                 "cluster": self._host.config.cluster}
         if self.is_admin:
             facts["pid"] = os.getpid()
         return facts

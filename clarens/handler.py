@@ -29,6 +29,7 @@ from clarens.config import ConfigError
 from clarens.faults import Fault
 from clarens.identity import Identity, IdentityRefused
 from clarens.protocol import jsonrpc, xmlrpc
+from clarens.proxies import Forwarded
 from clarens.web import discovery, routes
 
 ALLOW = "GET, HEAD, POST, OPTIONS"
@@ -65,16 +66,19 @@ def handler(req) -> int:
                 return _send(req, apache.HTTP_NO_CONTENT, None, b"")
             return _plain(req, apache.HTTP_METHOD_NOT_ALLOWED,
                           "Method %s not allowed here; use %s.\n" % (method, ALLOW))
+        # Through a trusted front end (HAProxy terminating TLS): what it says about the client.
+        proxies = host.config.trusted_proxies
+        via = proxies.forwarded(req) if proxies.networks else None
         try:
-            ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL)
+            ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL, None, via)
         except IdentityRefused as e:
             return _refused(req, host, codec, route is None, e)
         token = context.activate(ctx)
         try:
             if route is not None:
-                return _web(req, host, ctx, route, base, sub)
+                return _web(req, host, ctx, route, base, sub, via)
             if codec is not None:
-                return _rpc(req, host, ctx, codec)
+                return _rpc(req, host, ctx, codec, via)
             return _page(req, host, ctx, base)
         finally:
             serving.log_faults(host, ctx)
@@ -115,12 +119,13 @@ def _place(req, uri: str) -> tuple[str, str | None]:
     return place
 
 
-def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = None) -> context.CallContext:
-    """A request's CallContext: the caller identified from ``req`` (unless given).
-    IdentityRefused for credentials this server refuses."""
+def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = None,
+             via: Forwarded | None = None) -> context.CallContext:
+    """A request's CallContext: the caller identified from ``req`` (unless given), calling from
+    where a trusted front end (``via``) says it is.  IdentityRefused for credentials this server refuses."""
     if caller is None:
-        caller = identity_mod.from_request(req, host.config.cert_require)
-    return serving.context_for(host, req, protocol, caller)
+        caller = identity_mod.from_request(req, host.config.cert_require, via)
+    return serving.context_for(host, req, protocol, caller, via.address if via is not None else None)
 
 
 def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused) -> int:
@@ -137,7 +142,7 @@ def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused
     return _send(req, response.status, response.content_type, response.body, flush=True)
 
 
-def _cross_site(req) -> str | None:
+def _cross_site(req, via: Forwarded | None) -> str | None:
     """Why a state-changing request looks forged by another site's page (CSRF), or None.
 
     Browsers name the page's origin in ``Origin`` (and, lately, ``Sec-Fetch-Site``)
@@ -145,7 +150,7 @@ def _cross_site(req) -> str | None:
     """
     origin = req.headers_in.get("Origin")
     if origin is not None:
-        if origin != routes.request_origin(req):
+        if origin != routes.request_origin(req, scheme=via.scheme if via is not None else None):
             return "request from another origin (%s)" % origin[:100]
     elif req.headers_in.get("Sec-Fetch-Site") == "cross-site":
         return "request from another site"
@@ -160,14 +165,16 @@ def _page(req, host: host_mod.Host, ctx: context.CallContext, base: str) -> int:
     return _send(req, apache.HTTP_OK, "text/html; charset=utf-8", page)
 
 
-def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route, base: str, path: str) -> int:
+def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route, base: str, path: str,
+         via: Forwarded | None = None) -> int:
     """Serve a module's web route, as the identified caller."""
-    forged = _cross_site(req) if req.method not in ("GET", "HEAD", "OPTIONS") else None
+    forged = _cross_site(req, via) if req.method not in ("GET", "HEAD", "OPTIONS") else None
     web = None
     try:
         if forged:
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise)
+        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise,
+                                scheme=via.scheme if via is not None else None)
         response = route(web)
     except UnicodeDecodeError:
         raise              # a header that is not UTF-8: the handler answers 400
@@ -188,10 +195,10 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
     return _send(req, response.status, response.content_type, response.body)
 
 
-def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec) -> int:
+def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec, via: Forwarded | None = None) -> int:
     """A POSTed call or batch, in either protocol: one path, the codec's ``respond``."""
     try:
-        forged = _cross_site(req)
+        forged = _cross_site(req, via)
         if forged:
             fault = Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
             serving.report(fault)

@@ -41,12 +41,22 @@ class Host:
         self.routes: dict[str, routes.Route] = {}
         self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation
         self.started = time.time()
+        self.modules_digest = ""             # set by load_modules
         self.pid = os.getpid()
 
     @property
     def startup_init_calls(self) -> int:
         """How many times ``_startup_init`` ran in this process, over all modules."""
         return sum(m.startup_init_calls for m in self.modules.values())
+
+    def policy_state(self) -> tuple[str, str]:
+        """The access-control state, ``on``, ``off`` or ``failed`` (the policy did not load: every
+        call is refused), and the digest of the policy in force ("" unless ``on``)."""
+        if self.guard is None:
+            return "off", ""
+        if self.guard.broken:
+            return "failed", ""
+        return "on", self.guard.refresh().digest()
 
     def load_modules(self) -> None:
         """Import every module on the modules path once, recording failures."""
@@ -60,6 +70,8 @@ class Host:
             for method in methods:
                 self.methods[method.name] = method
         self.routes, self.pages = routes.collect(self.modules, self.log)
+        # What code this host serves, comparable across hosts (system.serverInfo, the health check).
+        self.modules_digest = loader.modules_digest((m.name, m.path) for m in self.modules.values())
         loaded = [m.name for m in self.modules.values() if m.status == "loaded"]
         failed = [m.name for m in self.modules.values() if m.status != "loaded"]
         self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),

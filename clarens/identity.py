@@ -9,6 +9,10 @@ Sources, in order:
    ``req.ap_auth_type`` says Apache authenticated it;
 3. otherwise ``anonymous``.
 
+Behind a trusted front end that terminates TLS (:mod:`clarens.proxies`), the
+certificate of step 1 is the one the front end verified and named in a header;
+that header from anyone else is refused.
+
 Outside Apache (an SSH session served by :mod:`clarens.stdio`, a ``local:``
 client) the caller is the operating-system user the process runs as, named
 ``unix:NAME``: the OS authenticated it (SSH keys, login).  ``unix:alice`` and
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from clarens.proxies import CLIENT_DN_HEADER, Forwarded
 
 RESERVED_NAMES = ("anonymous", "authenticated")
 UNIX_PREFIX = "unix:"
@@ -132,20 +138,36 @@ def certificate_problem(rdns: list[list[tuple[str, str]]], required: Mapping[str
     return None
 
 
-def from_request(req: Any, cert_require: Mapping[str, str]) -> Identity:
-    """The identity of a mod_python request (IdentityRefused for unacceptable credentials)."""
-    if req.ssl_var_lookup("SSL_CLIENT_VERIFY") == "SUCCESS":
-        raw = req.ssl_var_lookup("SSL_CLIENT_S_DN") or ""
-        try:
-            rdns = parse_dn(raw)
-        except ValueError:
-            rdns = []
-        if not rdns:
-            raise IdentityRefused("client certificate subject %r cannot be used as an identity" % raw[:200])
-        problem = certificate_problem(rdns, cert_require)
-        if problem:
-            raise IdentityRefused(problem)
-        return Identity(slash_form(rdns), "certificate")
+def certificate_identity(raw: str, cert_require: Mapping[str, str]) -> Identity:
+    """The identity of a verified certificate whose subject DN is ``raw`` (RFC 2253, as mod_ssl or a
+    trusted front end gives it); IdentityRefused if it lacks a required field or is not a usable DN."""
+    try:
+        rdns = parse_dn(raw)
+    except ValueError:
+        rdns = []
+    if not rdns:
+        raise IdentityRefused("client certificate subject %r cannot be used as an identity" % raw[:200])
+    problem = certificate_problem(rdns, cert_require)
+    if problem:
+        raise IdentityRefused(problem)
+    return Identity(slash_form(rdns), "certificate")
+
+
+def from_request(req: Any, cert_require: Mapping[str, str], via: Forwarded | None = None) -> Identity:
+    """The identity of a mod_python request (IdentityRefused for unacceptable credentials).
+
+    ``via``: what a trusted front end said about the request (:mod:`clarens.proxies`), or None
+    when it did not come through one.  Through one, the certificate is the one the front end
+    verified, never the connection's own (that would be the front end's); from anyone else, a
+    client DN header is a forgery and refused.
+    """
+    if via is not None:
+        if via.client_dn is not None:
+            return certificate_identity(via.client_dn, cert_require)
+    elif req.headers_in.get(CLIENT_DN_HEADER) is not None:
+        raise IdentityRefused("a %s header from a client that is not a trusted front end" % CLIENT_DN_HEADER)
+    elif req.ssl_var_lookup("SSL_CLIENT_VERIFY") == "SUCCESS":
+        return certificate_identity(req.ssl_var_lookup("SSL_CLIENT_S_DN") or "", cert_require)
     user = req.user
     if user:
         auth_type = req.ap_auth_type

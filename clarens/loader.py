@@ -16,6 +16,7 @@ of this is recorded as failed, with its error, and the others are unaffected.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import logging
@@ -25,7 +26,7 @@ import sys
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from clarens import signatures
 from clarens.registry import Method
@@ -70,6 +71,34 @@ def discover(paths: list[str]) -> list[tuple[str, str]]:
             if os.path.isfile(os.path.join(directory, "__init__.py")):
                 found.append((entry, directory))
     return found
+
+
+def files_digest(directory: str) -> str:
+    """SHA-256 (hex) of a module's files: every file under ``directory`` (compiled bytecode and
+    dotfiles aside), by relative path and content.  Read without importing anything."""
+    digest = hashlib.sha256()
+    for base, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(base, name)
+            digest.update(os.path.relpath(path, directory).encode("utf-8", "surrogateescape") + b"\0")
+            try:
+                with open(path, "rb") as f:
+                    digest.update(hashlib.sha256(f.read()).digest())
+            except OSError as e:     # unreadable: a difference all the same
+                digest.update(("unreadable: %s" % e.strerror).encode())
+    return digest.hexdigest()
+
+
+def modules_digest(found: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 (hex) of a module set, ``(name, directory)`` pairs: their names and their files'
+    digests.  Two hosts with the same modules, in the same versions, have the same digest."""
+    digest = hashlib.sha256()
+    for name, directory in sorted(found):
+        digest.update(("%s\0%s\n" % (name, files_digest(directory))).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def _ensure_package() -> None:

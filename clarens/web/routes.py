@@ -67,18 +67,22 @@ class WebResponse:
         return cls.json({"error": {"code": fault.code, "message": fault.message}}, _STATUS.get(fault.code, 400))
 
 
-def request_origin(req: Any, missing_host: str = "") -> str:
+def request_origin(req: Any, missing_host: str = "", scheme: str | None = None) -> str:
     """``scheme://host[:port]`` of a mod_python request, as the client addressed the server
-    (``missing_host`` stands in for the host when an HTTP/1.0 client sent none)."""
-    scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
+    (``missing_host`` stands in for the host when an HTTP/1.0 client sent none; ``scheme``, when
+    a trusted front end that terminated TLS says which the client used)."""
+    if scheme is None:
+        scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
     return "%s://%s" % (scheme, req.headers_in.get("Host", missing_host))
 
 
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
-    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser):
+    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser,
+                 scheme: str | None = None):
         self._req = req
+        self._scheme = scheme                # as a trusted front end says the client connected
         self.ctx = ctx
         self._authorise = authorise
         self.method: str = req.method
@@ -91,7 +95,7 @@ class WebRequest:
     @property
     def origin(self) -> str:
         """``scheme://host[:port]`` as the client addressed us."""
-        return request_origin(self._req, "localhost")
+        return request_origin(self._req, "localhost", self._scheme)
 
     @property
     def content_length(self) -> int | None:
@@ -174,7 +178,50 @@ _LOGIN_UNAVAILABLE = ("<!DOCTYPE html><title>Sign-in unavailable</title><p>This 
                       "Use a client certificate over HTTPS instead.")
 
 
-BUILTIN = {"static": static, "login": login}
+# A health check names the digests deployed to the cluster in these headers; a host that differs
+# answers 503, and the front end takes it out of rotation (conf/haproxy/clarens.cfg).
+EXPECT_POLICY_HEADER = "X-Clarens-Expect-Policy"
+EXPECT_MODULES_HEADER = "X-Clarens-Expect-Modules"
+
+
+def health(web: WebRequest) -> WebResponse:
+    """GET /clarens/health: whether this host should be sent calls, for a front end's health check
+    and for monitoring.  Anonymous, cheap, and changes nothing.
+
+    200 with ``{"status": "ok", ...}``; 503 with ``"status": "failing"`` and the ``problems`` when a
+    module failed to load, when the access-control policy failed to load (every call is then
+    refused: fail closed), or when the policy or the module set differs from the digest the
+    checker expects (``X-Clarens-Expect-Policy`` / ``X-Clarens-Expect-Modules``: one digest, or
+    several separated by spaces while a deployment rolls from one to the next).  Also:
+    the modules loaded and failed (names only), ``access_control`` (on, off, failed), both
+    digests, ``cluster`` and when the server started.
+    """
+    if web.method not in ("GET", "HEAD"):
+        return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
+    facts = web.ctx.server()
+    modules = web.ctx.modules()
+    failed = sorted(m["name"] for m in modules if m["status"] != "loaded")
+    problems = ["module(s) failed to load: %s" % ", ".join(failed)] if failed else []
+    if facts["access_control"] == "failed":
+        problems.append("the access-control policy failed to load: every call is refused")
+    for header, key, what in ((EXPECT_POLICY_HEADER, "policy_digest", "policy"),
+                              (EXPECT_MODULES_HEADER, "modules_digest", "module set")):
+        # One digest, or several during a rolling deployment (the old and the new).
+        expected = (web.headers.get(header) or "").replace(",", " ").split()
+        if expected and facts[key] not in expected:
+            problems.append("the %s digest is %s, not the expected %s" % (
+                what, facts[key] or "(none)", " or ".join(expected)[:300]))
+    response = WebResponse.json({
+        "status": "failing" if problems else "ok", "problems": problems,
+        "modules": {"loaded": sorted(m["name"] for m in modules if m["status"] == "loaded"), "failed": failed},
+        "access_control": facts["access_control"], "policy_digest": facts["policy_digest"],
+        "modules_digest": facts["modules_digest"], "cluster": facts["cluster"], "started": facts["started"],
+    }, 503 if problems else 200)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+BUILTIN = {"static": static, "login": login, "health": health}
 
 
 def collect(modules: Mapping[str, Any], log: Any) -> tuple[dict[str, Route], dict[str, str]]:

@@ -3,6 +3,10 @@
 Changes take effect at once in every Apache child, and last until the next
 server start reloads the ACL files; ``python3 -m clarens.acl dump`` writes the
 live policy back in the file format.  Every change is audited (who, when, what).
+
+In cluster mode (``[server] cluster = on``) the ACL files, deployed to every host,
+are the only source of the policy, and changes through this module are refused:
+a change made on one host would make it differ from the others.
 """
 
 from clarens import context
@@ -13,12 +17,17 @@ from clarens.identity import ANONYMOUS, Identity
 
 _db = None
 _retention = store.AuditRetention()
+_cluster = False
+CLUSTER_REFUSAL = ("this host is one of a cluster ([server] cluster = on): its policy is the ACL files, the same "
+                   "on every host, so live changes are refused; change the files and deploy them to every host "
+                   "(see docs/scaling.md)")
 
 
 def _startup_init(config, dbs, log):
-    global _db, _retention
+    global _db, _retention, _cluster
     _db = dbs.open(store.DB_NAME)
     _retention = store.AuditRetention(config.get_int("acl_audit_keep"), config.get_int("acl_audit_days"))
+    _cluster = config.get_bool("cluster")
 
 
 def _policy():
@@ -26,6 +35,12 @@ def _policy():
     if policy is None:
         raise Fault(INVALID_PARAMS, "access control is off on this server (access_control = off)")
     return policy
+
+
+def _writable():
+    """Fault unless live changes are allowed here (they are not in cluster mode)."""
+    if _cluster:
+        raise Fault(INVALID_PARAMS, CLUSTER_REFUSAL)
 
 
 def _change(what, edit):
@@ -56,7 +71,8 @@ def set_entry(target, entry):
     """Create or replace the entry for TARGET (*, MODULE or MODULE.METHOD).  ENTRY is a struct
     {order: "allow,deny"|"deny,allow", allow: [patterns], deny: [patterns], allow_groups: [names],
     deny_groups: [names], not_before: seconds, not_after: seconds}; every field is optional.
-    Groups must exist.  Returns true."""
+    Groups must exist.  Returns true.  Refused in cluster mode (the policy is the deployed files)."""
+    _writable()
     try:
         new = Entry.from_dict(target, dict(entry, source="acl.set_entry by %s" % context.current().identity.name))
     except AclError as e:
@@ -66,7 +82,9 @@ def set_entry(target, entry):
 
 
 def delete_entry(target):
-    """Delete the entry for TARGET.  Returns true; a fault if there is none."""
+    """Delete the entry for TARGET.  Returns true; a fault if there is none.  Refused in cluster mode."""
+    _writable()
+
     def edit(policy):
         if target not in policy.entries:
             raise AclError("there is no entry for %r" % target)
@@ -76,7 +94,9 @@ def delete_entry(target):
 
 def set_group(name, members):
     """Set the members (identity patterns) of group NAME, creating it if needed.  An empty list
-    deletes the group, which must then not be named by any entry.  Returns true."""
+    deletes the group, which must then not be named by any entry.  Returns true.  Refused in cluster
+    mode."""
+    _writable()
     if not GROUP_RE.match(name):
         raise Fault(INVALID_PARAMS, "invalid group name %r" % name)
     try:

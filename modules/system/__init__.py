@@ -77,7 +77,9 @@ def whoami():
 
 def serverInfo():
     """Return facts about this server process: versions, when it started, its modules (and, for
-    administrators, its pid)."""
+    administrators, its pid), whether access control is on, off or failed, and the digests of
+    the policy in force and of the module set (equal on hosts that decide alike and run the
+    same code: compare them across a cluster)."""
     return {"framework_version": clarens.__version__, "api_version": clarens.API_VERSION,
             "python_version": platform.python_version(), "mod_python_version": MOD_PYTHON_VERSION,
             **context.current().server()}

@@ -21,8 +21,9 @@ ALICE = "/C=UK/O=Home/CN=Alice"
 class DummyRequest:
     """The parts of a mod_python request that identity reads."""
 
-    def __init__(self, ssl=None, user=None, ap_auth_type=None):
+    def __init__(self, ssl=None, user=None, ap_auth_type=None, headers=None):
         self.ssl = dict(ssl or {})
+        self.headers_in = dict(headers or {})
         self.user = user
         self.ap_auth_type = ap_auth_type
 

@@ -18,7 +18,7 @@ LAYERS = [
     ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.config", "clarens.log", "clarens.db",
                 "clarens.faultlog", "clarens.once", "clarens.identity", "clarens.signatures", "clarens.acl",
                 "clarens.acl.model", "clarens.acl.files", "clarens.web", "clarens.web.uploads", "clarens.text",
-                "clarens.framing"}),
+                "clarens.framing", "clarens.proxies"}),
     ("registry/ACL", {"clarens.registry", "clarens.loader", "clarens.acl.store"}),
     ("dispatcher", {"clarens.context", "clarens.dispatch"}),
     ("codecs", {"clarens.protocol", "clarens.protocol.xmlrpc", "clarens.protocol.xmlrpc_fast",
@@ -28,7 +28,8 @@ LAYERS = [
 ]
 # Beside the host: command lines, clients, the private instance, the burner helper.
 TOOLS = ("clarens.__main__", "clarens.cli", "clarens.client", "clarens.burner_cli", "clarens.resumable",
-         "clarens.apacheconf", "clarens.dev", "clarens.burnerd", "clarens.acl.__main__", "clarens.admin")
+         "clarens.apacheconf", "clarens.dev", "clarens.burnerd", "clarens.acl.__main__", "clarens.admin",
+         "clarens.cluster")
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
 
 

@@ -171,6 +171,7 @@
 
   // -- drives ----------------------------------------------------------------------
   function medium(drive) {
+    if (drive.reachable === false) return "unreachable: " + (drive.error || "its host does not answer");
     const m = drive.medium || {};
     if (m.busy) return drive.current_job ? "in use by job " + drive.current_job : "in use";
     if ("present" in m) return m.present ? "disc present (" + bytes(m.size) + " written)" : "no disc";
@@ -191,7 +192,8 @@
           el("span", {class: "badge" + (drive.busy ? " burning" : "")}, drive.busy ? "busy" : "idle"),
           el("button", {type: "button", class: "secondary", disabled: drive.busy,
                         onclick: () => eject(drive.name)}, "Eject")),
-        el("p", {class: "muted small"}, drive.kind + " · holds " + bytes(drive.capacity) + " · " + medium(drive) +
+        el("p", {class: "muted small"}, (drive.reachable === false ? "" : drive.kind + " · holds " +
+           bytes(drive.capacity) + " · ") + medium(drive) +
            (drive.queued ? " · " + drive.queued + " queued" : ""))))
       : [el("li", {class: "empty"}, "No drives.")]));
   }
@@ -237,7 +239,8 @@
   // flicker and a button keeps its focus; an item is rebuilt when anything else changes.
   function renderJobs(jobs) {
     const list = $("jobs");
-    const sorted = jobs.slice().sort((a, b) => b.id - a.id);
+    // newest first; ids are numbers, or "HOST:N" on a drive host, so order by submission
+    const sorted = jobs.slice().sort((a, b) => (b.submitted || 0) - (a.submitted || 0));
     if (!sorted.length) {
       list.replaceChildren(el("li", {class: "empty"}, "No jobs yet: burn an image above."));
       return;

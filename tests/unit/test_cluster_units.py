@@ -1,0 +1,249 @@
+"""Many hosts, without Apache: trusted front ends, digests, the health route, cluster mode, the HAProxy template."""
+
+import json
+import os
+import types
+import xmlrpc.client
+
+import pytest
+
+from clarens import cluster, loader, proxies
+from clarens import host as host_mod
+from clarens.acl import store
+from clarens.acl.files import load_dir, parse_text
+from clarens.acl.model import Entry, Policy
+from clarens.db import open_db
+from clarens.faults import ACCESS_DENIED, INVALID_PARAMS
+from clarens.identity import ANONYMOUS, Identity, IdentityRefused, from_request
+from tests.unit import fakes
+from tests.unit.fakes import FakeRequest
+
+handler = fakes.import_handler()
+ROOT = fakes.ROOT
+FRONT = "10.0.0.2"
+DN = "CN=Carol,O=Home,C=UK"
+
+
+def via_front(req: FakeRequest, peer: str = FRONT) -> FakeRequest:
+    req.connection = types.SimpleNamespace(client_ip=peer)   # mod_python: the connection's TCP peer
+    return req
+
+
+# --- trusted front ends (clarens.proxies) ----------------------------------------------------
+
+def test_trusted_proxies_are_addresses_and_networks():
+    trusted = proxies.parse("10.0.0.2, 192.0.2.0/28  2001:db8::1")
+    assert [trusted.trusts(a) for a in ("10.0.0.2", "192.0.2.15", "192.0.2.16", "::ffff:10.0.0.2", "2001:db8::1",
+                                        "10.0.0.3", "", None, "not an address")] == \
+        [True, True, False, True, True, False, False, False, False]
+    assert not proxies.parse("") and not proxies.parse("").trusts("10.0.0.2")
+    with pytest.raises(ValueError, match="'10.0.0.300' is not an IP address"):
+        proxies.parse("10.0.0.1 10.0.0.300")
+
+
+def test_what_a_trusted_front_end_says():
+    trusted = proxies.parse(FRONT)
+    req = via_front(FakeRequest(headers={"X-Clarens-Client-DN": DN, "X-Forwarded-For": "6.6.6.6, 192.0.2.9",
+                                         "X-Forwarded-Proto": "HTTPS"}))
+    assert trusted.forwarded(req) == proxies.Forwarded(FRONT, DN, "192.0.2.9", "https")
+    bare = via_front(FakeRequest(headers={"X-Forwarded-For": "garbage", "X-Forwarded-Proto": "gopher"}))
+    assert trusted.forwarded(bare) == proxies.Forwarded(FRONT, None, None, None)
+    assert trusted.forwarded(via_front(FakeRequest(headers={"X-Clarens-Client-DN": DN}), "10.0.0.9")) is None
+
+
+def test_through_a_front_end_its_word_is_the_certificate_never_the_connections():
+    req = FakeRequest(ssl={"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "CN=The Front End,O=Home,C=UK"})
+    assert from_request(req, {"O": "Home"}, proxies.Forwarded(FRONT, DN, None, "https")) == \
+        Identity("/C=UK/O=Home/CN=Carol", "certificate")
+    # A client without a certificate: the front end's own (on a TLS link to the host) is not the caller's.
+    assert from_request(req, {}, proxies.Forwarded(FRONT, None, None, "https")) is ANONYMOUS
+    basic = FakeRequest(user="bob", auth_type="Basic")
+    assert from_request(basic, {}, proxies.Forwarded(FRONT, None, None, "https")) == Identity("bob", "basic")
+    with pytest.raises(IdentityRefused, match="must have O=Work"):
+        from_request(req, {"O": "Work"}, proxies.Forwarded(FRONT, DN, None, "https"))
+
+
+@pytest.mark.parametrize("extra", [{}, {"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": DN}])
+def test_a_client_dn_header_from_anyone_else_is_refused(extra):
+    req = FakeRequest(headers={"X-Clarens-Client-DN": "CN=Demo Administrator,O=Clarens Demo,C=UK"}, ssl=extra)
+    with pytest.raises(IdentityRefused, match="X-Clarens-Client-DN header from a client that is not a trusted"):
+        from_request(req, {})
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A booted host that trusts the front end FRONT."""
+    with fakes.isolated():
+        host, log = fakes.boot(str(tmp_path), trusted_proxies=FRONT, cluster="on")
+        yield types.SimpleNamespace(host=host, log=log)
+
+
+def whoami(req):
+    assert handler.handler(req) == handler.apache.OK
+    return xmlrpc.client.loads(req.output, use_builtin_types=True)[0][0]
+
+
+def call(method, *params, peer="192.0.2.7", **kw):
+    """An XML-RPC request from ``peer`` (a client, unless it is FRONT)."""
+    return via_front(FakeRequest("POST", "/clarens/", xmlrpc.client.dumps(params, method).encode(),
+                                 dict({"Content-Type": "text/xml"}, **kw.pop("headers", {})), **kw), peer)
+
+
+def test_the_handler_believes_the_front_end_only(site):
+    me = whoami(call("system.whoami", headers={"X-Clarens-Client-DN": DN}, peer=FRONT))
+    assert (me["identity"], me["source"]) == ("/C=UK/O=Home/CN=Carol", "certificate")
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        whoami(call("system.whoami", headers={"X-Clarens-Client-DN": DN}, peer="10.0.0.66"))
+    assert info.value.faultCode == ACCESS_DENIED and info.value.faultString.startswith("credentials refused: a X-")
+    assert any("credentials refused" in m for m in site.log.messages())
+
+
+def test_the_callers_address_and_scheme_are_the_ones_the_front_end_saw(site):
+    # Refused calls are logged with the client's address, not the front end's.
+    req = call("unit.secret", headers={"X-Forwarded-For": "192.0.2.9"}, peer=FRONT)
+    assert handler.handler(req) == handler.apache.OK
+    assert [line for line in site.log.faults(ACCESS_DENIED) if "anonymous@192.0.2.9 'unit.secret'" in line]
+    # A browser's page on https://server.example posting through a front end that terminated TLS.
+    origin = {"Origin": "https://server.example", "X-Forwarded-Proto": "https"}
+    assert whoami(call("unit.echo", "x", headers=origin, peer=FRONT)) == "x"
+    with pytest.raises(xmlrpc.client.Fault):      # the same headers straight from a client: plain http here
+        whoami(call("unit.echo", "x", headers=origin))
+
+
+# --- digests -------------------------------------------------------------------------------
+
+POLICY = """
+<Group staff>
+    Member bob
+    Member alice
+</Group>
+<Acl unit>
+    Allow alice
+    Deny mallory
+    AllowGroup staff
+</Acl>
+"""
+
+
+def policy_of(text: str) -> Policy:
+    groups: dict = {}
+    entries: dict = {}
+    parse_text(text, "x.acl", groups, entries)
+    return Policy(entries, groups)
+
+
+def test_the_policy_digest_covers_what_decides_and_nothing_else():
+    digest = policy_of(POLICY).digest()
+    assert len(digest) == 64
+    reordered = POLICY.replace("    Member bob\n    Member alice\n",
+                               "    Member alice\n    Member bob\n    Member bob\n")
+    assert policy_of("\n\n# elsewhere\n" + reordered).digest() == digest       # order, repeats, file lines
+    for changed in (POLICY.replace("Deny mallory", "Deny eve"), POLICY.replace("Member bob", "Member bobby"),
+                    POLICY + "<Acl echo>\n    Allow anonymous\n</Acl>\n",
+                    POLICY.replace("    Deny mallory\n", "    Deny mallory\n    NotAfter 2030-01-01\n"),
+                    POLICY.replace("<Acl unit>", "<Acl unit>\n    Order deny,allow")):
+        assert policy_of(changed).digest() != digest, changed
+
+
+def test_the_loaded_policy_has_the_files_digest(tmp_path):
+    acl = tmp_path / "acl"
+    acl.mkdir()
+    (acl / "x.acl").write_text(POLICY)
+    db = open_db(str(tmp_path / "acl.tdb"))
+    try:
+        files = store.load_files(db, str(acl), "test")
+        assert store.read_policy(db).digest() == files.digest() == load_dir(str(acl)).digest()
+        store.change(db, "admin", {"what": "test"}, lambda p: p.entries.__setitem__("echo", Entry("echo")))
+        assert store.read_policy(db).digest() != files.digest()
+    finally:
+        db.close()
+
+
+def test_the_modules_digest_follows_their_files(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / name / "web").mkdir(parents=True)
+        (tmp_path / name / "__init__.py").write_text("x = 1\n")
+    (tmp_path / "two" / "web" / "page.html").write_text("<p>")
+    found = [("one", str(tmp_path / "one")), ("two", str(tmp_path / "two"))]
+    digest = loader.modules_digest(found)
+    assert loader.modules_digest(list(reversed(found))) == digest
+    (tmp_path / "one" / "__pycache__").mkdir()
+    (tmp_path / "one" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert loader.modules_digest(found) == digest                         # compiled files are not the module
+    (tmp_path / "two" / "web" / "page.html").write_text("<p>changed")
+    assert loader.modules_digest(found) != digest
+    assert loader.modules_digest(found[:1]) != loader.modules_digest(found)
+
+
+# --- the health route --------------------------------------------------------------------
+
+def health(headers=None, method="GET"):
+    req = via_front(FakeRequest(method, "/clarens/health", headers=headers), FRONT)
+    assert handler.handler(req) == handler.apache.OK
+    return req.status, (json.loads(req.output) if req.content_type == "application/json" and req.output else None), req
+
+
+def test_health_is_ok_and_says_what_a_host_runs(site):
+    status, answer, req = health()
+    facts = site.host.policy_state()
+    assert status == 200 and req.headers_out["Cache-Control"] == "no-store"
+    assert answer == {"status": "ok", "problems": [], "modules": {"loaded": ["system", "unit"], "failed": []},
+                      "access_control": "on", "policy_digest": facts[1], "modules_digest": site.host.modules_digest,
+                      "cluster": True, "started": int(site.host.started)}
+    assert health({"X-Clarens-Expect-Policy": facts[1],
+                   "X-Clarens-Expect-Modules": site.host.modules_digest})[0] == 200
+    assert health({"X-Clarens-Expect-Policy": "%s %s" % ("0" * 64, facts[1])})[0] == 200    # a rolling deployment
+    assert health(method="HEAD")[0] == 200 and health(method="POST")[0] == 405
+
+
+def test_health_is_503_when_the_host_differs_or_failed(site):
+    status, answer, _ = health({"X-Clarens-Expect-Modules": "abc"})
+    assert status == 503 and answer["status"] == "failing"
+    assert answer["problems"] == ["the module set digest is %s, not the expected abc" % site.host.modules_digest]
+    site.host.modules["unit"].status = "failed"
+    site.host.guard.broken = "x.acl:3: nonsense"
+    status, answer, _ = health()
+    assert status == 503 and answer["problems"] == [
+        "module(s) failed to load: unit", "the access-control policy failed to load: every call is refused"]
+    assert answer["access_control"] == "failed" and answer["policy_digest"] == ""
+
+
+def test_server_info_reports_the_digests(site):
+    info = whoami(call("system.serverInfo"))
+    assert (info["access_control"], info["policy_digest"], info["modules_digest"], info["cluster"]) == \
+        ("on", site.host.policy_state()[1], site.host.modules_digest, True)
+
+
+# --- cluster mode refuses live policy changes -------------------------------------------------
+
+def test_the_acl_module_refuses_changes_in_cluster_mode(tmp_path):
+    with fakes.isolated():
+        options = fakes.write_site(str(tmp_path), policy=fakes.POLICY + "<Acl acl>\n    Allow alice\n</Acl>\n",
+                                   cluster="on")
+        os.symlink(os.path.join(ROOT, "modules", "acl"), os.path.join(options["clarens.server.modules_path"], "acl"))
+        host_mod.boot(options, None)
+        alice = {"user": "alice", "auth_type": "Basic"}
+        assert "staff" in whoami(call("acl.show", **alice))["groups"]
+        for method, params in (("acl.set_group", ("staff", ["eve"])), ("acl.delete_entry", ("unit",)),
+                               ("acl.set_entry", ("unit", {"allow": ["eve"]}))):
+            with pytest.raises(xmlrpc.client.Fault) as info:
+                whoami(call(method, *params, **alice))
+            assert info.value.faultCode == INVALID_PARAMS and "cluster = on" in info.value.faultString
+
+
+# --- the HAProxy configuration ------------------------------------------------------------
+
+def test_the_shipped_haproxy_configuration_is_the_templates_rendering():
+    with open(os.path.join(ROOT, "conf", "haproxy", "clarens.cfg")) as f:
+        assert f.read() == cluster.haproxy_config(cluster.EXAMPLE_SERVERS)
+
+
+def test_the_haproxy_configuration_never_retries_what_may_have_run():
+    text = cluster.haproxy_config([("a", "10.0.0.1:80")], source="10.0.0.2")
+    lines = [line.strip() for line in text.splitlines()]
+    assert "retry-on conn-failure" in lines and not [x for x in lines if x.startswith("retry-on") and x != "retry-on "
+                                                      "conn-failure"]
+    for header in ("X-Clarens-Client-DN", "X-Forwarded-For", "X-Forwarded-Proto"):
+        assert lines.index("http-request del-header " + header) < min(
+            i for i, x in enumerate(lines) if x.startswith("http-request set-header"))
+    assert "server a 10.0.0.1:80" in lines and any("source 10.0.0.2" in x for x in lines)
