@@ -151,6 +151,7 @@ class FakeTransport:
         self.url = url
         self.seen = []            # method names of the calls that reached it
         self.fail = None
+        self.fail_once = None     # a TransportError to raise on the next call only
         self.fault = None
         self.closed = False
 
@@ -158,6 +159,9 @@ class FakeTransport:
         assert content_type == "text/xml"
         params, method = xmlrpc.client.loads(body, use_builtin_types=True)
         self.seen.append(method)
+        if self.fail_once is not None:
+            fail, self.fail_once = self.fail_once, None
+            raise fail
         if self.fail is not None:
             raise self.fail
         if self.fault is not None:
@@ -267,8 +271,23 @@ def test_every_server_down_for_an_idempotent_call(make_service):
     svc.fakes[C].fail = down(C, "no answer", sent=True)
     with pytest.raises(AllServersDown) as caught:
         svc.echo.echo(1)
-    assert [f.url for f in caught.value.failures] == [A, B, C]
+    # A's dropped connection earns it one more try on a fresh one, after the others
+    assert [f.url for f in caught.value.failures] == [A, B, C, A]
     assert caught.value.sent                     # it may have run somewhere
+
+
+def test_an_idempotent_call_gets_one_fresh_try_when_its_connection_dropped(make_service):
+    svc = make_service([A], idempotent=["echo.*"])
+    svc.fakes[A].fail_once = down(A, "no answer: remote end closed", sent=True)
+    assert svc.echo.echo(1)["server"] == A and svc.fakes[A].seen == ["echo.echo", "echo.echo"]
+    svc.fakes[A].fail_once = down(A, "no answer: remote end closed", sent=True)
+    with pytest.raises(TransportError, match="remote end closed"):
+        svc.counter.bump("k")                   # not idempotent: it may have run, so never again
+    assert svc.fakes[A].seen[-1:] == ["counter.bump"] and svc.fakes[A].seen.count("counter.bump") == 1
+    svc.fakes[A].fail = down(A, "connection refused")
+    with pytest.raises(TransportError, match="refused"):
+        svc.echo.echo(2)                        # never reached it: nothing to gain from a second try
+    assert svc.fakes[A].seen.count("echo.echo") == 3
 
 
 def test_a_server_in_its_backoff_is_a_last_resort(make_service, clock):

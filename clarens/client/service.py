@@ -100,7 +100,8 @@ class Service:
     def _exchange(self, body: bytes, idempotent: bool, timeout: float | None, decode: Callable[[bytes], Any]) -> Any:
         """Send ``body`` to the pool's servers in turn until one answers, within the retry rule."""
         failures: list[TransportError] = []
-        for server in self.pool.order():
+        servers = self.pool.order()
+        for attempt, server in enumerate(servers):
             transport = self.transports[server.url]
             try:
                 answer = transport.exchange(body, self.wire.CONTENT_TYPE, timeout)
@@ -113,14 +114,19 @@ class Service:
                 failures.append(e)
                 if not pool_mod.may_retry(e, idempotent):
                     raise
+                # An idempotent call whose first connection dropped after sending (a kept-alive
+                # connection the server closed at that moment, a host that crashed behind a front
+                # end) gets one more try on a fresh connection, after every other server.
+                if idempotent and e.sent and attempt == 0:
+                    servers.append(server)
                 continue
             except Fault:               # an answer all the same: the server is up
                 self.pool.succeeded(server)
                 raise
             self.pool.succeeded(server)
             return result
-        if len(failures) == 1:
-            raise failures[0]
+        if len({f.url for f in failures}) == 1:
+            raise failures[-1]
         raise AllServersDown(failures)
 
     def upload(self, path: str, name: str | None = None,
