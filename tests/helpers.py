@@ -264,3 +264,16 @@ def upload(inst: Instance, path: str, name: str | None = None, user: str = "demo
         status, body = put(inst, name or os.path.basename(path), f.read(), user=user)
     assert status == 201, body
     return body["image"]
+
+
+def wait_for(what, check, timeout: float = 60.0):
+    """Poll ``check()`` until it returns something true; that value.  The test fails after ``timeout``
+    seconds, saying ``what`` (or what ``what()`` says then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("still waiting, after %.0f s, for %s" % (timeout, what() if callable(what) else what))
+        time.sleep(0.05)

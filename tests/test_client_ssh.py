@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import xmlrpc.client
 
 import pytest
@@ -36,7 +35,7 @@ import pytest
 from clarens import faults, framing, procfs
 from clarens.client import Fault, TransportError, connect
 from clarens.dev.instance import Instance
-from tests.helpers import ROOT, free_port, make_acl_dir, make_state_dir, start_instance
+from tests.helpers import ROOT, free_port, make_acl_dir, make_state_dir, start_instance, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates OS users (useradd) and runs an sshd")
 
@@ -88,18 +87,6 @@ def shout(text):
 
 methods_list = {"shout": shout}
 '''
-
-
-def wait_for(what: str, check, timeout: float = WAIT):
-    """Poll ``check()`` until it returns something true; that value (the test fails after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("still waiting, after %.0f s, for %s" % (timeout, what))
-        time.sleep(0.05)
 
 
 def processes_of(user: str) -> list[int]:

@@ -28,7 +28,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 import xmlrpc.client
 
@@ -41,7 +40,7 @@ from clarens.burnerd.client import BurnerClient, BurnerError
 from clarens.client import Fault, Service, TransportError
 from clarens.db import open_db
 from clarens.dev.instance import HELPER_USER, Instance, _ensure_system_user
-from tests.helpers import ROOT, free_port, make_acl_dir, make_iso, make_state_dir, start_instance
+from tests.helpers import ROOT, free_port, make_acl_dir, make_iso, make_state_dir, start_instance, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: OS users, an sshd, helpers as their own user")
 
@@ -79,19 +78,6 @@ log_level = info
 dev = stdio:{state}/sim0.disc
 capacity_mb = 4700
 """
-
-
-def wait_for(what, check, timeout: float = WAIT):
-    """Poll ``check()`` until it returns something true; that value (the test fails after ``timeout``,
-    saying ``what``, or what ``what()`` says then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("still waiting, after %.0f s, for %s" % (timeout, what() if callable(what) else what))
-        time.sleep(0.05)
 
 
 # -- OS user and sshd on the "drive host" ------------------------------------------------------------
