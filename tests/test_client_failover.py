@@ -20,7 +20,9 @@ from clarens.client import AllServersDown, Service, TransportError
 from clarens.client.pool import MAX_BACKOFF
 from clarens.db import open_db
 from clarens.dev.instance import Instance
-from tests.helpers import make_acl_dir, make_state_dir, start_instance
+from tests.helpers import make_acl_dir, make_state_dir, start_instance, wait_for
+
+WAIT = 120.0    # seconds any polling wait may take before the test fails
 
 COUNTER_ACL = """# The test-only counter module, for everyone (the failover tests call it anonymously).
 <Acl counter>
@@ -28,13 +30,6 @@ COUNTER_ACL = """# The test-only counter module, for everyone (the failover test
     Allow authenticated
 </Acl>
 """
-
-
-def wait_for(condition, timeout=120.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting for %s after %.0f s" % (what, timeout)
-        time.sleep(0.05)
 
 
 class Cluster:
@@ -156,13 +151,13 @@ def test_one_instance_stops_under_load(cluster):
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: calls[0] >= 40, what="40 rounds of calls before the stop")
+        wait_for("40 rounds of calls before the stop", lambda: calls[0] >= 40, WAIT)
         victim.stop()
         after = calls[0]
         since = time.monotonic()
         # Long enough for the stopped server's backoff to run out and calls to probe it (and be refused).
-        wait_for(lambda: calls[0] >= after + 100 and time.monotonic() - since > 3.5,
-                 what="100 rounds of calls after the stop")
+        wait_for("100 rounds of calls after the stop",
+                 lambda: calls[0] >= after + 100 and time.monotonic() - since > 3.5, WAIT)
     finally:
         done.set()
         for t in threads:
@@ -203,8 +198,8 @@ def test_a_stopped_instance_rejoins_after_its_backoff(cluster):
         assert answered == dict.fromkeys(cluster.greetings.values(), 10) and frozen.pool.status()[1]["up"]
 
         # The same on the real clock: calls reach it again once its backoff has run out.
-        wait_for(lambda: real.probe.info()["greeting"] == cluster.greetings[victim.url], timeout=2 * MAX_BACKOFF,
-                 what="a call to reach the restarted instance")
+        wait_for("a call to reach the restarted instance",
+                 lambda: real.probe.info()["greeting"] == cluster.greetings[victim.url], 2 * MAX_BACKOFF)
         assert real.pool.status()[1]["up"]
     finally:
         frozen.close()

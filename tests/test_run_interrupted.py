@@ -10,7 +10,7 @@ import tempfile
 import time
 
 from clarens import procfs
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 
 
 def _command(pid: int) -> bytes:
@@ -20,13 +20,6 @@ def _command(pid: int) -> bytes:
 def _ours(marker: str) -> list[int]:
     """Processes whose command line names ``marker`` (the run's own temporary directory)."""
     return [pid for pid in procfs.pids() if pid != os.getpid() and marker.encode() in _command(pid)]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "waited %g s for %s" % (timeout, what)
-        time.sleep(0.2)
 
 
 def test_sigterm_to_a_test_run_stops_its_apache_and_helper():
@@ -40,14 +33,14 @@ def test_sigterm_to_a_test_run_stops_its_apache_and_helper():
                             "tests/test_run_interrupted.py::test_linger"], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: os.path.exists(probe) or run.poll() is not None, 120, "the run's instance to start")
+        wait_for("the run's instance to start", lambda: os.path.exists(probe) or run.poll() is not None, 120)
         assert run.poll() is None, run.communicate()[0].decode(errors="replace")
         marker = root
         assert any(b"apache2" in _command(p) for p in _ours(marker))
         assert any(b"clarens.burnerd" in _command(p) for p in _ours(marker))
         run.send_signal(signal.SIGTERM)
         output = run.communicate(timeout=120)[0].decode(errors="replace")
-        _wait(lambda: not _ours(marker), 30, "every process of the run to exit:\n" + output)
+        wait_for("every process of the run to exit:\n" + output, lambda: not _ours(marker), 30)
     finally:
         if run.poll() is None:
             run.kill()

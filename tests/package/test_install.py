@@ -22,13 +22,12 @@ import os
 import shutil
 import socket
 import stat
-import time
 
 import pytest
 
 from clarens.dev import devpki
 from clarens.dev import package as packaging
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 from tests.package.chroot import Root, base_tarball, mounts_under, processes_in
 
 pytestmark = [
@@ -38,6 +37,7 @@ pytestmark = [
 ]
 
 STATE = os.path.join(ROOT, ".state", "package-test")
+WAIT = 120.0                                         # seconds a polling wait may take before the test fails
 ORG = "/C=UK/O=Clarens Package Test"
 USER_DN, ADMIN_DN = ORG + "/CN=Test User", ORG + "/CN=Test Administrator"
 HTTP, HTTPS = "http://127.0.0.1/clarens/", "https://localhost/clarens/"
@@ -154,24 +154,12 @@ def cert(name: str) -> tuple[str, ...]:
 ALICE = ("--user", "alice", "--ca", PKI + "/ca.crt")
 
 
-def wait_for(what: str, probe, timeout: float = 120):
-    """``probe()``'s first true value, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for %s" % what)
-        time.sleep(0.3)
-
-
 def serving(r: Root, url: str = HTTP, **kwargs) -> dict:
     """Wait until Apache answers at ``url``; its system.serverInfo."""
     def probe():
         out = clarens(r, *kwargs.get("auth", ()), "call", url, "system.serverInfo")
         return json.loads(out.stdout) if out.returncode == 0 else None
-    return wait_for("Apache at %s" % url, probe)
+    return wait_for("Apache at %s" % url, probe, WAIT)
 
 
 def http_get(r: Root, url: str, headers: dict[str, str] | None = None) -> dict:
@@ -388,7 +376,7 @@ def test_acl_dump_keeps_live_changes_through_a_graceful_restart(root):
     assert r.run(["clarens-acl", "check", "carol", "acl.audit"], check=False).returncode == 0
     loaded = loads(r)
     r.run(["apache2ctl", "graceful"])
-    wait_for("the files to be loaded at the graceful restart", lambda: loads(r) > loaded)
+    wait_for("the files to be loaded at the graceful restart", lambda: loads(r) > loaded, WAIT)
     assert decisions(r) == before
     again = r.run(["clarens-acl", "dump"]).stdout                 # the files now hold it all
     assert "<Acl" not in again and "<Group" not in again
@@ -410,7 +398,7 @@ def test_upgrade_keeps_conffiles_and_state_and_restarts_gracefully(root, debs):
     assert r.run(["dpkg-query", "-W", "-f", "${Version}", "clarens"]).stdout == debs["new"]
     assert {path: md5(r, path) for path in before} == before and os.path.exists(r.file("/var/lib/clarens/acl.tdb"))
     # A graceful restart: the same parent, children of the new code.
-    wait_for("children of the new version", lambda: serving(r)["framework_version"] == debs["new"])
+    wait_for("children of the new version", lambda: serving(r)["framework_version"] == debs["new"], WAIT)
     with open(r.file("/run/apache2/apache2.pid")) as f:
         assert f.read().strip() == parent
     assert call(r, HTTPS, "system.whoami", auth=cert("user"))["identity"] == USER_DN
@@ -428,7 +416,7 @@ def test_remove_keeps_the_state_and_a_reinstall_takes_it_up(root, debs):
     # Apache goes on without Clarens (its configuration was disabled before its code went).
     assert r.run(["a2query", "-c", "clarens"], check=False).returncode != 0
     assert "Syntax OK" in r.run(["apache2ctl", "configtest"]).stderr
-    wait_for("Apache without Clarens", lambda: http_get(r, HTTP)["status"] == 404)
+    wait_for("Apache without Clarens", lambda: http_get(r, HTTP)["status"] == 404, WAIT)
 
     apt_install(r, debs[debs["new"]], "reinstall")
     assert serving(r)["framework_version"] == debs["new"]
@@ -460,4 +448,4 @@ def test_purge_removes_everything_and_leaves_apache_working(root):
     # Apache keeps running on a configuration that still passes (the MPM stays prefork).
     assert "Syntax OK" in r.run(["apache2ctl", "configtest"]).stderr
     r.run(["apache2ctl", "graceful"])
-    wait_for("Apache without Clarens", lambda: http_get(r, HTTP)["status"] == 404)
+    wait_for("Apache without Clarens", lambda: http_get(r, HTTP)["status"] == 404, WAIT)
