@@ -36,10 +36,17 @@ from typing import Mapping
 from clarens import config as config_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The template: the checkout's, or where clarens is installed as a package, the package's copy.
-CHECKOUT_TEMPLATE = os.path.join(ROOT, "conf", "apache", "clarens.conf.in")
-PACKAGE_TEMPLATE = "/usr/share/clarens/apache/clarens.conf.in"
-SYSTEM_TEMPLATE = CHECKOUT_TEMPLATE if os.path.exists(CHECKOUT_TEMPLATE) else PACKAGE_TEMPLATE
+PACKAGE_SHARE = "/usr/share/clarens"
+
+
+def shipped(*parts: str) -> str:
+    """A file shipped under ``conf/`` (``shipped("apache", "clarens.conf.in")``): the checkout's,
+    or where clarens is installed as a package, the package's copy in /usr/share/clarens."""
+    checkout = os.path.join(ROOT, "conf", *parts)
+    return checkout if os.path.exists(checkout) else os.path.join(PACKAGE_SHARE, *parts)
+
+
+SYSTEM_TEMPLATE = shipped("apache", "clarens.conf.in")
 PACKAGE_CONFIG = config_mod.SYSTEM_CONFIG
 HTPASSWD = "/etc/clarens/htpasswd"
 RPC_SLACK = 65536                 # bytes over max_body that Apache lets through to the host

@@ -25,6 +25,7 @@ import stat
 
 import pytest
 
+from clarens import cluster
 from clarens.dev import devpki
 from clarens.dev import package as packaging
 from tests.helpers import ROOT, wait_for
@@ -312,6 +313,37 @@ def test_basic_users_and_client_certificates_over_https(root, pki):
     assert (me["identity"], me["groups"]) == (USER_DN, ["users"]), me
     outsider = clarens(r, *cert("outsider"), "call", HTTPS, "system.whoami")
     assert outsider.returncode == 1 and "credentials refused" in outsider.stderr
+
+
+def test_the_cluster_tools_work_from_the_package(root):
+    """docs/scaling.md, followed on an installed host: HAProxy's configuration rendered from the
+    package's template, the digests a front end expects equal to what the host reports, and
+    the drive-host tunnel's unit and the deployment examples where the documentation says."""
+    r = root
+    servers = [arg for name, address in cluster.EXAMPLE_SERVERS for arg in ("--server", "%s=%s" % (name, address))]
+    rendered = r.run(["python3", "-m", "clarens.cluster", "haproxy", *servers], cwd="/tmp").stdout
+    with open(os.path.join(ROOT, "conf", "haproxy", "clarens.cfg")) as f:
+        assert rendered == f.read()
+
+    expected = dict(line.split("=", 1) for line in r.run(
+        ["python3", "-m", "clarens.cluster", "digest", "--env"], cwd="/tmp").stdout.split())
+    health = http_get(r, HTTP + "health", {"X-Clarens-Expect-Policy": expected["CLARENS_POLICY_DIGEST"],
+                                           "X-Clarens-Expect-Modules": expected["CLARENS_MODULES_DIGEST"]})
+    assert health["status"] == 200, health
+    reported = json.loads(health["body"])
+    assert (reported["policy_digest"], reported["modules_digest"]) == (
+        expected["CLARENS_POLICY_DIGEST"], expected["CLARENS_MODULES_DIGEST"])
+    assert r.run(["python3", "-m", "clarens.cluster", "check", HTTP], cwd="/tmp", check=False).returncode == 0
+
+    # A template unit, enabled per drive host by the administrator, never by the package.
+    assert os.path.isfile(r.file("/lib/systemd/system/clarens-drive-host@.service"))
+    assert not [name for name in os.listdir(r.file("/etc/systemd/system")) if "drive-host" in name]
+    with open(r.file("/lib/systemd/system/clarens-drive-host@.service")) as f:
+        documentation = next(line for line in f if line.startswith("Documentation="))
+    assert os.path.isfile(r.file(documentation.split("file://", 1)[1].strip()))
+    for example in ("haproxy/clarens.cfg", "cluster/deploy-policy.sh", "cluster/deploy-policy.yml",
+                    "drive-hosts/ssh_config.example", "drive-hosts/sshd_config.example"):
+        assert os.path.isfile(r.file("/usr/share/doc/clarens/examples/" + example)), example
 
 
 def test_burn_with_verification_through_the_helper_started_as_root(root):
