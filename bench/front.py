@@ -20,8 +20,7 @@ an Apache process.  Both are measured in the same run, against the same instance
   run within it (``no strict-limits``).
 
 The HAProxy configuration is the shipped template's (``clarens.cluster``), with
-the instance as its only host, one thread (it shares the machine with Apache)
-and log lines going to a file.
+the instance as its only host and log lines going to a file.
 """
 
 from __future__ import annotations
@@ -45,9 +44,6 @@ from clarens.dev.instance import Instance
 HAPROXY = "/usr/sbin/haproxy"
 PROXY_SOURCE = "127.0.0.2"     # HAProxy connects from here: the instance trusts only this address
 IDLE_CLIENTS = 10_000
-# HAProxy shares the two cores with Apache and wrk here: one thread, as the template advises for that
-# (measured: 1.15x the calls per second of one thread per CPU).
-THREADS = 1
 
 
 def _free_port() -> int:
@@ -80,7 +76,7 @@ class Front:
                 [("h0", "127.0.0.1:%d" % inst.port)], bind="127.0.0.1:%d" % self.tls_port, crt=pem,
                 ca=os.path.join(inst.pki_dir, "ca.crt"), http_bind="127.0.0.1:%d" % self.http_port,
                 source=PROXY_SOURCE, stats_socket=os.path.join(directory, "haproxy.sock"), process=process,
-                maxconn=maxconn, log="stdout format raw local0", threads=THREADS))
+                maxconn=maxconn, log="stdout format raw local0"))
         with open(os.path.join(directory, "haproxy.log"), "ab") as log:
             self.proc = subprocess.Popen([HAPROXY, "-db", "-f", config], env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, start_new_session=True)

@@ -11,7 +11,7 @@ answers 503 and is taken out.  Nothing here imports a service module.
         the digests of the ACL files and modules a configuration names, or of a staged
         copy (--env: as CLARENS_POLICY_DIGEST=... lines for /etc/default/haproxy)
     python3 -m clarens.cluster haproxy --server NAME=ADDRESS:PORT ... [--bind ADDR:PORT]
-            [--crt PEM] [--ca CA] [--http-bind ADDR:PORT] [--source ADDR] [--stats-socket PATH] [--threads N]
+            [--crt PEM] [--ca CA] [--http-bind ADDR:PORT] [--source ADDR] [--stats-socket PATH]
         HAProxy's configuration, rendered from conf/haproxy/clarens.cfg.in
     python3 -m clarens.cluster check URL ...
         each host's health and digests, side by side; exit status 1 unless all are
@@ -54,8 +54,7 @@ def digests(cfg: config_mod.ServerConfig) -> dict[str, str]:
 def haproxy_config(servers: Sequence[tuple[str, str]], bind: str = ":443", crt: str = "/etc/haproxy/clarens.pem",
                    ca: str = "/etc/clarens/ca.crt", http_bind: str | None = None, source: str | None = None,
                    stats_socket: str = "/run/haproxy/admin.sock", process: str = PROCESS, maxconn: int = 20000,
-                   server_maxconn: int = 64, log: str = "/dev/log local0", threads: int | None = None,
-                   template: str = HAPROXY_TEMPLATE) -> str:
+                   server_maxconn: int = 64, log: str = "/dev/log local0", template: str = HAPROXY_TEMPLATE) -> str:
     """HAProxy's configuration for Clarens hosts ``servers`` ((name, address:port) pairs).
 
     ``bind``: where clients connect over TLS, with the front end's certificate and key
@@ -64,7 +63,7 @@ def haproxy_config(servers: Sequence[tuple[str, str]], bind: str = ":443", crt: 
     ``source``: the address HAProxy connects to the hosts from (what their
     ``trusted_proxies`` must name); ``process``: the global lines that make it a daemon
     of its own user (empty to run it in the foreground, as the tests do); ``log``: where it logs
-    (``stdout format raw local0`` in the foreground); ``threads``: HAProxy's threads (None: one per CPU).
+    (``stdout format raw local0`` in the foreground).
     """
     binds = ["    bind %s ssl crt %s ca-file %s verify optional alpn h2,http/1.1" % (bind, crt, ca)]
     if http_bind:
@@ -73,7 +72,6 @@ def haproxy_config(servers: Sequence[tuple[str, str]], bind: str = ":443", crt: 
         text = f.read()
     return apacheconf.render_template(text, {
         "LOG": log, "PROCESS": process, "STATS_SOCKET": stats_socket, "MAXCONN": str(maxconn),
-        "THREADS": "    nbthread %d" % threads if threads else "    # nbthread N (--threads N)",
         "BINDS": "\n".join(binds),
         "SERVER_MAXCONN": str(server_maxconn), "SOURCE": " source %s" % source if source else "",
         "SERVERS": "\n".join("    server %s %s" % (name, address) for name, address in servers)})
@@ -118,12 +116,6 @@ def _server(text: str) -> tuple[str, str]:
     return name, address
 
 
-def _threads(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError("expected a number of threads from 1 to 64, not %r" % text)
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module's docstring); its exit status."""
     parser = argparse.ArgumentParser(prog="python3 -m clarens.cluster", description=__doc__.splitlines()[0],
@@ -142,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--http-bind")
     h.add_argument("--source")
     h.add_argument("--stats-socket", default="/run/haproxy/admin.sock")
-    h.add_argument("--threads", type=_threads, help="HAProxy's threads (default: one per CPU)")
     c = sub.add_parser("check", help="compare the hosts' health and digests")
     c.add_argument("urls", nargs="+", metavar="URL")
     args = parser.parse_args(argv)
@@ -160,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(found, indent=2))
         elif args.command == "haproxy":
             print(haproxy_config(args.server, args.bind, args.crt, args.ca, args.http_bind, args.source,
-                                 args.stats_socket, threads=args.threads), end="")
+                                 args.stats_socket), end="")
         else:
             return check(args.urls)
     except (config_mod.ConfigError, AclError, OSError) as e:

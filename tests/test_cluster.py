@@ -261,7 +261,7 @@ class Front:
                 [("h%d" % n, "127.0.0.1:%d" % inst.port) for n, inst in enumerate(hosts)],
                 bind="127.0.0.1:%d" % self.port, crt=pem, ca=os.path.join(pki, "ca.crt"),
                 http_bind="127.0.0.1:%d" % self.http_port, source=PROXY_SOURCE, stats_socket=self.stats,
-                process="", maxconn=2000, log="stdout format raw local0", threads=1))   # beside Apache: one
+                process="", maxconn=2000, log="stdout format raw local0"))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLARENS_POLICY_DIGEST": digests["policy_digest"],
                "CLARENS_MODULES_DIGEST": digests["modules_digest"]}
         subprocess.run([HAPROXY, "-c", "-q", "-f", config], env=env, check=True)

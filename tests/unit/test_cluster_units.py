@@ -238,19 +238,6 @@ def test_the_shipped_haproxy_configuration_is_the_templates_rendering():
         assert f.read() == cluster.haproxy_config(cluster.EXAMPLE_SERVERS)
 
 
-def test_haproxy_threads_are_one_per_cpu_unless_set(capsys):
-    def global_lines(text):
-        return [line.strip() for line in text.split("\ndefaults")[0].splitlines() if line.startswith("    ")]
-    assert not [x for x in global_lines(cluster.haproxy_config(cluster.EXAMPLE_SERVERS)) if x.startswith("nbthread")]
-    assert "nbthread 1" in global_lines(cluster.haproxy_config(cluster.EXAMPLE_SERVERS, threads=1))
-    assert cluster.main(["haproxy", "--server", "a=10.0.0.1:80", "--threads", "2"]) == 0
-    assert "\n    nbthread 2\n" in capsys.readouterr().out
-    for wrong in ("0", "-1", "two", "65"):
-        with pytest.raises(SystemExit) as exit_:
-            cluster.main(["haproxy", "--server", "a=10.0.0.1:80", "--threads", wrong])
-        assert exit_.value.code == 2 and "expected a number of threads" in capsys.readouterr().err
-
-
 def test_the_haproxy_configuration_never_retries_what_may_have_run():
     text = cluster.haproxy_config([("a", "10.0.0.1:80")], source="10.0.0.2")
     lines = [line.strip() for line in text.splitlines()]
