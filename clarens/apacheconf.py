@@ -82,7 +82,7 @@ KeepAliveTimeout 3
 # Processes ([server] spare_workers, workers in clarens.conf).  Slow clients arriving
 # together take idle processes; prefork forks more at no more than 32 a second, each
 # booting the host, so a burst larger than the idle pool waits seconds for them.  The
-# pool is kept at least spare_workers idle, at about 18 MB each.
+# pool is kept at least spare_workers idle, at about 14 MB each.
 <IfModule mpm_prefork_module>
     StartServers @@SPARE@@
     MinSpareServers @@SPARE@@

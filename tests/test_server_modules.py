@@ -83,6 +83,21 @@ def test_startup_init_once_per_child_and_once_per_server_start():
     assert inst.processes() == []
 
 
+def test_children_serve_from_their_main_interpreter_only():
+    """The host runs in each child's main interpreter: mod_python releases every request
+    object there, so a host in a named interpreter made each child set up a second one
+    (mod_python.apache, pdb, inspect...) after its first request, ~20 ms in which it could
+    not answer its connection, and 5 MB more per child."""
+    inst = start_instance("clarens-interpreter-")
+    try:
+        for _ in range(3):           # fresh connections, so children that have served before answer too
+            results = _probe_many(inst)
+            assert len({r["pid"] for r in results}) > 1
+            assert [(r["interpreters"], r["main_interpreter"]) for r in results] == [(1, True)] * len(results)
+    finally:
+        inst.stop()
+
+
 def test_modules_get_the_process_tdb_registry(server):
     import subprocess
     out = subprocess.run(["tdbdump", os.path.join(server.db_dir, "probe.tdb")], capture_output=True, text=True)

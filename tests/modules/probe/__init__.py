@@ -1,5 +1,6 @@
 """probe: a test-only module that records how and when the host initialised it."""
 
+import _xxsubinterpreters as interpreters  # CPython's own registry of this process's interpreters
 import os
 
 from clarens import Fault, context, once_per_server
@@ -25,10 +26,12 @@ def _startup_init(config, dbs, log):
 
 def info():
     """Return this process's pid and server start (parent and generation), how often _startup_init
-    ran here, and the module config."""
+    ran here, the module config, and how many Python interpreters the process has (whether this
+    is the main one)."""
     return {"pid": os.getpid(), "start": server_start_token(), "init_calls": _state["init_calls"],
             "greeting": _state["config"].get("greeting", ""), "db_dir": _state["config"]["db_dir"],
-            "protocol": context.current().protocol}
+            "protocol": context.current().protocol, "interpreters": len(interpreters.list_all()),
+            "main_interpreter": interpreters.get_current() == interpreters.get_main()}
 
 
 def pid():
