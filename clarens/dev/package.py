@@ -27,7 +27,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, ".state", "package")
 # What the package is built from (debian/rules and debian/clarens.install name nothing else).
-SOURCES = ("debian", "clarens", "modules", "conf", "acl", "README.md")
+SOURCES = ("debian", "clarens", "modules", "conf", "acl", "docs", "README.md")
 CHANGELOG_HEAD = re.compile(r"^clarens \(([^)]+)\) (\S+); urgency=\S+$", re.M)
 MAINTAINER_LINE = re.compile(r"^ -- (.+?)  ", re.M)
 
