@@ -266,9 +266,9 @@ def upload(inst: Instance, path: str, name: str | None = None, user: str = "demo
     return body["image"]
 
 
-def wait_for(what, check, timeout: float = 60.0):
-    """Poll ``check()`` until it returns something true; that value.  The test fails after ``timeout``
-    seconds, saying ``what`` (or what ``what()`` says then)."""
+def wait_for(what, check, timeout: float = 60.0, interval: float = 0.05):
+    """Poll ``check()`` every ``interval`` seconds until it returns something true; that value.  The
+    test fails after ``timeout`` seconds, saying ``what`` (or what ``what()`` says then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -276,4 +276,4 @@ def wait_for(what, check, timeout: float = 60.0):
             return value
         if time.monotonic() > deadline:
             raise AssertionError("still waiting, after %.0f s, for %s" % (timeout, what() if callable(what) else what))
-        time.sleep(0.05)
+        time.sleep(interval)

@@ -21,6 +21,7 @@ import time
 
 from clarens import procfs
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
+from tests.helpers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"
@@ -202,28 +203,17 @@ def sha256_file(path: str, size: int | None = None) -> str:
         return hashlib.sha256(f.read() if size is None else f.read(size)).hexdigest()
 
 
-def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(interval)
-
-
 def wait_finished(client: BurnerClient, job_id: int, timeout: float = 60) -> dict:
     """Poll until job ``job_id`` has left queued/burning/verifying; its record."""
-    return wait_for(lambda: (lambda j: j if j["state"] not in ACTIVE else None)(client.job(job_id)),
-                    timeout, what="job %d to finish" % job_id)
+    return wait_for("job %d to finish" % job_id,
+                    lambda: (lambda j: j if j["state"] not in ACTIVE else None)(client.job(job_id)), timeout=timeout)
 
 
 def wait_burning(client: BurnerClient, job_id: int, min_bytes: int = 1, timeout: float = 30) -> dict:
     """Poll until job ``job_id`` is burning and has written at least ``min_bytes``."""
-    return wait_for(lambda: (lambda j: j if j["state"] == "burning" and j["progress"]["bytes"] >= min_bytes
-                             else None)(client.job(job_id)), timeout, what="job %d to burn" % job_id)
+    return wait_for("job %d to burn" % job_id,
+                    lambda: (lambda j: j if j["state"] == "burning" and j["progress"]["bytes"] >= min_bytes
+                             else None)(client.job(job_id)), timeout=timeout)
 
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from clarens.burnerd.client import RequestRefused
 from clarens.burnerd.xorriso import group_alive as group_running
-from tests.burnerd.support import request, sha256_file, wait_burning, wait_finished, wait_for
+from tests.burnerd.support import request, sha256_file, wait_burning, wait_finished
+from tests.helpers import wait_for
 
 
 def test_burn_and_verify(helper, iso_cache):
@@ -110,7 +111,7 @@ def test_progress_while_burning_slowly(helper):
             drive_views.append(c.drive("sim0"))
         return j["state"] not in ("queued", "burning") or None
 
-    wait_for(sample, timeout=60, interval=0.2, what="the burn to end")
+    wait_for("the burn to end", sample, timeout=60, interval=0.2)
     partial = sorted(b for b in seen if 0 < b < c.job(job["id"])["image_size"])
     assert len(partial) >= 3, seen                              # several steps, not one jump
     assert wait_finished(c, job["id"])["state"] == "done"
@@ -195,8 +196,9 @@ def test_old_finished_jobs_are_pruned(helper_factory, iso_cache):
     c = h.start().client()
     ids = [c.submit("small.iso", "sim0", identity="a", verify=False)["id"] for _ in range(4)]
     for job_id in ids:
-        wait_for(lambda job_id=job_id: all(j["state"] == "done" for j in c.jobs() if j["id"] == job_id) or None)
-    wait_for(lambda: [j["id"] for j in c.jobs()] == ids[-2:], what="pruning")
+        wait_for("job %d to be done" % job_id,
+                 lambda job_id=job_id: all(j["state"] == "done" for j in c.jobs() if j["id"] == job_id) or None)
+    wait_for("pruning", lambda: [j["id"] for j in c.jobs()] == ids[-2:])
     with pytest.raises(RequestRefused) as refused:
         c.job(ids[0])
     assert refused.value.code == "job_not_found" and refused.value.status == 404

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from clarens.burnerd.worker import MEDIUM_MAX_AGE
-from tests.burnerd.support import request, wait_burning, wait_finished, wait_for
+from tests.burnerd.support import request, wait_burning, wait_finished
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -36,8 +37,8 @@ def test_medium_comes_from_a_cache_refreshed_in_the_background(device_helper):
     began = time.monotonic()
     first = c.drive("dvd0")["medium"]
     assert first == {"current": None, "status": None, "free_bytes": None, "ok": None, "checked": None}
-    medium = wait_for(lambda: c.drive("dvd0")["medium"]["checked"] and c.drive("dvd0")["medium"],
-                      what="a look at the medium")
+    medium = wait_for("a look at the medium",
+                      lambda: c.drive("dvd0")["medium"]["checked"] and c.drive("dvd0")["medium"])
     assert medium["current"] == "DVD-R sequential recording" and medium["status"] == "is blank"
     assert medium["free_bytes"] == 2295104 * 2048 and medium["ok"] is True
     for _ in range(20):                                  # the page polls every second; here faster
@@ -56,7 +57,7 @@ def test_eject_still_under_way_answers_202_and_finishes_in_the_background(device
     assert drive["busy"] is True and drive["medium"] == {"busy": True}
     status, body = request(device_helper, "POST", "/v1/drives/dvd0/eject", b"{}")
     assert (status, body["error"]["code"]) == (409, "drive_busy")
-    wait_for(lambda: not c.drive("dvd0")["busy"], what="the eject to finish")
+    wait_for("the eject to finish", lambda: not c.drive("dvd0")["busy"])
     assert fake_runs(device_helper, "end", "-eject all") == 1
     assert "dvd0: ejected" in device_helper.log()
 
@@ -74,7 +75,7 @@ def test_cancel_of_a_drive_slow_to_stop_answers_202_then_the_job_ends_cancelled(
 def test_client_takes_202_for_success(device_helper):
     c = device_helper.client()
     assert c.eject("dvd0") == {"drive": "dvd0", "ejected": False, "ejecting": True}
-    wait_for(lambda: not c.drive("dvd0")["busy"], what="the eject to finish")
+    wait_for("the eject to finish", lambda: not c.drive("dvd0")["busy"])
     job = c.submit("small.iso", "dvd0", identity="alice", verify=False)
     wait_burning(c, job["id"])
     assert c.cancel(job["id"])["state"] == "burning"

@@ -25,7 +25,8 @@ from clarens.burnerd.drivelock import lock_path
 from clarens.burnerd.jobs import JobStore
 from clarens.burnerd.xorriso import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import XORRISO, sha256_file, wait_burning, wait_finished, wait_for
+from tests.burnerd.support import XORRISO, sha256_file, wait_burning, wait_finished
+from tests.helpers import wait_for
 
 
 def plant_orphan(h, token: str) -> subprocess.Popen:
@@ -41,7 +42,7 @@ def plant_orphan(h, token: str) -> subprocess.Popen:
                                   start_new_session=True)
     finally:
         os.close(fd)                                         # the orphan alone holds the lock now
-    wait_for(lambda: os.path.exists(drive.path), what="the orphan to write")
+    wait_for("the orphan to write", lambda: os.path.exists(drive.path))
     return orphan
 
 
@@ -112,11 +113,11 @@ def test_xorriso_gets_sigterm_when_the_helper_dies(helper):
 
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: procfs.stat(pid)[1][0] == "T", what="xorriso to stop")
+        wait_for("xorriso to stop", lambda: procfs.stat(pid)[1][0] == "T")
         c.close()
         helper.stop(signal.SIGKILL)
         assert pending() & (1 << (signal.SIGTERM - 1)), "no SIGTERM pending for xorriso %d" % pid
         os.kill(pid, signal.SIGCONT)
-        wait_for(lambda: not group_alive(pid), timeout=60, what="xorriso to act on its SIGTERM")
+        wait_for("xorriso to act on its SIGTERM", lambda: not group_alive(pid), timeout=60)
     finally:
         xorriso.kill_group(pid, signal.SIGKILL)          # a stopped orphan would stay forever

@@ -20,7 +20,8 @@ import pytest
 
 from clarens.burnerd.xorriso import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import sha256_file, wait_finished, wait_for
+from tests.burnerd.support import sha256_file, wait_finished
+from tests.helpers import wait_for
 
 # Makes fsync, fdatasync and msync slow in the process it is preloaded into, like the
 # fresh machine (still flushing its package installs) on which the race was first seen.
@@ -88,8 +89,7 @@ def test_helper_killed_between_starting_xorriso_and_recording_it(helper_factory,
     h.start(env={"LD_PRELOAD": slow_sync, "SLOW_SYNC_MS": "150"})
     c = h.client()
     c.submit("slow.iso", "sim0", identity="alice", speed=1)
-    pid = wait_for(lambda: next(iter(h.xorriso_children()), None), timeout=60, interval=0.002,
-                   what="xorriso to start")
+    pid = wait_for("xorriso to start", lambda: next(iter(h.xorriso_children()), None), timeout=60, interval=0.002)
     c.close()
     assert h.stop(signal.SIGKILL) == -signal.SIGKILL
     run = run_record(h, "sim0")
@@ -98,7 +98,7 @@ def test_helper_killed_between_starting_xorriso_and_recording_it(helper_factory,
     survived = group_alive(pid)
     c = h.client()
     job = wait_finished(c, c.submit("small.iso", "sim0", identity="bob")["id"])
-    wait_for(lambda: not group_alive(pid), what="the orphan to end")          # (only the old code needs this)
+    wait_for("the orphan to end", lambda: not group_alive(pid))          # (only the old code needs this)
     disc_now = sha256_file(os.path.join(h.base, "state", "sim0.disc"), job["image_size"])
     # Before the fix: the orphan survived, the next (fast) burn verified, and then the orphan went on
     # writing its own image over the verified disc.

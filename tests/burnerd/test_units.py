@@ -20,7 +20,8 @@ from clarens.burnerd.config import ConfigError, DriveConfig
 from clarens.burnerd.errors import STATUS, Refused
 from clarens.burnerd.jobs import JobStore
 from clarens.db import open_db
-from tests.burnerd.support import ROOT, XORRISO, wait_for
+from tests.burnerd.support import ROOT, XORRISO
+from tests.helpers import wait_for
 
 # -- configuration ------------------------------------------------------------------
 
@@ -254,7 +255,8 @@ def test_xorriso_carries_its_token_and_dies_with_the_thread_that_started_it():
         started.append(proc)
         # Once sleep's environment is readable, setpriv has set the signal and exec'd (until exec has
         # set up the new environment, /proc/PID/environ reads empty).
-        started.append(wait_for(lambda: procfs.stat(proc.pid)[0] == "sleep" and xorriso.run_token(proc.pid)))
+        started.append(wait_for("the job to exec sleep",
+                                lambda: procfs.stat(proc.pid)[0] == "sleep" and xorriso.run_token(proc.pid)))
 
     thread = threading.Thread(target=start)
     thread.start()
@@ -266,7 +268,7 @@ def test_xorriso_carries_its_token_and_dies_with_the_thread_that_started_it():
 
 def test_terminate_group_without_grace_kills_at_once():
     proc = xorriso.Process(["/bin/sh", "-c", "trap '' TERM; sleep 60"])
-    wait_for(lambda: procfs.stat(proc.pid)[0] == "sh")
+    wait_for("the child to run sh", lambda: procfs.stat(proc.pid)[0] == "sh")
     proc.kill_group(0)
     assert proc.popen.wait(30) == -signal.SIGKILL
 
@@ -281,7 +283,8 @@ def test_procfs_environ_holders_and_group(tmp_path):
     finally:
         os.close(fd)
     try:
-        assert wait_for(lambda: procfs.environ(child.pid)) == {"A": "1", "B": "x=y"}   # empty until exec sets it up
+        # empty until exec sets it up
+        assert wait_for("the child's environment", lambda: procfs.environ(child.pid)) == {"A": "1", "B": "x=y"}
         assert procfs.holders(path) == [child.pid]
         assert procfs.pgid(child.pid) == child.pid != procfs.pgid(os.getpid())
     finally:
