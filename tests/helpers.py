@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import glob
+import hashlib
 import http.client
 import json
 import os
@@ -277,3 +278,14 @@ def wait_for(what, check, timeout: float = 60.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("still waiting, after %.0f s, for %s" % (timeout, what() if callable(what) else what))
         time.sleep(interval)
+
+
+def sha256_file(path: str, size: int | None = None) -> str:
+    """SHA-256 of the file at ``path``, or of its first ``size`` bytes, read in 1 MiB pieces."""
+    digest, left = hashlib.sha256(), size
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20 if left is None else min(1 << 20, left)):
+            digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return digest.hexdigest()

@@ -17,10 +17,10 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults, procfs
-from clarens.web.uploads import CHUNK, PARTIAL_PREFIX
+from clarens.web.uploads import CHUNK
+from tests.burning import wait_helper, wait_job
 from tests.helpers import ROOT, basic_proxy, basic_url, concurrently, make_acl_dir, make_iso, start_instance, upload
-from tests.test_server_burner import wait_helper, wait_job
-from tests.test_server_uploads import head, put_range, send_head, serving_child, wait_unlocked
+from tests.uploading import head, partials, put_range, send_head, serving_child, wait_unlocked
 
 CONNECTION_LOST = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
 
@@ -69,10 +69,6 @@ def connection_child(inst, sock, timeout=20):
                 continue
         time.sleep(0.01)
     pytest.fail("no child accepted our connection")
-
-
-def partials(inst):
-    return sorted(n for n in os.listdir(inst.images_dir) if n.startswith(PARTIAL_PREFIX))
 
 
 def tdb_files(inst):

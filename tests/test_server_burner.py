@@ -11,29 +11,15 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults, procfs
-from clarens.burnerd.client import BurnerClient, BurnerError
 from clarens.dev import devpki
+from tests.burning import wait_helper, wait_job
 from tests.helpers import ROOT, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
-
-ACTIVE = ("queued", "burning", "verifying")
 
 
 @pytest.fixture(scope="module")
 def isos(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("isos"))
     return {"small": make_iso(d, "small", 1), "medium": make_iso(d, "medium", 4)}
-
-
-def wait_job(proxy, job_id, until=lambda job: job["state"] not in ACTIVE, timeout=120):
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = proxy.burner.status(job_id)
-        seen.append((job["state"], job["progress"]["percent"]))
-        if until(job):
-            return job, seen
-        time.sleep(0.2)
-    pytest.fail("job %d still %s" % (job_id, job["state"]))
 
 
 def fault_of(call):
@@ -196,21 +182,6 @@ def test_the_apache_user_cannot_write_the_drive(server):
     out = subprocess.run(["runuser", "-u", "www-data", "--", "/bin/sh", "-c", "echo x >> '%s'" % disc],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "Permission denied" in out.stderr
-
-
-def wait_helper(server, other_than=None, timeout=20):
-    """The pid of a running helper that answers (a new one, if ``other_than`` is given)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = server.helper_pid()
-        if pid and pid != other_than:
-            try:
-                if BurnerClient(server.all_options()["clarens.module:burner.socket"], timeout=2).status()["pid"] == pid:
-                    return pid
-            except BurnerError:
-                pass
-        time.sleep(0.1)
-    pytest.fail("no helper answered within %d s" % timeout)
 
 
 def test_helper_killed_mid_burn_is_restarted(server, proxy, isos, anon):

@@ -1,63 +1,24 @@
 """Image uploads through the real Apache: refusals before the body is sent, resuming after
 dropped connections and killed children, expiry of what nobody resumes, and real sizes."""
 
-import fcntl
 import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
 from clarens.dev import devpki
-from clarens.web.uploads import CHUNK, PARTIAL_PREFIX
-from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, start_instance
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+from clarens.web.uploads import CHUNK
+from tests.helpers import ROOT, CuttingProxy, make_iso, sha256_file, start_instance
+from tests.uploading import answer, head, partials, put_range, send_head, serving_child, wait_unlocked
 
 
 @pytest.fixture(scope="module")
 def iso64(tmp_path_factory):
     return make_iso(str(tmp_path_factory.mktemp("uploads")), "resume", 64)
-
-
-def partials(inst):
-    """Partial uploads in an instance of a test's own (the shared one: the new_hidden fixture)."""
-    return [n for n in os.listdir(inst.images_dir) if n.startswith(PARTIAL_PREFIX)]
-
-
-def send_head(inst, name, length, expect=True, user="demo", extra=None):
-    """Open a connection and send only the head of a PUT; the socket (closed by the server
-    once it has answered)."""
-    headers = dict(basic_header(inst, user) if user else {}, Connection="close", **(extra or {}))
-    if expect:
-        headers["Expect"] = "100-continue"
-    sock = socket.create_connection(("127.0.0.1", inst.port), timeout=10)
-    sock.sendall(("PUT /clarens/images/%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n%s\r\n" % (
-        name, length, "".join("%s: %s\r\n" % kv for kv in headers.items()))).encode())
-    return sock
-
-
-def answer(sock):
-    """Everything the server sends until it closes: (first status line, last status, JSON body)."""
-    received = b""
-    while chunk := sock.recv(65536):     # a timeout here means the server waited for the body
-        received += chunk
-    sock.close()
-    first = received.split(b"\r\n", 1)[0].decode()
-    head, _, body = received.rpartition(b"\r\n\r\n")
-    status = int(head.rsplit(b"\nHTTP/1.1 ", 1)[-1].split(b" ", 2)[1] if b"\nHTTP/1.1 " in head
-                 else head.split(b" ", 2)[1])
-    return first, status, json.loads(body)
 
 
 def cli(inst, *args, url=None, timeout=300):
@@ -113,22 +74,6 @@ def test_no_space_is_507_before_the_body(full_server):
     assert status == 507 and partials(full_server) == []
 
 
-def put_range(inst, name, data, content_range, user="demo"):
-    sock = send_head(inst, name, len(data), expect=False, user=user, extra={"Content-Range": content_range})
-    sock.sendall(data)
-    return answer(sock)[1:]
-
-
-def head(inst, name, user="demo"):
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=10)
-    conn.request("HEAD", "/clarens/images/" + name, headers=basic_header(inst, user))
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    return response.status, {k: v for k, v in response.getheaders() if k.startswith("Upload-")}
-
-
 def test_resuming_with_content_range(server, iso64, new_hidden):
     with open(iso64, "rb") as f:
         data = f.read()
@@ -165,23 +110,6 @@ def test_cli_resumes_a_dropped_connection_by_itself(server, iso64, new_hidden):
     assert new_hidden() == []
 
 
-def wait_unlocked(inst, timeout=30):
-    """Wait until no child is writing a partial upload any more (each holds a flock on its file)."""
-    deadline = time.monotonic() + timeout
-    for name in partials(inst):
-        fd = os.open(os.path.join(inst.images_dir, name), os.O_RDONLY)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    assert time.monotonic() < deadline, "the upload of %s is still being written" % name
-                    time.sleep(0.05)
-        finally:
-            os.close(fd)
-
-
 def test_cli_continues_where_a_killed_run_stopped(server, iso64, tmp_path):
     copy = tmp_path / "rerun.iso"
     copy.write_bytes(open(iso64, "rb").read())
@@ -210,18 +138,6 @@ def test_cli_continues_where_a_killed_run_stopped(server, iso64, tmp_path):
         assert counting.sent < os.path.getsize(copy) - held + 10**6     # only the rest was sent
     finally:
         counting.close()
-
-
-def serving_child(inst, partial_name):
-    """The Apache child that has the partial file open (the one receiving the upload)."""
-    path = os.path.join(inst.images_dir, partial_name)
-    for pid in inst.processes():
-        try:
-            if any(os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path for fd in os.listdir("/proc/%d/fd" % pid)):
-                return pid
-        except OSError:
-            continue
-    return None
 
 
 def test_a_killed_child_leaves_a_resumable_partial(server, iso64, new_hidden):

@@ -8,7 +8,6 @@ permissions rather than by a parent directory.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -195,12 +194,6 @@ class Helper:
         stats = {pid: procfs.stat(pid) for pid in procfs.pids()}
         return [pid for pid, st in stats.items()
                 if st is not None and st[0] == "xorriso" and st[1][1] == str(self.proc.pid)]
-
-
-def sha256_file(path: str, size: int | None = None) -> str:
-    """SHA-256 of the file at ``path``, or of its first ``size`` bytes."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read() if size is None else f.read(size)).hexdigest()
 
 
 def wait_finished(client: BurnerClient, job_id: int, timeout: float = 60) -> dict:

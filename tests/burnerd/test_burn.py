@@ -11,8 +11,8 @@ import pytest
 
 from clarens.burnerd.client import RequestRefused
 from clarens.burnerd.xorriso import group_alive as group_running
-from tests.burnerd.support import request, sha256_file, wait_burning, wait_finished
-from tests.helpers import wait_for
+from tests.burnerd.support import request, wait_burning, wait_finished
+from tests.helpers import sha256_file, wait_for
 
 
 def test_burn_and_verify(helper, iso_cache):

@@ -25,8 +25,8 @@ from clarens.burnerd.drivelock import lock_path
 from clarens.burnerd.jobs import JobStore
 from clarens.burnerd.xorriso import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import XORRISO, sha256_file, wait_burning, wait_finished
-from tests.helpers import wait_for
+from tests.burnerd.support import XORRISO, wait_burning, wait_finished
+from tests.helpers import sha256_file, wait_for
 
 
 def plant_orphan(h, token: str) -> subprocess.Popen:

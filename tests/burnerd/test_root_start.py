@@ -16,7 +16,8 @@ import subprocess
 
 import pytest
 
-from tests.burnerd.support import PYTHON, ROOT, sha256_file, wait_finished
+from tests.burnerd.support import PYTHON, ROOT, wait_finished
+from tests.helpers import sha256_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starts the helper as root and as other users")
 
