@@ -13,6 +13,7 @@ readable records.  Keys are text.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import mmap
 import os
@@ -45,6 +46,9 @@ class Database:
         self.path = path
         self._lock = threading.RLock()
         self._forked = False   # set in a forked child: reopen before first use there
+        self._depth = 0        # nesting of transaction() in this process
+        self._marker = path + ".commit"   # see _begin_commit_marker
+        self._mode = mode
         self._tdb = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDWR | os.O_CREAT, mode)
         self._tdb.enable_seqnum()
         self._header = self._map_header()
@@ -140,17 +144,70 @@ class Database:
         """All writes inside the block commit together or not at all.
 
         Blocks other processes' transactions until it ends.  Crash-safe: an
-        interrupted transaction is rolled back when the file is next opened.
+        interrupted transaction is rolled back when the file is next opened, and
+        the space a commit killed midway had appended is reclaimed by the next
+        transaction (see _begin_commit_marker).
         """
         with self._lock:
             t = self._handle()
-            t.transaction_start()
+            t.transaction_start()   # recovers first if another process died inside a commit
+            self._depth += 1
+            marker = None
             try:
+                if self._depth == 1:
+                    marker = self._begin_commit_marker(t)
                 yield self
             except BaseException:
+                self._depth -= 1
                 t.transaction_cancel()
+                if marker is not None:
+                    os.close(marker)   # keeps a mark left by a dead process: the next transaction reclaims
                 raise
-            t.transaction_commit()
+            self._depth -= 1
+            if marker is None:
+                t.transaction_commit()
+                return
+            try:
+                try:
+                    os.pwrite(marker, b"%d\n" % os.getpid(), 0)   # "a commit is under way"
+                except OSError:
+                    pass   # e.g. a full disk: this commit goes unmarked
+                t.transaction_commit()
+                os.ftruncate(marker, 0)                       # done: under the lock, before the next holder looks
+            finally:
+                os.close(marker)
+
+    def _begin_commit_marker(self, t) -> int | None:
+        """Reclaim the space an interrupted commit left behind, if any; the locked marker fd, or None.
+
+        tdb rolls a commit killed midway back (tdb_transaction_recover), but does not shrink the file:
+        whatever the commit had appended (the records it had written there, or fill) stays past the
+        restored end, reachable from no hash chain and from no free list.  Harmless to tdb, but
+        ``tdbtool check`` then fails ("Hashes do not match records"; its dead-space scan also reads one
+        offset over and over, so leaked fill followed by later records fails it too).  So each commit is
+        bracketed by a non-empty ``FILE.commit``: found non-empty here, while holding tdb's transaction
+        lock and the marker's flock, it means the last committer died inside its commit, and this
+        transaction rewrites every record (tdb_wipe_all turns the whole data area, leaked parts
+        included, into one free record).
+        """
+        try:
+            fd = os.open(self._marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self._mode)
+        except OSError:
+            return None   # e.g. a read-only directory: commits still work, without this repair
+        try:
+            owner, mine = os.stat(self.path), os.fstat(fd)
+            if (mine.st_uid, mine.st_gid) != (owner.st_uid, owner.st_gid) and os.geteuid() == 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)   # root editing a service's file: keep it the service's
+            fcntl.flock(fd, fcntl.LOCK_EX)   # waits only for the last committer's ftruncate
+            if os.fstat(fd).st_size:
+                records = [(k, t.get(k)) for k in list(t.keys())]
+                t.clear()
+                for k, v in records:
+                    t.store(k, v, tdb.INSERT)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         """Close the handle and forget it, so the file may be opened again."""

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import threading
 import pytest
 
 from clarens import db
+from tests.helpers import ROOT
 
 
 @pytest.fixture
@@ -99,3 +101,50 @@ def test_threads_and_forked_processes_do_not_lose_updates(registry):
     assert d.get("count") == 400
     check = subprocess.run(["tdbtool", d.path, "check"], capture_output=True, text=True)
     assert check.stdout.startswith("Database integrity is OK")
+
+
+# One change of an ACL-sized file in a process of its own: it rewrites every record larger, and adds
+# some, so that its commit grows the file.
+_GROWING_CHANGE = """
+import sys
+from clarens import db
+d = db.open_db(sys.argv[1])
+with d.transaction():
+    for key, value in d.items("entry:"):
+        d.put(key, dict(value, pad="z" * 200))
+    for n in range(50):
+        d.put("entry:new%d" % n, {"allow": ["x" * 300]})
+"""
+
+
+def test_a_commit_killed_midway_leaves_no_leaked_space(registry, tmp_path):
+    """tdb rolls back a commit killed midway but keeps what it had appended past the old end of
+    the file, reachable from nothing, and ``tdbtool check`` fails on it ever after.  The next
+    transaction reclaims it: the file checks out, and holds the state before the killed change
+    (or after it, if it was killed once the commit was durable), never a mixture."""
+    base = registry.open("base")
+    with base.transaction():
+        for n in range(300):
+            base.put("entry:bulk.m%03d" % n, {"allow": ["someone%d" % n]})
+    before = dict(base.items())
+    changed = dict({k: dict(v, pad="z" * 200) for k, v in before.items()},
+                   **{"entry:new%d" % n: {"allow": ["x" * 300]} for n in range(50)})
+    base.close()
+    grown = 0
+    for kill_at in range(1, 5):        # the commit's 1st to 4th fdatasync: before, at and after its writes
+        path = str(tmp_path / ("killed%d.tdb" % kill_at))
+        shutil.copy(base.path, path)
+        size = os.path.getsize(path)
+        run = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+                              "inject=fdatasync:signal=KILL:when=%d" % kill_at, sys.executable, "-c", _GROWING_CHANGE,
+                              path], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode in (-9, 128 + 9), run.stderr       # killed inside its transaction
+        grown += os.path.getsize(path) > size
+        after = db.open_db(path)
+        with after.transaction():
+            after.put("after", True)
+        assert dict(after.items()) in (dict(before, after=True), dict(changed, after=True))
+        after.close()
+        check = subprocess.run(["tdbtool", path, "check"], capture_output=True, text=True)
+        assert check.stdout.startswith("Database integrity is OK"), (kill_at, check.stdout + check.stderr)
+    assert grown, "no commit was killed after growing the file: the case this is about did not happen"
