@@ -211,6 +211,33 @@ def test_guard_sees_another_process_change_at_its_next_check(tmp_path, db):
     assert guard.decide(ANONYMOUS, "m.x").allowed
 
 
+class _KilledCommit:
+    """acl.tdb around a commit killed midway: the header's counter (read without a lock) already
+    shows the killed change's value, 7; the first locked read recovers the file, which puts the
+    counter back to 5 and the old policy with it; the next change then counts up to 7 again."""
+    OLD = {"entry:m": {"deny": ["anonymous"], "order": "deny,allow"}}
+    NEW = {"entry:m": {"allow": ["anonymous"]}}
+
+    def __init__(self):
+        self.seqnum, self.records, self.recovered = 7, self.OLD, False
+
+    def items(self, prefix):
+        if not self.recovered:
+            self.seqnum, self.recovered = 5, True
+        return sorted(self.records.items())
+
+    def next_change(self):
+        self.seqnum, self.records = 7, self.NEW
+
+
+def test_guard_never_keeps_a_counter_that_a_killed_commit_rolled_back():
+    acl = _KilledCommit()
+    guard = store.Guard(acl, logging.getLogger("test"))
+    assert not guard.decide(ANONYMOUS, "m.x").allowed      # the old policy, as recovered
+    acl.next_change()
+    assert guard.decide(ANONYMOUS, "m.x").allowed          # the new one, at the counter's old value
+
+
 def test_broken_guard_refuses_everything(db):
     guard = store.Guard(db, logging.getLogger("test"))
     guard.broken = "x.acl:3: nonsense"

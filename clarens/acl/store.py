@@ -140,7 +140,10 @@ class Guard:
             except (AclError, KeyError, TypeError) as e:
                 self.log.critical("acl.tdb holds an unusable policy (%s): refusing every call", e)
                 self._policy = Policy({}, {})
-            self._seqnum = seqnum
+            # The counter is read without a lock: one seen mid-commit may be rolled back (its
+            # committer killed), and a later change may count up to it again.  So it is kept
+            # only if it held while the policy was read; otherwise the next look reads again.
+            self._seqnum = seqnum if self.db.seqnum == seqnum else -1
         return self._policy
 
     def identify(self, identity: Identity) -> Identity:
