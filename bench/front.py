@@ -240,15 +240,17 @@ def haproxy_idle(env: ProbeEnv, idle: int = IDLE_CLIENTS) -> ProbeRow:
     worst_p99 = max(r.p99_ms for r in with_idle)
     errors = sum(r.errors for r in with_idle)
     ratio = statistics.median(w.rps / o.rps for w, o in zip(with_idle, without, strict=True))
+    p99_ratio = statistics.median(w.p99_ms / o.p99_ms for w, o in zip(with_idle, without, strict=True))
     note = ("%s idle clients held (at least %s still open after each round; opened in %.1f s) by one HAProxy "
             "process (+%.1f kB each), Apache at %d processes: %s req/s, p99 %.2f ms (worst round %.2f ms), %d errors;"
-            " %.2fx the same load without them (p99 %.2f ms), rounds alternated" % (
+            " %.2fx the calls/s and %.2fx the p99 of the same load without them (p99 %.2f ms), rounds alternated" % (
                 format(idle, ","), format(min(survivors), ","), statistics.median(opened_s),
                 max(per_client), apache_processes, format(round(rps), ","), p99, worst_p99, errors,
-                ratio, statistics.median(r.p99_ms for r in without)))
+                ratio, p99_ratio, statistics.median(r.p99_ms for r in without)))
     return ProbeRow("haproxy_idle", "echo through HAProxy, %s idle keep-alive clients held" % format(idle, ","),
                     targets.PRODUCT, p50, ratio, note,
                     {"idle": idle, "still_open": min(survivors), "p99_ms": p99, "worst_p99_ms": worst_p99,
+                     "p99_ratio": p99_ratio,
                      "errors": errors, "rps": rps, "apache_processes": apache_processes,
                      "kb_per_idle_client": per_client, "opened_s": opened_s, "still_open_per_round": survivors,
                      "with_idle": [dataclasses.asdict(r) for r in with_idle],
