@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import mmap
 import os
 import struct
@@ -24,6 +25,7 @@ from typing import Any, Iterator
 
 import tdb
 
+log = logging.getLogger(__name__)
 _registry_lock = threading.Lock()
 _open: dict[str, "Database"] = {}   # realpath -> the one handle of this process
 
@@ -200,6 +202,8 @@ class Database:
                 os.fchown(fd, owner.st_uid, owner.st_gid)   # root editing a service's file: keep it the service's
             fcntl.flock(fd, fcntl.LOCK_EX)   # waits only for the last committer's ftruncate
             if os.fstat(fd).st_size:
+                log.warning("%s: process %s died inside a commit (rolled back); reclaiming the space it had "
+                            "appended", self.path, os.pread(fd, 32, 0).decode("ascii", "replace").strip())
                 records = [(k, t.get(k)) for k in list(t.keys())]
                 t.clear()
                 for k, v in records:

@@ -88,7 +88,7 @@ def _increment(path, n):
             d.put("count", d.get("count", 0) + 1)
 
 
-def test_threads_and_forked_processes_do_not_lose_updates(registry):
+def test_threads_and_forked_processes_do_not_lose_updates(registry, caplog):
     d = registry.open("counter")
     d.put("count", 0)
     threads = [threading.Thread(target=_increment, args=(d.path, 50)) for _ in range(4)]
@@ -99,6 +99,7 @@ def test_threads_and_forked_processes_do_not_lose_updates(registry):
         t.join()
     assert [p.exitcode for p in procs] == [0] * 4
     assert d.get("count") == 400
+    assert not [r for r in caplog.records if "died inside a commit" in r.getMessage()]   # no repair without a death
     check = subprocess.run(["tdbtool", d.path, "check"], capture_output=True, text=True)
     assert check.stdout.startswith("Database integrity is OK")
 
@@ -106,8 +107,9 @@ def test_threads_and_forked_processes_do_not_lose_updates(registry):
 # One change of an ACL-sized file in a process of its own: it rewrites every record larger, and adds
 # some, so that its commit grows the file.
 _GROWING_CHANGE = """
-import sys
+import os, sys
 from clarens import db
+print(os.getpid(), flush=True)
 d = db.open_db(sys.argv[1])
 with d.transaction():
     for key, value in d.items("entry:"):
@@ -117,7 +119,7 @@ with d.transaction():
 """
 
 
-def test_a_commit_killed_midway_leaves_no_leaked_space(registry, tmp_path):
+def test_a_commit_killed_midway_leaves_no_leaked_space(registry, tmp_path, caplog):
     """tdb rolls back a commit killed midway but keeps what it had appended past the old end of
     the file, reachable from nothing, and ``tdbtool check`` fails on it ever after.  The next
     transaction reclaims it: the file checks out, and holds the state before the killed change
@@ -141,8 +143,12 @@ def test_a_commit_killed_midway_leaves_no_leaked_space(registry, tmp_path):
         assert run.returncode in (-9, 128 + 9), run.stderr       # killed inside its transaction
         grown += os.path.getsize(path) > size
         after = db.open_db(path)
+        caplog.clear()
         with after.transaction():
             after.put("after", True)
+        assert [r.getMessage() for r in caplog.records if "died inside a commit" in r.getMessage()] == [
+            "%s: process %d died inside a commit (rolled back); reclaiming the space it had appended" % (
+                after.path, int(run.stdout))]
         assert dict(after.items()) in (dict(before, after=True), dict(changed, after=True))
         after.close()
         check = subprocess.run(["tdbtool", path, "check"], capture_output=True, text=True)
