@@ -160,12 +160,12 @@ class Database:
                     marker = self._begin_commit_marker(t)
                 yield self
             except BaseException:
-                self._depth -= 1
                 t.transaction_cancel()
                 if marker is not None:
                     os.close(marker)   # keeps a mark left by a dead process: the next transaction reclaims
                 raise
-            self._depth -= 1
+            finally:
+                self._depth -= 1
             if marker is None:
                 t.transaction_commit()
                 return
