@@ -39,24 +39,18 @@ from typing import Callable
 from bench import load, servers, targets
 from bench.probes import ProbeEnv, ProbeRow
 from clarens import cluster
-from clarens.dev.instance import Instance
+from clarens.dev.instance import Instance, free_port
 
 HAPROXY = "/usr/sbin/haproxy"
 PROXY_SOURCE = "127.0.0.2"     # HAProxy connects from here: the instance trusts only this address
 IDLE_CLIENTS = 10_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Front:
     """One HAProxy process in front of one instance, from the shipped template."""
 
     def __init__(self, inst: Instance, directory: str, maxconn: int = 2000):
-        self.http_port, self.tls_port = _free_port(), _free_port()
+        self.http_port, self.tls_port = free_port(), free_port()
         pem = os.path.join(directory, "front.pem")
         with open(pem, "w") as f:
             for name in ("server.crt", "server.key"):

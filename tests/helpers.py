@@ -23,18 +23,12 @@ import time
 import xmlrpc.client
 
 from clarens.dev import devpki
-from clarens.dev.instance import Instance, acl_dir
+from clarens.dev.instance import Instance, acl_dir, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEST_MODULES = os.path.join(ROOT, "tests", "modules")
 ORG = devpki.ORG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_state_dir(prefix: str) -> str:

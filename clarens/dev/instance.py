@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,13 @@ APACHE_UMASK = 0o027     # the logs Apache creates: 0640, not readable by everyo
 
 class InstanceError(Exception):
     """The instance could not be set up, started or stopped; the message says why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for private instances and their peers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _quote(value: str) -> str:
