@@ -38,6 +38,8 @@ SERVER_DEFAULTS = {
     "max_values": "100000",
     "max_base64": "10485760",
     "log_level": "info",
+    "log_interval": "60",
+    "log_lines": "20",
     "acl_dir": "../acl",
     "access_control": "on",
     "admin_group": "admins",
@@ -130,6 +132,8 @@ class ServerConfig:
         self.log_level = server["log_level"].upper()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("%s: log_level = %r is not a logging level" % (self.server._where, server["log_level"]))
+        self.log_interval = self.server.get_int("log_interval", minimum=1)
+        self.log_lines = self.server.get_int("log_lines", minimum=1)
         # One of several hosts behind a front end: the ACL files are the only source of the policy.
         self.cluster = self.server.get_bool("cluster")
         try:   # the front ends whose forwarding headers (client DN, address) are believed

@@ -72,6 +72,12 @@ class CallContext:
         """``identity@address`` for log lines."""
         return "%s@%s" % (self.identity.name, self.client_address)
 
+    def note_fault(self, fault: Fault) -> None:
+        """Record a refusal the dispatcher never saw (a web route's own, a malformed request...)
+        as the current method's: it is logged with the request's other faults when the request
+        ends, one line per code, rate-limited and summarised across the server (clarens.refusals)."""
+        self._host.dispatcher.note(self, self.method or "-", fault)
+
     # -- what service modules may ask of the host ---------------------------------------
 
     @property

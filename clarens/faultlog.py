@@ -9,17 +9,15 @@ can send thousands of requests: one line each would let anybody fill the disk
   <clarens.context.CallContext.note_fault>`) and written when it ends, one line per
   fault code: who, from where, how many calls, the first few methods and the first
   message (:func:`lines`);
-* identical lines (same caller, address and code) are rate-limited per process
-  (:class:`Budget`): past :data:`Budget.BURST` in a minute they are counted, and the
-  next line let through says how many were left out.
+* each line is a refusal of class ``fault CODE``, rate-limited per caller and per
+  class across every process of the server, and summarised (:mod:`clarens.refusals`).
 
 Log lines are also cut to :data:`MAX_TEXT` characters of caller-controlled text.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from clarens.faults import Fault
 
@@ -47,33 +45,3 @@ def lines(who: str, faults: Iterable[tuple[str, Fault]]) -> list[tuple[int, str]
             out.append((code, "%s: %d calls got fault %d (%s): %s" % (who, len(items), code, names,
                                                                       _cut(first.message))))
     return out
-
-
-class Budget:
-    """At most BURST identical lines per key per WINDOW seconds in this process; the rest are counted."""
-
-    BURST = 5
-    WINDOW = 60.0
-    KEYS = 10000              # keys remembered at most (they come from outside)
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._seen: dict[tuple, list] = {}    # key -> [window start, lines let through, lines left out]
-
-    def allow(self, key: tuple) -> tuple[bool, int]:
-        """Whether a line for ``key`` may be written now, and how many were left out before it."""
-        now = self.clock()
-        entry = self._seen.get(key)
-        if entry is None or now - entry[0] >= self.WINDOW:
-            left_out = entry[2] if entry is not None else 0
-            if len(self._seen) >= self.KEYS:
-                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.WINDOW}
-                if len(self._seen) >= self.KEYS:   # a flood of distinct keys: forget them all, stay bounded
-                    self._seen.clear()
-            self._seen[key] = [now, 1, 0]
-            return True, left_out
-        if entry[1] < self.BURST:
-            entry[1] += 1
-            return True, 0
-        entry[2] += 1
-        return False, 0

@@ -18,6 +18,7 @@ its protocol, faults included, never with Apache's HTML error page.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from mod_python import apache
@@ -56,8 +57,9 @@ def handler(req) -> int:
         elif method == "POST":
             codec = serving.codec_for(req.headers_in.get("Content-Type"))
             if codec is None:
-                host.log.info("%s: POST with unsupported Content-Type %r", req.useragent_ip,
-                                 (req.headers_in.get("Content-Type") or "")[:60])
+                host.refusals.refuse("content type", req.useragent_ip, "%s: POST with unsupported Content-Type %r"
+                                     % (req.useragent_ip, (req.headers_in.get("Content-Type") or "")[:60]),
+                                     level=logging.INFO)
                 return _plain(req, apache.HTTP_UNSUPPORTED_MEDIA_TYPE,
                               "POST text/xml for XML-RPC or application/json for JSON-RPC 2.0.\n")
         elif method != "GET" and method != "HEAD":
@@ -88,7 +90,8 @@ def handler(req) -> int:
         # bytes that are not UTF-8 in the request line or a header end up here, from anywhere.
         host = host_mod.current_or_none()
         if host is not None:
-            host.log.warning("%s: request line or header not UTF-8: 400", req.useragent_ip)
+            host.refusals.refuse("not UTF-8", req.useragent_ip,
+                                 "%s: request line or header not UTF-8: 400" % req.useragent_ip)
         return _plain(req, apache.HTTP_BAD_REQUEST, "Bad request: the request line or a header is not UTF-8.\n")
 
 
@@ -132,7 +135,7 @@ def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused
     """The one answer to credentials this server refuses: logged, then a fault in the request's
     protocol (an RPC fault, a plain 403 for the discovery page, a JSON error for a web route)."""
     fault = Fault(faults.ACCESS_DENIED, "credentials refused: %s" % error)
-    host.log.warning("%s: %s", req.useragent_ip, fault.message)
+    host.refusals.refuse("credentials", req.useragent_ip, "%s: %s" % (req.useragent_ip, fault.message))
     if codec is not None:
         return _fault_response(req, codec, fault, apache.HTTP_OK)
     if page:
@@ -210,7 +213,8 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec, via: Forward
         try:
             body = req.read()
         except OSError as e:   # the client went away, or stalled past Apache's timeouts, mid-body
-            host.log.info("%s: the request body could not be read (%s)", ctx.describe(), e)
+            host.refusals.refuse("body unread", ctx.client_address, "%s: the request body could not be read (%s)"
+                                 % (ctx.describe(), e), level=logging.INFO)
             return _plain(req, apache.HTTP_BAD_REQUEST, "The request body could not be read.\n")
         out = serving.respond(host, ctx, codec, body)
         if out is None:   # notifications only: nothing to answer

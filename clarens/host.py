@@ -13,7 +13,7 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, faultlog, loader, once
+from clarens import db, loader, once, refusals
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
@@ -36,7 +36,9 @@ class Host:
         self.methods: Methods = {}
         self.dispatcher = Dispatcher(self.methods, log)
         self.limits = Limits(config.max_depth, config.max_items, config.max_values, config.max_base64)
-        self.log_budget = faultlog.Budget()   # this process's allowance of identical fault lines
+        # Refusals (denied calls, credentials refused...): counted by every process of the server together.
+        self.refusals = refusals.RefusalLog(os.path.join(config.db_dir, refusals.FILE_NAME), log,
+                                            config.log_interval, config.log_lines)
         self.guard: Guard | None = None
         self.routes: dict[str, routes.Route] = {}
         self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation

@@ -52,19 +52,19 @@ def respond(host: host_mod.Host, ctx: context.CallContext, codec: ModuleType, bo
 def report(fault: Fault) -> None:
     """Record, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
     result).  A plain function of the current context: the codecs get it without a binding per request."""
-    ctx = context.current()
-    host_mod.current().dispatcher.note(ctx, ctx.method or "-", fault)
+    context.current().note_fault(fault)
 
 
 def log_faults(host: host_mod.Host, ctx: context.CallContext) -> None:
-    """Write the request's faults: one line per code, identical lines rate-limited (clarens.faultlog)."""
-    if not ctx.faults:
-        return
-    for code, line in faultlog.lines(ctx.describe(), ctx.faults):
-        allowed, left_out = host.log_budget.allow((ctx.identity.name, ctx.client_address, code))
-        if allowed:
-            host.log.warning("%s%s", line, " (%d like it left out)" % left_out if left_out else "")
-    ctx.faults.clear()
+    """Write the request's faults, one line per code (clarens.faultlog), each a refusal of class
+    ``fault CODE``: rate-limited per address, or per caller if authenticated, and summarised
+    (clarens.refusals)."""
+    if ctx.faults:
+        caller = ctx.identity.name if ctx.identity.authenticated else None
+        for code, line in faultlog.lines(ctx.describe(), ctx.faults):
+            host.refusals.refuse("fault %d" % code, ctx.client_address, line, caller=caller)
+        ctx.faults.clear()
+    host.refusals.tick()
 
 
 def serve(host: host_mod.Host, caller: Identity, codec: ModuleType, body: bytes, address: str = "-") -> bytes | None:

@@ -50,7 +50,9 @@ def start_instance(prefix: str, **kwargs) -> Instance:
                "clarens.server.log_level": "info",
                # a small process pool: many instances run at once in a test run (the hostile tests use the shipped one)
                "clarens.server.spare_workers": "4", "clarens.server.workers": "48",
-               "clarens.server.acl_dir": make_acl_dir()}
+               "clarens.server.acl_dir": make_acl_dir(),
+               # the lines tests look for are not held back by the budget of refusal lines (test_hostile keeps it)
+               "clarens.server.log_lines": "1000"}
     options.update(kwargs.pop("options", {}))
     kwargs.setdefault("log_level", "info")
     inst = Instance(make_state_dir(prefix), free_port(), free_port(), options=options, **kwargs)

@@ -13,9 +13,9 @@ import xmlrpc.client
 import pytest
 
 from clarens import config as config_mod
-from clarens import faultlog, faults
+from clarens import faults, refusals
 from clarens.dev import devpki
-from tests.helpers import ROOT, basic_header, cert_proxy, start_instance
+from tests.helpers import ROOT, basic_header, cert_proxy, concurrently, start_instance
 
 AUDIT_KEEP = 25
 
@@ -24,8 +24,9 @@ AUDIT_KEEP = 25
 def inst():
     """An instance of its own: these tests flood it, and read its error log."""
     shipped = config_mod.load(config_mod.DEFAULT_CONFIG)
-    instance = start_instance("clarens-hostile-", log_level="warn", options={   # the shipped modules and pool
-        "clarens.server.log_level": "warning", "clarens.server.modules_path": os.path.join(ROOT, "modules"),
+    instance = start_instance("clarens-hostile-", log_level="warn", options={   # the shipped modules, pool, logs
+        "clarens.server.log_level": "warning", "clarens.server.log_lines": str(shipped.log_lines),
+        "clarens.server.modules_path": os.path.join(ROOT, "modules"),
         "clarens.server.spare_workers": str(shipped.spare_workers), "clarens.server.workers": str(shipped.workers),
         "clarens.server.acl_audit_keep": str(AUDIT_KEEP)})
     yield instance
@@ -135,10 +136,98 @@ def test_denied_calls_cost_fewer_log_bytes_than_request_bytes(inst):
     sent = sum(len(body) for body, _ in bodies)
     logged = log_size(inst) - mark
     assert logged < sent / 20, (logged, sent)
-    text = log_since(inst, mark)
-    per_process = collections.Counter(re.findall(r"\[pid (\d+).*fault -32001", text))
-    # the budget: at most BURST such lines a minute per process (twice if the test straddles a minute)
-    assert per_process and max(per_process.values()) <= 2 * faultlog.Budget.BURST, per_process
+    # the budget, over all the children together: CLASS_LINES such lines an interval (twice if the test
+    # straddles two), and a summary line for each interval
+    lines = re.findall(r"fault -32001", log_since(inst, mark))
+    assert 0 < len(lines) <= 2 * refusals.LINES, len(lines)
+
+
+# One request of each class the host refuses, sent 1,000 times: (request, how many source addresses).
+FORGED_DN = b"GET /clarens/ HTTP/1.1\r\nHost: x\r\nX-Clarens-Client-DN: /C=UK/O=Clarens Demo/CN=Forged\r\n"
+NOT_UTF8 = b"GET /clarens/%FF HTTP/1.1\r\nHost: x\r\n"
+DENIED = b"POST /clarens/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n" % len(
+    xmlrpc.client.dumps((), "acl.show").encode())
+UPLOAD_DENIED = b"PUT /clarens/images/x.iso HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+REFUSED = {
+    "forged client DN header": (FORGED_DN, b"", 1),
+    "forged client DN header, 400 addresses": (FORGED_DN, b"", 400),
+    "request line not UTF-8": (NOT_UTF8, b"", 1),
+    "request line not UTF-8, 400 addresses": (NOT_UTF8, b"", 400),
+    "denied call": (DENIED, xmlrpc.client.dumps((), "acl.show").encode(), 1),
+    "denied call, 400 addresses": (DENIED, xmlrpc.client.dumps((), "acl.show").encode(), 400),
+    "anonymous upload, 400 addresses": (UPLOAD_DENIED, b"", 400),
+}
+LOG_RATIO = 0.2          # error-log bytes per request byte, at most, for a burst of refused requests
+
+
+def source_addresses(n: int) -> list[str]:
+    """``n`` loopback addresses (127.0.0.0/8): Apache on 127.0.0.1 sees each as a client of its own."""
+    return ["127.0.%d.%d" % (1 + i // 250, 1 + i % 250) for i in range(n)]
+
+
+def send_from(inst, source: str, data: bytes, timeout: float = 30) -> bytes:
+    """``data`` on a fresh connection from the loopback address ``source``; the answer, read to its end."""
+    with socket.create_connection(("127.0.0.1", inst.port), timeout=timeout, source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def burst(inst, request: bytes, count: int, addresses: int, threads: int = 8) -> int:
+    """Send ``request`` ``count`` times from ``addresses`` source addresses, ``threads`` at a time; the bytes sent."""
+    sources = source_addresses(addresses)
+    statuses = collections.Counter()
+
+    def send(indices):
+        for i in indices:
+            statuses[status_of(send_from(inst, sources[i % addresses], request))] += 1
+    workers = [threading.Thread(target=send, args=(range(i, count, threads),)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert sum(statuses.values()) == count and not set(statuses) & {500, 502, 503}, statuses
+    return len(request) * count
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_a_burst_of_refused_requests_costs_few_log_bytes(inst, kind):
+    head, body, addresses = REFUSED[kind]
+    mark = log_size(inst)
+    sent = burst(inst, head + b"Connection: close\r\n\r\n" + body, 1000, addresses)
+    logged = log_size(inst) - mark
+    assert logged / sent < LOG_RATIO, (logged, sent, log_since(inst, mark)[-2000:])
+
+
+def test_refusals_beyond_the_budget_are_summed_up_across_children():
+    """A short log_interval: after a burst from several addresses (served by several children), the
+    lines written and the summaries, written by whichever child looks first, account for every refusal."""
+    quick = start_instance("clarens-refusals-", log_level="warn", options={
+        "clarens.server.log_level": "warning", "clarens.server.log_interval": "2",
+        "clarens.server.log_lines": str(refusals.LINES)})
+    try:
+        mark = log_size(quick)
+        sources = ["127.0.0.1"] * 60 + source_addresses(12)
+        concurrently(lambda: [send_from(quick, sources.pop(), FORGED_DN + b"Connection: close\r\n\r\n")
+                              for _ in range(9)], 8)
+        proxy = xmlrpc.client.ServerProxy(quick.url)
+        deadline = time.monotonic() + 30
+        while True:
+            text = log_since(quick, mark)
+            lines = text.count("credentials refused")
+            summaries = re.findall(r"refused \(credentials\): (\d+) in the 2 s from [0-9:]+ UTC, (\d+) logged; (.*)",
+                                   text)
+            if lines + sum(int(n) - int(logged) for n, logged, _ in summaries) == 72:
+                break
+            assert time.monotonic() < deadline, text[-3000:]
+            proxy.echo.echo("tick")             # any request lets its child look for summaries due
+            time.sleep(0.2)
+        assert summaries and any(most.startswith("most from 127.0.0.1 (") for _, _, most in summaries), summaries
+        assert lines <= 2 * refusals.LINES
+    finally:
+        quick.stop()
 
 
 def test_the_audit_trail_is_bounded(inst):

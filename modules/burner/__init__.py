@@ -383,8 +383,7 @@ def upload(web: WebRequest) -> WebResponse:
         result = store.receive(web.path, who, web.content_length,
                                parse_content_range(content_range) if content_range else None, web.read)
     except UploadError as e:
-        _settings["log"].warning("%s upload of %s refused (%d): %s", context.current().describe(), ascii(web.path),
-                                 e.status, e)
+        context.current().note_fault(Fault(e.status, "upload of %s refused: %s" % (ascii(web.path), e)))
         response = WebResponse.json({"error": {"code": e.status, "message": str(e)}}, e.status)
         response.headers.update(e.headers)
         return response
