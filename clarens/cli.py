@@ -59,6 +59,9 @@ def open_service(target: str, args: argparse.Namespace) -> Service:
         settings["timeout"] = args.timeout
     if args.idempotent:
         settings["idempotent"] = args.idempotent
+    for key in ("max_answer", "remote", "ssh"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     if not _is_url(target):
         return service(target, **settings)
     if args.user:
@@ -93,9 +96,13 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     parser.add_argument("--cert", help="client certificate (PEM), with --key")
     parser.add_argument("--key")
     parser.add_argument("--ca", help="trust this CA bundle instead of the system's")
-    parser.add_argument("--timeout", type=float, help="seconds per call")
+    parser.add_argument("--timeout", type=float, help="seconds a call may take, retries included (default 30)")
     parser.add_argument("--idempotent", action="append", metavar="PATTERN",
-                        help="methods that may run twice, so may be retried on another server of a pool")
+                        help="methods that may run twice, so are retried after a failure until the timeout")
+    parser.add_argument("--max-answer", type=int, metavar="BYTES", help="refuse larger answers (default 64 MiB)")
+    parser.add_argument("--remote", metavar="COMMAND", help="what ssh:// URLs run on the remote host, split into "
+                        "words, no shell (default: /usr/bin/python3 -m clarens.stdio)")
+    parser.add_argument("--ssh", metavar="COMMAND", help="the ssh command and its options (default: ssh)")
     sub = parser.add_subparsers(dest="command", required=True)
     call = sub.add_parser("call", help="call METHOD with JSON arguments; print the result as JSON")
     call.add_argument("target", metavar="URL|SERVICE")

@@ -29,6 +29,10 @@ class FramingError(Exception):
     """The stream does not hold a well-formed message; it cannot be read any further."""
 
 
+class TooLarge(FramingError):
+    """A message whose body is over the reader's limit (nothing of it was read)."""
+
+
 def read(stream: BinaryIO, max_body: int) -> tuple[dict[str, str], bytes] | None:
     """The next message's headers (lower-case names) and body; None at a clean end of the stream."""
     headers: dict[str, str] = {}
@@ -51,7 +55,7 @@ def read(stream: BinaryIO, max_body: int) -> tuple[dict[str, str], bytes] | None
     if not length.isdigit():
         raise FramingError("a message without a valid Content-Length")
     if int(length) > max_body:
-        raise FramingError("a message of %s bytes, over the limit of %d" % (length, max_body))
+        raise TooLarge("a message of %s bytes, over the limit of %d" % (length, max_body))
     body = stream.read(int(length))
     if len(body) != int(length):
         raise FramingError("the stream ended inside a message body")

@@ -24,26 +24,12 @@ import time
 import urllib.parse
 from typing import Callable
 
-from clarens.client.errors import TransportError
+from clarens.client.errors import UploadFailed, UploadRefused
 
 SLICE = 8 << 20        # bytes sent between two progress reports
+ANSWER_LIMIT = 1 << 20  # bytes of an answer read
 CONTINUE_WAIT = 5.0    # seconds to wait for "100 Continue" before sending anyway (curl waits 1 s)
 Progress = Callable[[int, int], None]   # (bytes the server has or was sent, file size)
-
-
-class UploadRefused(Exception):
-    """The server refused the upload: ``status`` (HTTP) and its ``message``."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None, offset: int | None = None):
-        super().__init__("upload refused (HTTP %d): %s" % (status, message))
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after      # the same upload is still running: try again after this
-        self.offset = offset                # the server holds this much, not what the request assumed
-
-
-class UploadFailed(TransportError):
-    """The upload could not be completed: the connection kept failing (a client TransportError)."""
 
 
 class _Reader:
@@ -91,13 +77,15 @@ class Target:
 
 def _answer(response: http.client.HTTPResponse) -> tuple[int, dict]:
     """The status and JSON body of an answer; UploadRefused for an error status."""
-    raw = response.read()
+    raw = response.read(ANSWER_LIMIT)     # a few hundred bytes of JSON; more is not an answer of ours
     try:
         body = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         body = {}
+    body = body if isinstance(body, dict) else {}
     if response.status >= 400:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
+        error = body.get("error")
+        error = error if isinstance(error, dict) else {}
         retry, offset = response.getheader("Retry-After"), response.getheader("Upload-Offset")
         raise UploadRefused(response.status, str(error.get("message") or raw[:200].decode("utf-8", "replace")),
                             float(retry) if retry and retry.isdigit() else None,
@@ -140,13 +128,15 @@ def upload(target: Target, path: str, progress: Progress | None = None, attempts
     last_error: str | Exception | None = None
     while True:
         try:
-            held = _exchange(target, {"Content-Range": "bytes */%d" % size}, 0, None)[1]["upload"]["received"]
+            held = _received(target, _exchange(target, {"Content-Range": "bytes */%d" % size}, 0, None)[1])
             if held > most:                 # progress since the last failure: a fresh set of attempts
                 failures, most = 0, held
             if progress:
                 progress(held, size)
             status, answer = _send_rest(target, path, size, held, progress)
             if status == 201:
+                if not isinstance(answer.get("image"), dict):
+                    raise UploadFailed(target.url, "the server's answer names no image: %.200r" % (answer,))
                 return answer
             last_error, delay = "the server holds only part of the file", 0.0
         except UploadRefused as e:
@@ -167,6 +157,15 @@ def upload(target: Target, path: str, progress: Progress | None = None, attempts
         if failures >= attempts:
             raise UploadFailed(target.url, "upload of %s failed %d times; last: %s" % (path, failures, last_error))
         sleep(delay)
+
+
+def _received(target: Target, answer: dict) -> int:
+    """How much of the file the server holds, from its answer to ``Content-Range: bytes */SIZE``."""
+    upload = answer.get("upload")
+    held = upload.get("received") if isinstance(upload, dict) else None
+    if type(held) is not int or held < 0:
+        raise UploadFailed(target.url, "not an answer to an upload: %.200r" % (answer,))
+    return held
 
 
 def _send_rest(target: Target, path: str, size: int, offset: int, progress: Progress | None) -> tuple[int, dict]:

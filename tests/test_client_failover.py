@@ -207,14 +207,33 @@ def test_a_stopped_instance_rejoins_after_its_backoff(cluster):
 
 
 def test_every_instance_down(cluster):
+    """Every call, idempotent or not, goes round the refusing servers until its timeout (a host may be
+    restarting), then fails naming each; a call that never reached a server ran nowhere."""
     stopped(*cluster.instances)
-    with Service(cluster.urls, idempotent=["echo.*"]) as svc:
+    with Service(cluster.urls, idempotent=["echo.*"], timeout=2) as svc:
         for call in (lambda: svc.counter.bump("nowhere"), lambda: svc.echo.echo(1), svc.system.listMethods):
+            start = time.monotonic()
             with pytest.raises(AllServersDown) as caught:     # the first time, and while all are in their backoff
                 call()
             e = caught.value
+            assert time.monotonic() - start >= 1.0
             assert sorted(f.url for f in e.failures) == sorted(cluster.urls)
             assert all(url in str(e) for url in cluster.urls) and "cannot connect" in str(e)
             assert not e.sent                                  # refused: it ran nowhere
         assert not any(s["up"] for s in svc.pool.status())
     assert cluster.counts("nowhere") == {}
+
+
+def test_a_call_waits_for_a_restarting_instance(cluster):
+    """One instance, stopped: a call that never reached it is tried again until it answers."""
+    only = cluster.instances[0]
+    stopped(*cluster.instances)
+    starter = threading.Thread(target=running, args=(only,))
+    with Service(only.url, timeout=WAIT) as svc:
+        starter.start()
+        try:
+            key = "restart-%s" % uuid.uuid4().hex
+            assert svc.counter.bump(key) == 1          # not idempotent, but refused connections never ran
+        finally:
+            starter.join()
+    assert cluster.counts(key) == {key: 1}

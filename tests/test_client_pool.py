@@ -11,7 +11,9 @@ import pytest
 
 from clarens import Fault
 from clarens.client import AllServersDown, Service, TransportError
-from clarens.client.pool import FIRST_BACKOFF, MAX_BACKOFF, Pool, may_retry
+from clarens.client.pool import FIRST_BACKOFF, FIRST_PAUSE, MAX_BACKOFF, MAX_PAUSE, Pool, may_retry
+from clarens.client.service import IDEMPOTENT_HEADER
+from clarens.client.transports import Answer
 
 A, B, C = "http://a.test/clarens/", "http://b.test/clarens/", "http://c.test/clarens/"
 
@@ -21,12 +23,18 @@ class Clock:
 
     def __init__(self):
         self.now = 1000.0
+        self.pauses = []
 
     def __call__(self):
         return self.now
 
     def advance(self, seconds):
         self.now += seconds
+
+    def sleep(self, seconds):
+        """What the Service's retries sleep: the clock moves on, and the pause is remembered."""
+        self.pauses.append(seconds)
+        self.advance(seconds)
 
 
 def urls(servers):
@@ -150,28 +158,32 @@ class FakeTransport:
     def __init__(self, url):
         self.url = url
         self.seen = []            # method names of the calls that reached it
+        self.headers = []         # the extra request headers of each
+        self.timeouts = []        # the time each was given
         self.fail = None
         self.fail_once = None     # a TransportError to raise on the next call only
         self.fault = None
         self.closed = False
 
-    def exchange(self, body, content_type, timeout=None):
+    def exchange(self, body, content_type, timeout=None, headers=None):
         assert content_type == "text/xml"
         params, method = xmlrpc.client.loads(body, use_builtin_types=True)
         self.seen.append(method)
+        self.headers.append(headers)
+        self.timeouts.append(timeout)
         if self.fail_once is not None:
             fail, self.fail_once = self.fail_once, None
             raise fail
         if self.fail is not None:
             raise self.fail
         if self.fault is not None:
-            return xmlrpc.client.dumps(xmlrpc.client.Fault(self.fault.code, self.fault.message),
-                                       methodresponse=True, allow_none=True).encode()
+            return Answer(xmlrpc.client.dumps(xmlrpc.client.Fault(self.fault.code, self.fault.message),
+                                              methodresponse=True, allow_none=True).encode())
         if method == "system.multicall":
             result = [[{"server": self.url, "method": c["methodName"], "params": c["params"]}] for c in params[0]]
         else:
             result = {"server": self.url, "method": method, "params": list(params)}
-        return xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True).encode()
+        return Answer(xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True).encode())
 
     def close(self):
         self.closed = True
@@ -186,7 +198,7 @@ def clock():
 def make_service(clock):
     """``make_service(urls, **settings)``: a Service whose transports are FakeTransports (``svc.fakes``)."""
     def make(service_urls=(A, B, C), **settings):
-        svc = Service(list(service_urls), clock=clock, **settings)
+        svc = Service(list(service_urls), clock=clock, sleep=clock.sleep, **settings)
         svc.fakes = {}
         for url in service_urls:
             svc.fakes[url] = svc.transports[url] = FakeTransport(url)
@@ -249,19 +261,40 @@ def test_what_is_not_idempotent(make_service, method, patterns, per_call):
 
 
 def test_every_server_down_raises_all_servers_down_naming_each(make_service, clock):
-    svc = make_service()
+    """A call that reaches no server goes round them all, with growing pauses, until its timeout; then
+    AllServersDown names each server's last failure."""
+    svc = make_service(timeout=10)
     for url, cause in ((A, "connection refused"), (B, "no route to host"), (C, "HTTP 503 Service Unavailable")):
         svc.fakes[url].fail = down(url, cause)
-    for _ in range(3):       # the first time, and again while all are in their backoff
+    for call in range(2):    # the first time, and again while all are in their backoff
+        if call:
+            first_pauses, first_rounds = list(clock.pauses), len(svc.fakes[A].seen)
+        start = clock.now
         with pytest.raises(AllServersDown) as caught:
-            svc.counter.bump("k")
+            svc.counter.bump("k")        # not idempotent, but it never reached a server: safe to send again
         e = caught.value
         assert sorted(f.url for f in e.failures) == [A, B, C] and not e.sent
         for url, cause in ((A, "connection refused"), (B, "no route to host"), (C, "HTTP 503")):
             assert url in str(e) and cause in str(e)
-        clock.advance(0.3)
-    assert [len(svc.fakes[u].seen) for u in (A, B, C)] == [3, 3, 3]
+        assert 10 - MAX_PAUSE <= clock.now - start <= 10     # the whole timeout, and not past it
+    rounds = len(svc.fakes[A].seen)
+    assert [len(svc.fakes[u].seen) for u in (A, B, C)] == [rounds] * 3 and rounds > 2 * 10 / MAX_PAUSE - 2
     assert not any(s["up"] for s in svc.pool.status())
+    # Short pauses at first (a front end switching hosts), growing to a second, each in its upper half.
+    assert len(first_pauses) == first_rounds - 1
+    for n, pause in enumerate(first_pauses):
+        most = min(FIRST_PAUSE * 2 ** n, MAX_PAUSE)
+        assert most / 2 <= pause <= most
+
+
+def test_each_try_is_given_what_is_left_of_the_timeout(make_service, clock):
+    svc = make_service([A], timeout=5)
+    svc.fakes[A].fail = down(A)
+    with pytest.raises(TransportError):
+        svc.echo.echo(1)
+    given = svc.fakes[A].timeouts
+    assert given[0] == 5 and given == sorted(given, reverse=True) and given[-1] > 0
+    assert all(abs(t - (5 - sum(clock.pauses[:n]))) < 1e-9 for n, t in enumerate(given))
 
 
 def test_every_server_down_for_an_idempotent_call(make_service):
@@ -271,23 +304,73 @@ def test_every_server_down_for_an_idempotent_call(make_service):
     svc.fakes[C].fail = down(C, "no answer", sent=True)
     with pytest.raises(AllServersDown) as caught:
         svc.echo.echo(1)
-    # A's dropped connection earns it one more try on a fresh one, after the others
-    assert [f.url for f in caught.value.failures] == [A, B, C, A]
+    assert sorted(f.url for f in caught.value.failures) == [A, B, C] and len(svc.fakes[A].seen) > 3
     assert caught.value.sent                     # it may have run somewhere
 
 
-def test_an_idempotent_call_gets_one_fresh_try_when_its_connection_dropped(make_service):
+def test_an_idempotent_call_is_tried_again_until_it_is_answered(make_service, clock):
+    """A single URL (a front end) whose host went away mid-call: the call is tried again, on a fresh
+    connection, after a short pause, until it is answered; a call that may have run, never."""
     svc = make_service([A], idempotent=["echo.*"])
-    svc.fakes[A].fail_once = down(A, "no answer: remote end closed", sent=True)
-    assert svc.echo.echo(1)["server"] == A and svc.fakes[A].seen == ["echo.echo", "echo.echo"]
-    svc.fakes[A].fail_once = down(A, "no answer: remote end closed", sent=True)
+    lost = down(A, "no answer: remote end closed", sent=True)
+    failures = iter([lost, lost, down(A, "HTTP 502 Bad Gateway"), lost])
+
+    def flaky(body, content_type, timeout=None, headers=None):
+        error = next(failures, None)
+        if error is not None:
+            svc.fakes[A].seen.append("failed")
+            raise error
+        return FakeTransport.exchange(svc.fakes[A], body, content_type, timeout, headers)
+    svc.fakes[A].exchange = flaky
+    assert svc.echo.echo(1)["server"] == A
+    assert svc.fakes[A].seen == ["failed"] * 4 + ["echo.echo"] and len(clock.pauses) == 4
+    assert sum(clock.pauses) < 1.5 * FIRST_PAUSE * 2 ** 4
+    svc.fakes[A].fail_once = lost
     with pytest.raises(TransportError, match="remote end closed"):
         svc.counter.bump("k")                   # not idempotent: it may have run, so never again
     assert svc.fakes[A].seen[-1:] == ["counter.bump"] and svc.fakes[A].seen.count("counter.bump") == 1
-    svc.fakes[A].fail = down(A, "connection refused")
-    with pytest.raises(TransportError, match="refused"):
-        svc.echo.echo(2)                        # never reached it: nothing to gain from a second try
-    assert svc.fakes[A].seen.count("echo.echo") == 3
+
+
+def test_a_call_that_never_reached_a_server_is_sent_once_one_answers(make_service, clock):
+    svc = make_service([A])
+    svc.fakes[A].fail = down(A)                  # the host is restarting: its port refuses
+
+    def back(seconds):
+        clock.sleep(seconds)
+        if len(clock.pauses) == 3:
+            svc.fakes[A].fail = None
+    svc.sleep = back
+    assert svc.counter.bump("k")["server"] == A
+    assert svc.fakes[A].seen == ["counter.bump"] * 4      # three refused, one ran
+
+
+def test_a_failure_trying_again_cannot_help_ends_the_call_at_once(make_service, clock):
+    svc = make_service([A, B], idempotent=["echo.*"])
+    svc.fakes[A].fail = TransportError(A, "an answer over the limit", transient=False)
+    svc.fakes[B].fail = TransportError(B, "cannot connect: certificate verify failed", sent=False, transient=False)
+    start = clock.now
+    with pytest.raises(AllServersDown) as caught:
+        svc.echo.echo(1)
+    assert clock.now == start and clock.pauses == [] and not caught.value.transient
+    assert len(svc.fakes[A].seen) == len(svc.fakes[B].seen) == 1
+    # One server that cannot help is left out; the call goes on with the others.
+    svc.fakes[B].fail = down(B)
+    svc.fakes[B].fail_once = None
+
+    def back(seconds):
+        clock.sleep(seconds)
+        svc.fakes[B].fail = None
+    svc.sleep = back
+    assert svc.echo.echo(2)["server"] == B and svc.fakes[A].seen.count("echo.echo") == 2
+
+
+def test_the_front_end_is_told_which_calls_it_may_retry(make_service):
+    svc = make_service([A], idempotent=["echo.*"])
+    svc.echo.echo(1)
+    svc.counter.bump("k")
+    svc.system.listMethods()
+    svc.batch([("echo.echo", [1]), ("counter.bump", ["k"])])
+    assert svc.fakes[A].headers == [{IDEMPOTENT_HEADER: "1"}, None, {IDEMPOTENT_HEADER: "1"}, None]
 
 
 def test_a_server_in_its_backoff_is_a_last_resort(make_service, clock):
@@ -316,11 +399,11 @@ def test_a_recovered_server_rejoins_after_its_backoff(make_service, clock):
 def test_a_single_server_raises_its_own_transport_error(make_service):
     svc = make_service([A])
     svc.fakes[A].fail = down(A)
-    for _ in range(2):                           # in its backoff too: a pool of one is never shut out
+    for calls in (1, 2):                         # in its backoff too: a pool of one is never shut out
         with pytest.raises(TransportError) as caught:
             svc.echo.echo(1)
         assert type(caught.value) is TransportError and caught.value.url == A
-    assert len(svc.fakes[A].seen) == 2
+        assert len(svc.fakes[A].seen) > 20 * calls
     svc.fakes[A].fail = None
     assert svc.echo.echo(1)["server"] == A
 
@@ -342,7 +425,7 @@ def test_a_fault_is_an_answer(make_service, clock):
 
 def test_a_garbled_answer_may_have_run(make_service):
     svc = make_service()
-    svc.fakes[A].exchange = lambda body, content_type, timeout=None: b"<html>proxy error</html>"
+    svc.fakes[A].exchange = lambda body, content_type, timeout=None, headers=None: Answer(b"<html>proxy error</html>")
     with pytest.raises(TransportError) as caught:
         svc.counter.bump("k")
     assert caught.value.url == A and caught.value.sent and "not an XML-RPC answer" in str(caught.value)

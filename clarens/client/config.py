@@ -14,9 +14,12 @@ file alone), else ``/etc/clarens/client.conf`` and then
     key = ~/.config/clarens/me.key
     user = alice                       # Basic authentication, the password in a file of its own
     password_file = ~/.config/clarens/password
-    timeout = 30                       # seconds per call
-    idempotent = burner.status burner.images echo.*    # may run twice: retried on another server
-    remote = /usr/bin/python3 -m clarens.stdio         # what ssh:// URLs run on the remote host
+    timeout = 30                       # seconds a call may take, its retries included
+    max_answer = 67108864              # bytes: a larger answer is refused (64 MiB)
+    idempotent = burner.status burner.images echo.*    # may run twice: retried until the timeout
+    # ssh:// URLs: what runs on the remote host (split into words, no shell), and the ssh command
+    remote = env PYTHONPATH=/home/alice/clarens /usr/bin/python3 -m clarens.stdio
+    ssh = ssh -i ~/.ssh/clarens -o ConnectTimeout=5
 
 Moving an application from a local host to a cluster is a change of ``url``.
 """
@@ -33,7 +36,8 @@ from clarens.config import ConfigError, read_ini
 
 ENV = "CLARENS_CLIENT_CONF"
 SEARCH = ("/etc/clarens/client.conf", "~/.config/clarens/client.conf")
-KEYS = ("url", "protocol", "ca", "cert", "key", "user", "password_file", "timeout", "idempotent", "remote")
+KEYS = ("url", "protocol", "ca", "cert", "key", "user", "password_file", "timeout", "max_answer", "idempotent",
+        "remote", "ssh")
 PATHS = ("ca", "cert", "key", "password_file")
 
 
@@ -111,13 +115,14 @@ def service(name: str, paths: list[str] | None = None, **overrides) -> Service:
     if not urls:
         raise ClientConfigError("%s: [%s] needs url = ..." % (source.where(section), section))
     settings: dict = {k: os.path.expanduser(values[k]) if k in PATHS else values[k]
-                      for k in ("protocol", "ca", "cert", "key", "remote") if k in values}
-    if "timeout" in values:
-        try:
-            settings["timeout"] = float(values["timeout"])
-        except ValueError:
-            raise ClientConfigError("%s: timeout = %r is not a number of seconds"
-                                    % (source.where(section, "timeout"), values["timeout"])) from None
+                      for k in ("protocol", "ca", "cert", "key", "remote", "ssh") if k in values}
+    for key, kind, what in (("timeout", float, "a number of seconds"), ("max_answer", int, "a number of bytes")):
+        if key in values:
+            try:
+                settings[key] = kind(values[key])
+            except ValueError:
+                raise ClientConfigError("%s: %s = %r is not %s"
+                                        % (source.where(section, key), key, values[key], what)) from None
     if "user" in values:
         settings["user"] = values["user"]
         if "password_file" in values:

@@ -6,23 +6,32 @@ turn in the rotation again, where a call probes it; nothing is dropped for good.
 While it is down, a call tries it only after every other server has failed (the
 one that comes back soonest first), so a pool of one is never shut out.
 
+Within one call, the servers are tried in that order, round after round, until one
+answers or the call's timeout runs out, with a pause between rounds
+(:func:`retry_pauses`: 50 ms, doubling to 1 s, each drawn at random from its upper
+half so that clients that failed together do not come back together).  A failure
+that trying again cannot help (``transient`` false) takes its server out of the
+rest of the call.
+
 This is policy only: :class:`clarens.client.service.Service` asks :meth:`Pool.order`
 where to send a call and reports back with :meth:`Pool.failed` and
-:meth:`Pool.succeeded`.  The rule for trying another server is in
-:func:`may_retry`.
+:meth:`Pool.succeeded`.  The rule for trying again is in :func:`may_retry`.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from clarens.client.errors import TransportError
 
 FIRST_BACKOFF = 1.0      # seconds a server stays down after a failure
 MAX_BACKOFF = 60.0       # ... doubling while it keeps failing, up to this
+FIRST_PAUSE = 0.05       # seconds between a call's first round over the servers and its second
+MAX_PAUSE = 1.0          # ... doubling each round, up to this
 
 
 @dataclass
@@ -86,10 +95,18 @@ class Pool:
                      "down_for": max(0.0, s.down_until - now), "last_error": s.last_error} for s in self.servers]
 
 
-def may_retry(error: TransportError, idempotent: bool) -> bool:
-    """Whether a call that failed with ``error`` may go to another server.
+def retry_pauses() -> Iterator[float]:
+    """The pauses between one call's rounds over the servers: growing, each drawn from its upper half."""
+    pause = FIRST_PAUSE
+    while True:
+        yield random.uniform(pause / 2, pause)
+        pause = min(2 * pause, MAX_PAUSE)
 
-    Only if it provably never reached the first (``error.sent`` is False: connection
+
+def may_retry(error: TransportError, idempotent: bool) -> bool:
+    """Whether a call that failed with ``error`` may be sent again, to another server or the same one.
+
+    Only if it provably never reached the server (``error.sent`` is False: connection
     refused, TLS handshake or SSH login failed, 503 from the front), or if running it
     twice does no harm (``idempotent``).  A call that may have executed is never sent
     again otherwise: a burn must not start twice because an answer was lost.

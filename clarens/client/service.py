@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import time
 import urllib.parse
 from typing import Any, Callable, Iterable, Sequence
 
@@ -13,6 +14,9 @@ from clarens.client import transports, wire
 from clarens.client.errors import AllServersDown, TransportError
 from clarens.faults import Fault
 
+# Set on a request the client may send twice: the front end (conf/haproxy/) may then retry it on
+# another host after a failure that may have reached the first; it retries no other request so.
+IDEMPOTENT_HEADER = "X-Clarens-Idempotent"
 # Read-only by definition in every Clarens host: safe to run twice.
 ALWAYS_IDEMPOTENT = ("system.listMethods", "system.methodHelp", "system.methodSignature", "system.listModules",
                      "system.serverInfo", "system.whoami")
@@ -42,25 +46,32 @@ class Service:
     ``urls``: ``http(s)://HOST/clarens/``, ``local:[CONFIG]`` or ``ssh://[USER@]HOST[:PORT][/CONFIG]``;
     with several, calls go round-robin and fail over (:mod:`clarens.client.pool`).
     ``protocol``: ``xmlrpc`` or ``jsonrpc``.  ``idempotent``: method patterns
-    (``burner.status``, ``echo.*``) that may run twice, so may be retried on another
-    server after a failure that may have reached the first.  ``transport``: the
-    settings of :func:`clarens.client.transports.for_url` (``ca``, ``cert``, ``key``,
-    ``user``, ``password``, ``timeout``, ``remote``, ``ssh``).
+    (``burner.status``, ``echo.*``) that may run twice, so may be tried again, here or on
+    another server, after a failure that may have reached the first.  ``timeout``: seconds
+    a call may take in all, its retries included; ``max_answer``: the largest answer
+    accepted, in bytes.  ``transport``: the other settings of
+    :func:`clarens.client.transports.for_url` (``ca``, ``cert``, ``key``, ``user``,
+    ``password``, ``remote``, ``ssh``).  ``clock`` and ``sleep`` are the time the pool and
+    the retries go by (tests pass their own).
 
     Safe to share between threads: each call in flight has its own connection (one
     SSH session serves calls in turn).
     """
 
     def __init__(self, urls: str | Sequence[str], protocol: str = "xmlrpc", idempotent: Iterable[str] = (),
-                 timeout: float = 30.0, clock: Callable[[], float] | None = None, **transport: Any):
+                 timeout: float = transports.DEFAULT_TIMEOUT, max_answer: int = transports.DEFAULT_MAX_ANSWER,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 **transport: Any):
         urls = [urls] if isinstance(urls, str) else list(urls)
         if protocol not in wire.WIRES:
             raise ValueError("protocol must be xmlrpc or jsonrpc, not %r" % protocol)
         self.wire = wire.WIRES[protocol]
         self.idempotent = tuple(idempotent)
         self.timeout = timeout
-        self.pool = pool_mod.Pool(urls, clock) if clock else pool_mod.Pool(urls)
-        self.transports = {url: transports.for_url(url, timeout=timeout, **transport) for url in urls}
+        self.clock, self.sleep = clock, sleep
+        self.pool = pool_mod.Pool(urls, clock)
+        self.transports = {url: transports.for_url(url, timeout=timeout, max_answer=max_answer, **transport)
+                           for url in urls}
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
@@ -98,36 +109,57 @@ class Service:
                               lambda answer: wire._from_multicall(self.wire.result(answer), len(calls)))
 
     def _exchange(self, body: bytes, idempotent: bool, timeout: float | None, decode: Callable[[bytes], Any]) -> Any:
-        """Send ``body`` to the pool's servers in turn until one answers, within the retry rule."""
-        failures: list[TransportError] = []
-        servers = self.pool.order()
-        for attempt, server in enumerate(servers):
-            transport = self.transports[server.url]
-            try:
-                answer = transport.exchange(body, self.wire.CONTENT_TYPE, timeout)
+        """Send ``body`` to the pool's servers until one answers, within the retry rule and the call's
+        timeout: round after round over the servers, with a short pause that grows between rounds,
+        while a failure may pass (a host restarting, a front end between hosts), until the deadline."""
+        deadline = self.clock() + (self.timeout if timeout is None else timeout)
+        last: dict[str, TransportError] = {}      # each server's latest failure, the latest last
+        pauses = pool_mod.retry_pauses()
+        while True:
+            for server in self.pool.order():
+                failed = last.get(server.url)
+                if failed is not None and not failed.transient:
+                    continue                       # trying it again cannot help
+                left = deadline - self.clock()
+                if left <= 0 and last:
+                    break
                 try:
-                    result = decode(answer)
-                except wire.ProtocolError as e:
-                    raise TransportError(server.url, e) from None
-            except TransportError as e:
-                self.pool.failed(server, e)
-                failures.append(e)
-                if not pool_mod.may_retry(e, idempotent):
+                    result = self._attempt(server, body, left, decode, idempotent)
+                except TransportError as e:
+                    self.pool.failed(server, e)
+                    last.pop(server.url, None)
+                    last[server.url] = e
+                    if not pool_mod.may_retry(e, idempotent):
+                        raise
+                    continue
+                except Fault:               # an answer all the same: the server is up
+                    self.pool.succeeded(server)
                     raise
-                # An idempotent call whose first connection dropped after sending (a kept-alive
-                # connection the server closed at that moment, a host that crashed behind a front
-                # end) gets one more try on a fresh connection, after every other server.
-                if idempotent and e.sent and attempt == 0:
-                    servers.append(server)
-                continue
-            except Fault:               # an answer all the same: the server is up
                 self.pool.succeeded(server)
-                raise
-            self.pool.succeeded(server)
-            return result
-        if len({f.url for f in failures}) == 1:
-            raise failures[-1]
+                return result
+            pause = next(pauses)
+            if not any(e.transient for e in last.values()) or deadline - self.clock() <= pause:
+                break
+            self.sleep(pause)
+        failures = list(last.values())
+        if len(failures) == 1:
+            raise failures[0]
         raise AllServersDown(failures)
+
+    def _attempt(self, server: pool_mod.Server, body: bytes, timeout: float, decode: Callable[[bytes], Any],
+                 idempotent: bool) -> Any:
+        """One try of a call on ``server``: its result, or the Fault it answered."""
+        answer = self.transports[server.url].exchange(body, self.wire.CONTENT_TYPE, timeout,
+                                                      {IDEMPOTENT_HEADER: "1"} if idempotent else None)
+        try:
+            return decode(answer.body)
+        except Fault:
+            raise
+        except wire.ProtocolError as e:
+            raise TransportError(server.url, e, transient=False) from None
+        except Exception as e:   # whatever else a malformed answer makes a decoder raise: no answer either
+            raise TransportError(server.url, "a malformed answer (%s: %s)" % (type(e).__name__, str(e)[:200]),
+                                 transient=False) from None
 
     def upload(self, path: str, name: str | None = None,
                progress: Callable[[int, int], None] | None = None) -> dict:

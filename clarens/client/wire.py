@@ -52,7 +52,7 @@ class XmlRpc(Wire):
             # bytes, so that expat honours the answer's declared encoding (typeshed says str)
             values, _ = xmlrpc.client.loads(body, use_builtin_types=True)  # type: ignore[arg-type]
         except xmlrpc.client.Fault as fault:
-            raise Fault(fault.faultCode, fault.faultString) from None
+            raise _fault(fault.faultCode, fault.faultString) from None
         except Exception as e:   # expat's errors and malformed structures alike
             raise ProtocolError("not an XML-RPC answer: %s" % e) from None
         if len(values) != 1:
@@ -109,9 +109,13 @@ def _dumps(value: Any) -> bytes:
         raise TypeError("cannot send this over JSON-RPC: %s" % e) from None
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError("%s is not JSON" % constant)
+
+
 def _loads(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json)
     except ValueError as e:
         raise ProtocolError("not a JSON-RPC answer: %s" % e) from None
 
@@ -122,9 +126,9 @@ def _outcome(answer: Any) -> Any:
         raise ProtocolError("not a JSON-RPC 2.0 response object")
     if "error" in answer:
         error = answer["error"]
-        if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-            raise ProtocolError("a JSON-RPC error without an integer code")
-        raise Fault(error["code"], str(error.get("message", "")))
+        if not isinstance(error, dict):
+            raise ProtocolError("a JSON-RPC error that is not an object")
+        raise _fault(error.get("code"), error.get("message", ""))
     if "result" not in answer:
         raise ProtocolError("a JSON-RPC response with neither result nor error")
     return answer["result"]
@@ -139,7 +143,15 @@ def _from_multicall(answer: Any, count: int) -> list[Any]:
         if isinstance(item, list) and len(item) == 1:
             out.append(item[0])
         elif isinstance(item, dict) and "faultCode" in item:
-            out.append(Fault(item["faultCode"], item.get("faultString", "")))
+            out.append(_fault(item["faultCode"], item.get("faultString", "")))
         else:
-            raise ProtocolError("a malformed system.multicall result: %r" % (item,))
+            raise ProtocolError("a malformed system.multicall result (%s)" % type(item).__name__)
     return out
+
+
+def _fault(code: Any, message: Any) -> Fault:
+    """The Fault an answer describes; ProtocolError unless its code is an integer and its message a string."""
+    if type(code) is not int or not isinstance(message, str):
+        raise ProtocolError("a fault whose code is %s and message %s, not an integer and a string"
+                            % (type(code).__name__, type(message).__name__))
+    return Fault(code, message)

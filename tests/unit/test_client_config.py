@@ -103,6 +103,23 @@ def test_the_shipped_example_names_no_service_and_its_examples_use_known_keys(tm
                 block = None
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string("".join("".join(b) for b in blocks))
-    assert len(parser.sections()) == 4
+    assert len(parser.sections()) == 5
     for section in parser.sections():
         assert set(parser[section]) <= set(config.KEYS) and parser[section]["url"].split()
+
+
+def test_ssh_settings_and_the_answer_limit_come_from_the_configuration(tmp_path):
+    conf = tmp_path / "client.conf"
+    conf.write_text("[service:lab]\nurl = ssh://alice@lab.example:2222/etc/clarens/clarens.conf\nmax_answer = 1000\n"
+                    "remote = env PYTHONPATH=/home/alice/clarens /usr/bin/python3 -m clarens.stdio\n"
+                    "ssh = ssh -i '/home/alice/my key' -o ConnectTimeout=5\n")
+    svc = service("lab", [str(conf)])
+    ssh = svc.transports["ssh://alice@lab.example:2222/etc/clarens/clarens.conf"]
+    assert isinstance(ssh, transports_mod.Ssh) and ssh.max_answer == 1000
+    assert ssh.argv[:5] == ["ssh", "-i", "/home/alice/my key", "-o", "ConnectTimeout=5"]
+    # The remote words reach the remote shell quoted, one by one: no shell syntax of their own.
+    assert ssh.argv[-1] == ("env PYTHONPATH=/home/alice/clarens /usr/bin/python3 -m clarens.stdio "
+                            "--config /etc/clarens/clarens.conf")
+    conf.write_text("[service:lab]\nurl = ssh://lab/\nmax_answer = lots\n")
+    with pytest.raises(ClientConfigError, match="line 3.*max_answer = 'lots' is not a number of bytes"):
+        service("lab", [str(conf)])
