@@ -14,6 +14,7 @@ INTERNAL_ERROR = -32603       # the host itself failed (e.g. a result that canno
 APPLICATION_ERROR = -32500    # a service method raised something other than Fault
 ACCESS_DENIED = -32001        # the caller's identity may not call this method
 SERVICE_UNAVAILABLE = -32002  # a backend the service needs is down (e.g. the burner helper)
+READ_ONLY = -32003            # a live change refused: this host's copy is deployed, not changed in place
 
 
 class Fault(Exception):

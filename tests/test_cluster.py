@@ -669,7 +669,7 @@ def test_live_policy_changes_are_refused_in_cluster_mode(cluster):
                      lambda: admin.acl.set_entry("echo", {"allow": ["anonymous"]})):
             with pytest.raises(Fault) as info:
                 call()
-            assert info.value.code == faults.INVALID_PARAMS and "cluster = on" in info.value.message, info.value
+            assert info.value.code == faults.READ_ONLY and "cluster = on" in info.value.message, info.value
         policies = {admin.system.serverInfo()["policy_digest"] for _ in range(6)}
     assert policies == {cluster_mod.digests(cluster.hosts[0].server_config())["policy_digest"]}
 

@@ -12,15 +12,15 @@ a change made on one host would make it differ from the others.
 from clarens import context
 from clarens.acl import store
 from clarens.acl.model import GROUP_RE, AclError, Entry, validate_pattern
-from clarens.faults import INVALID_PARAMS, Fault
+from clarens.faults import INVALID_PARAMS, READ_ONLY, Fault
 from clarens.identity import ANONYMOUS, Identity
 
 _db = None
 _retention = store.AuditRetention()
 _cluster = False
-CLUSTER_REFUSAL = ("this host is one of a cluster ([server] cluster = on): its policy is the ACL files, the same "
-                   "on every host, so live changes are refused; change the files and deploy them to every host "
-                   "(see docs/scaling.md)")
+CLUSTER_REFUSAL = ("read-only: this host is one of a cluster ([server] cluster = on): its policy is the ACL "
+                   "files, the same on every host, so live changes are refused; change the files and deploy them "
+                   "to every host (see docs/scaling.md)")
 
 
 def _startup_init(config, dbs, log):
@@ -38,9 +38,9 @@ def _policy():
 
 
 def _writable():
-    """Fault unless live changes are allowed here (they are not in cluster mode)."""
+    """Fault READ_ONLY unless live changes are allowed here (they are not in cluster mode)."""
     if _cluster:
-        raise Fault(INVALID_PARAMS, CLUSTER_REFUSAL)
+        raise Fault(READ_ONLY, CLUSTER_REFUSAL)
 
 
 def _change(what, edit):

@@ -13,7 +13,7 @@ from clarens.acl import store
 from clarens.acl.files import load_dir, parse_text
 from clarens.acl.model import Entry, Policy
 from clarens.db import open_db
-from clarens.faults import ACCESS_DENIED, INVALID_PARAMS
+from clarens.faults import ACCESS_DENIED, READ_ONLY
 from clarens.identity import ANONYMOUS, Identity, IdentityRefused, from_request
 from tests.unit import fakes
 from tests.unit.fakes import FakeRequest
@@ -228,7 +228,7 @@ def test_the_acl_module_refuses_changes_in_cluster_mode(tmp_path):
                                ("acl.set_entry", ("unit", {"allow": ["eve"]}))):
             with pytest.raises(xmlrpc.client.Fault) as info:
                 whoami(call(method, *params, **alice))
-            assert info.value.faultCode == INVALID_PARAMS and "cluster = on" in info.value.faultString
+            assert info.value.faultCode == READ_ONLY == -32003 and "cluster = on" in info.value.faultString
 
 
 # --- the HAProxy configuration ------------------------------------------------------------
