@@ -116,12 +116,15 @@ class CallContext:
         return self._host.config.admin_group in self.identity.groups
 
     def modules(self) -> list[dict]:
-        """Every service module with its status and methods (failed ones with their error; where it
-        was loaded from only for administrators: paths tell an attacker about the host)."""
+        """Every service module with its status and methods, and for failed ones their error.
+        Where a module was loaded from, and why it failed, only for administrators: paths (a
+        module's error often names a file) tell an attacker about the host."""
         out = [m.describe() for m in sorted(self._host.modules.values(), key=lambda m: m.name)]
         if not self.is_admin:
             for module in out:
                 del module["path"]
+                if "error" in module:
+                    module["error"] = "failed to load: an administrator sees why (system.listModules, the error log)"
         return out
 
     def server(self) -> dict:

@@ -18,7 +18,7 @@ that reaches a running host.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 DEFAULT_TYPE = "application/json"
 MAX_HEADER_LINE = 1024
@@ -33,8 +33,10 @@ class TooLarge(FramingError):
     """A message whose body is over the reader's limit (nothing of it was read)."""
 
 
-def read(stream: BinaryIO, max_body: int) -> tuple[dict[str, str], bytes] | None:
-    """The next message's headers (lower-case names) and body; None at a clean end of the stream."""
+def read(stream: BinaryIO, max_body: int,
+         begun: Callable[[], object] | None = None) -> tuple[dict[str, str], bytes] | None:
+    """The next message's headers (lower-case names) and body; None at a clean end of the stream.
+    ``begun`` is called once its first line has arrived (e.g. to bound the time the rest may take)."""
     headers: dict[str, str] = {}
     while True:
         line = stream.readline(MAX_HEADER_LINE + 1)
@@ -42,6 +44,8 @@ def read(stream: BinaryIO, max_body: int) -> tuple[dict[str, str], bytes] | None
             if headers:
                 raise FramingError("the stream ended inside a header block")
             return None
+        if not headers and begun is not None:
+            begun()
         if len(line) > MAX_HEADER_LINE or not line.endswith(b"\n"):
             raise FramingError("a header line longer than %d bytes" % MAX_HEADER_LINE)
         line = line.rstrip(b"\r\n")

@@ -176,8 +176,7 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
     try:
         if forged:
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise,
-                                scheme=via.scheme if via is not None else None)
+        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise)
         response = route(web)
     except UnicodeDecodeError:
         raise              # a header that is not UTF-8: the handler answers 400

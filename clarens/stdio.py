@@ -35,6 +35,7 @@ from clarens.protocol import jsonrpc
 
 USAGE_ERROR, CONFIG_ERROR, FRAMING_ERROR = 2, 3, 4
 GREETING = "Clarens"        # the header of the server's first message: the host is up
+MESSAGE_SECONDS = 60        # a message that has begun must arrive whole within this (between messages: no limit)
 
 
 def options_from(pairs: list[str]) -> dict[str, str]:
@@ -48,16 +49,23 @@ def options_from(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def serve(h: host.Host, user: str, address: str, stdin, stdout) -> int:
-    """Answer every message on ``stdin`` until it ends; the exit status."""
+def serve(h: host.Host, user: str, address: str, stdin, stdout, message_seconds: int = MESSAGE_SECONDS) -> int:
+    """Answer every message on ``stdin`` until it ends; the exit status.  A message that has begun
+    and is not whole within ``message_seconds`` ends the session (SIGALRM: call it in the main thread)."""
     caller = unix_user(user)
+
+    def overdue(signum, frame):
+        raise framing.FramingError("a message began but was not whole within %d s" % message_seconds)
+    signal.signal(signal.SIGALRM, overdue)
     framing.write(stdout, b"", extra={GREETING: clarens.__version__})
     while True:
         try:
-            message = framing.read(stdin, h.config.max_body)
+            message = framing.read(stdin, h.config.max_body, begun=lambda: signal.alarm(message_seconds))
         except framing.FramingError as e:
             h.log.warning("%s@%s: %s; closing the session", caller.name, address, e)
             return FRAMING_ERROR
+        finally:
+            signal.alarm(0)
         if message is None:
             return 0
         headers, body = message
@@ -94,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the host's clarens.conf (default: $CLARENS_CONFIG, else the checkout's)")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a setting, as PythonOption clarens.SECTION.KEY does")
+    parser.add_argument("--message-timeout", type=int, default=MESSAGE_SECONDS, metavar="SECONDS",
+                        help="end the session when a message has begun but is not whole within this (default %d)"
+                        % MESSAGE_SECONDS)
     args = parser.parse_args(argv)
     # A client that goes away closes our input: we see its end.  SIGPIPE would kill us mid-write
     # without a word; as an exception it ends the session the same way.
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     user = pwd.getpwuid(os.geteuid()).pw_name
     address = (os.environ.get("SSH_CLIENT") or "local").split()[0]
     try:
-        return serve(h, user, address, stdin, stdout)
+        return serve(h, user, address, stdin, stdout, args.message_timeout)
     except BrokenPipeError:
         return 0    # the client went away before its answer
 

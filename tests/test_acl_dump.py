@@ -8,13 +8,14 @@ an ACL directory, and "a server start" is what one does: load the files.
 import os
 import shutil
 import stat
+import time
 
 import pytest
 
 from clarens.acl import store
 from clarens.acl.__main__ import main
 from clarens.acl.files import load_dir
-from clarens.acl.model import Entry
+from clarens.acl.model import EARLIEST, LATEST, AclError, Entry, validate_pattern
 from clarens.db import open_db
 from clarens.identity import ANONYMOUS, Identity
 from tests.helpers import ROOT
@@ -136,3 +137,47 @@ def test_no_command_prints_the_commands(capsys):
     err = capsys.readouterr().err
     for command in ("validate", "reload", "show", "dump [--output FILE]", "check IDENTITY METHOD", "audit [N]"):
         assert command in err
+
+
+@pytest.mark.parametrize("entry, members", [
+    (Entry("validator1", allow=["/C=UK/O=Team#2/CN=Bob", "a#b", "ädmin"], not_before=EARLIEST, not_after=LATEST),
+     ["/O=Clarens Demo/CN=C#", "名前"]),
+    (Entry("echo.echo", allow=["anonymous"], not_before=1767225600.25, not_after=1798757999.123456), ["x"]),
+    (Entry("burner.burn", deny=["bob"], order="deny,allow", not_after=time.time() + 3600.5), ["y"]),
+], ids=["extremes-and-hashes", "fractions", "now"])
+def test_every_value_the_live_api_accepts_is_dumped_and_loads_back(site, capsys, entry, members):
+    """dump checks itself that the files plus its output are the live policy: 0 means a round trip."""
+    acl, _, db = site
+    change(db, lambda p: p.entries.__setitem__(entry.target, entry))
+    change(db, lambda p: p.groups.__setitem__("odd", members))
+    out = acl / "90-live.acl"
+    assert dump(site, "--output", str(out)) == 0, capsys.readouterr().err
+    loaded = load_dir(str(acl))
+    assert loaded.entries[entry.target].not_after == entry.not_after and loaded.groups["odd"] == members
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"not_after": 99999999999999}, "between years 1 and 9999"),
+    ({"not_before": -99999999999999}, "between years 1 and 9999"),
+    ({"not_after": float("inf")}, "between years 1 and 9999"),
+    ({"not_after": float("nan")}, "between years 1 and 9999"),
+    ({"allow": ["#demo"]}, "would begin a comment"),
+    ({"deny": ["demo # not a comment"]}, "would begin a comment"),
+], ids=["far-future", "far-past", "infinite", "nan", "hash-first", "hash-after-space"])
+def test_what_a_file_cannot_hold_is_refused_by_the_live_api(fields, why):
+    with pytest.raises(AclError) as info:
+        Entry.from_dict("echo", fields)
+    assert why in str(info.value)
+    with pytest.raises(AclError):
+        validate_pattern("#demo")
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_without_a_database_the_commands_say_so(tmp_path, capsys, where):
+    db_dir = tmp_path / "db"
+    if where == "empty":
+        db_dir.mkdir()
+    for command in (["dump", "--all"], ["dump"], ["show"], ["audit"]):
+        assert main(["--db-dir", str(db_dir), "--acl-dir", os.path.join(ROOT, "acl"), *command]) == 1
+        assert "there is no live policy at %s" % (db_dir / "acl.tdb") in capsys.readouterr().err
+    assert not (db_dir / "acl.tdb").exists()              # and none was made

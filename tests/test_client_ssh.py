@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import xmlrpc.client
 
 import pytest
@@ -534,6 +535,29 @@ def test_a_garbage_frame_ends_the_session(env, data, why):
     assert proc.returncode == 4 and out == b"", err.decode()
     assert "WARNING clarens: unix:root@local: %s" % why in err.decode(), err.decode()[-2000:]
     assert err.decode().rstrip().endswith("; closing the session")
+
+
+def test_a_message_that_never_arrives_whole_ends_the_session(env):
+    """Content-Length: 5 and no body, the client's end left open: once waited for forever."""
+    proc = stdio(env, "--message-timeout", "2")
+    greeting(proc)
+    started = time.monotonic()
+    proc.stdin.write(b"Content-Length: 5\r\n\r\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=WAIT) == 4 and time.monotonic() - started < 10
+    assert "a message began but was not whole within 2 s; closing the session" in proc.stderr.read().decode()
+    proc.stdin.close()
+
+
+def test_an_idle_session_between_messages_is_not_cut(env):
+    proc = stdio(env, "--message-timeout", "1")
+    greeting(proc)
+    time.sleep(2.5)
+    framing.write(proc.stdin, json.dumps({"jsonrpc": "2.0", "method": "echo.echo", "params": [1], "id": 1}).encode())
+    message = framing.read(proc.stdout, 1 << 20)
+    assert message is not None and json.loads(message[1])["result"] == 1
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
 
 
 def test_bad_messages_are_answered_and_the_session_goes_on(env):

@@ -255,7 +255,7 @@ def test_state_files_are_private(inst):
     assert stat.S_IMODE(htpasswd.st_mode) == 0o640 and htpasswd.st_gid == 33            # www-data's group
     with open(os.path.join(inst.state_dir, "htpasswd")) as f:
         assert all(line.split(":", 1)[1].startswith("$2y$10$") for line in f if line.strip())   # bcrypt, cost 10
-    for name in ("error.log", "access.log"):
+    for name in ("error.log", "access.log", "burnerd.log"):     # the helper's names callers and images
         assert stat.S_IMODE(os.stat(os.path.join(inst.state_dir, "log", name)).st_mode) & 0o007 == 0
 
 
@@ -285,6 +285,24 @@ def test_a_huge_struct_is_refused_not_decoded(inst):
         xmlrpc.client.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert info.value.faultCode == faults.INVALID_REQUEST
     assert "more than 10000 items" in info.value.faultString
+
+
+def test_a_stalled_upload_is_answered_within_the_timeout(inst):
+    """300 kB of an upload, then nothing: answered once Apache's Timeout (20 s) passes, not after the
+    credit mod_reqtimeout's MinRate banked (once 40.5 s), with where to resume from (what the server
+    holds: mod_python drops a read cut short, up to a chunk of 1 MiB)."""
+    auth = basic_header(inst, "demo")["Authorization"].encode()
+    head = bytearray(300000)
+    head[32769:32774] = b"CD001"
+    with socket.create_connection(("127.0.0.1", inst.port), timeout=60) as sock:
+        sock.sendall(b"PUT /clarens/images/stalled.iso HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+                     + b"\r\nContent-Length: 50000000\r\n\r\n" + bytes(head))
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert status_of(answer) == 400 and b"resume from byte" in answer, answer[:500]
+    assert waited < 25, "answered after %.1f s" % waited
+    assert re.search(rb"\r\nUpload-Offset: (0|300000)\r\n", answer), answer[:500]
 
 
 # -- slow clients -------------------------------------------------------------------------------

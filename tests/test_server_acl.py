@@ -154,6 +154,12 @@ def test_groups_prefixes_windows_and_orders_through_the_acl_module(server, admin
         assert fault.faultCode == faults.INVALID_PARAMS and "undefined group" in fault.faultString
         fault = fault_of(lambda: admin.acl.set_group("testers", []))   # still named by an entry
         assert fault.faultCode == faults.INVALID_PARAMS
+        # What the ACL files could not hold is refused, so that clarens-acl dump keeps every live change.
+        fault = fault_of(lambda: admin.acl.set_entry("probe", {"allow": ["demo"], "not_after": 99999999999999.0}))
+        assert fault.faultCode == faults.INVALID_PARAMS and "between years 1 and 9999" in fault.faultString
+        for member in ("#demo", "demo # not a comment"):
+            fault = fault_of(lambda member=member: admin.acl.set_group("testers", [member]))
+            assert fault.faultCode == faults.INVALID_PARAMS and "would begin a comment" in fault.faultString
     finally:
         for target in ("probe.add", "probe"):
             try:

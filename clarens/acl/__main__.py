@@ -42,10 +42,19 @@ from clarens.db import open_db
 from clarens.identity import ANONYMOUS, Identity
 
 
-def _open(db_dir: str):
+def _open(db_dir: str, create: bool):
+    """The live policy's database in ``db_dir`` (created only if ``create``); AclError if there is none."""
     path = os.path.join(db_dir, store.DB_NAME + ".tdb")
     existed = os.path.exists(path)
-    db = open_db(path)
+    if create and not os.path.isdir(db_dir):
+        raise AclError("db_dir %s does not exist" % db_dir)
+    if not existed and not create:
+        raise AclError("there is no live policy at %s: the server has not started with this db_dir yet, or "
+                       "--db-dir (or the configuration's db_dir) names another directory" % path)
+    try:
+        db = open_db(path)
+    except OSError as e:
+        raise AclError("cannot open %s: %s" % (path, e.strerror or e)) from None
     if not existed and os.geteuid() == 0:   # leave it to the Apache user who owns db_dir
         st = os.stat(db_dir)
         os.chown(path, st.st_uid, st.st_gid)
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None, prog: str = "python3 -m clarens.acl") ->
             policy = load_dir(acl_dir)
             print("%s: OK, %d entries, %d groups" % (acl_dir, len(policy.entries), len(policy.groups)))
             return 0
-        db = _open(db_dir)
+        db = _open(db_dir, create=args.command == "reload")
         if args.command == "reload":
             policy = store.load_files(db, acl_dir, "%s (command line)" % getpass.getuser(),
                                       store.AuditRetention(cfg.acl_audit_keep, cfg.acl_audit_days))

@@ -55,7 +55,10 @@ def parse_time(text: str) -> float:
 
 
 def format_time(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 in UTC, with microseconds when there are any: parse_time gives ``seconds`` back exactly
+    for any time the model accepts (clarens.acl.model.validate_time)."""
+    when = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict[str, Entry]) -> None:

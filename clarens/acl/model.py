@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -42,12 +43,33 @@ class AclError(ValueError):
         self.where = where
 
 
+# The ACL files take "#" at the start of a value or after whitespace as a comment: a pattern holding
+# one could be stored live but not dumped to a file (clarens.acl.files).
+_COMMENT_START = re.compile(r"(^|\s)#")
+# Validity windows: what a date in the files can say (years 1-9999, UTC), to the microsecond.
+EARLIEST, LATEST = -62135596800.0, 253402300799.0
+
+
 def validate_pattern(pattern: str) -> str:
-    """A pattern as stored: stripped; AclError if empty or with control characters."""
+    """A pattern as stored: stripped; AclError if empty, with control characters, or with a ``#``
+    the ACL files would read as a comment."""
     pattern = pattern.strip()
-    if not pattern or any(ord(c) < 32 for c in pattern):
+    if not pattern or any(ord(c) < 32 or c == "\x7f" for c in pattern):
         raise AclError("invalid identity pattern %r" % pattern)
+    if _COMMENT_START.search(pattern):
+        raise AclError("invalid identity pattern %r: a '#' at its start or after a space would begin a comment "
+                       "in an ACL file" % pattern)
     return pattern
+
+
+def validate_time(name: str, value: float | None) -> float | None:
+    """A validity bound as stored (to the microsecond); AclError unless it is a time the ACL files can hold."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not EARLIEST <= value <= LATEST:
+        raise AclError("%s must be between years 1 and 9999 (seconds %d to %d since the epoch), not %r"
+                       % (name, EARLIEST, LATEST, value))
+    return round(float(value), 6)
 
 
 class Matcher:
@@ -104,6 +126,8 @@ class Entry:
         for g in self.allow_groups + self.deny_groups:
             if not GROUP_RE.match(g):
                 raise AclError("invalid group name %r" % g)
+        self.not_before = validate_time("not_before", self.not_before)
+        self.not_after = validate_time("not_after", self.not_after)
         if self.not_before is not None and self.not_after is not None and self.not_before > self.not_after:
             raise AclError("not_before is after not_after")
         self._allow = Matcher(self.allow, self.allow_groups)

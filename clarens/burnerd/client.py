@@ -58,12 +58,14 @@ class BurnerError(Exception):
 
 class HelperUnavailable(BurnerError):
     """The helper could not be reached; ``errno`` is set when the OS gave a reason, ``timed_out``
-    when it was there but did not answer in time (hung, or far too busy)."""
+    when it was there but did not answer in time (hung, or far too busy).  ``reason`` is the
+    message without the socket's path (for those who may not know the host's paths)."""
 
-    def __init__(self, message: str, errno_: int | None = None, timed_out: bool = False):
+    def __init__(self, message: str, errno_: int | None = None, timed_out: bool = False, reason: str = ""):
         super().__init__(message)
         self.errno = errno_
         self.timed_out = timed_out
+        self.reason = reason or message
 
 
 class RequestRefused(BurnerError):
@@ -178,7 +180,7 @@ class BurnerClient:
         else:
             reason = reasons.get(e.errno, e.strerror or str(e))
         return HelperUnavailable("burner helper at %s unavailable: %s" % (self.socket_path, reason), e.errno,
-                                 isinstance(e, TimeoutError))
+                                 isinstance(e, TimeoutError), "burner helper unavailable: %s" % reason)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
@@ -207,7 +209,8 @@ class BurnerClient:
                     continue
                 if isinstance(e, OSError):
                     raise self._unavailable(e) from None
-                raise HelperUnavailable("burner helper at %s: connection lost: %s" % (self.socket_path, e)) from None
+                raise HelperUnavailable("burner helper at %s: connection lost: %s" % (self.socket_path, e),
+                                        reason="burner helper: connection lost: %s" % e) from None
             break
         self._last_used = time.monotonic()
         if response.will_close:

@@ -20,6 +20,7 @@ from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefus
 from clarens.burnerd.sockets import create_socket
 
 PYTHON = "/usr/bin/python3"
+LOG_MODE = 0o640
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -30,10 +31,15 @@ def launch(config_path: str, user: str | None, log_path: str, timeout: float = 2
     account = pwd.getpwnam(user) if user and os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
     sock = create_socket(cfg.socket, cfg.socket_mode, uid=account.pw_uid, gid=cfg.socket_gid)
     argv = [PYTHON, "-m", "clarens.burnerd.supervise", str(sock.fileno()), account.pw_name, config_path]
-    with open(log_path, "ab") as log:
+    # Its lines name callers and images: readable by its owner (and group) only, whatever the umask.
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
+    try:
+        os.fchmod(log, LOG_MODE)
         proc = subprocess.Popen(argv, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(sock.fileno(),),
                                 start_new_session=True)
+    finally:
+        os.close(log)
     sock.close()
     client = BurnerClient(cfg.socket, connect_timeout=1.0, timeout=2.0)
     deadline = time.monotonic() + timeout

@@ -67,22 +67,19 @@ class WebResponse:
         return cls.json({"error": {"code": fault.code, "message": fault.message}}, _STATUS.get(fault.code, 400))
 
 
-def request_origin(req: Any, missing_host: str = "", scheme: str | None = None) -> str:
+def request_origin(req: Any, scheme: str | None = None) -> str:
     """``scheme://host[:port]`` of a mod_python request, as the client addressed the server
-    (``missing_host`` stands in for the host when an HTTP/1.0 client sent none; ``scheme``, when
-    a trusted front end that terminated TLS says which the client used)."""
+    (``scheme``, when a trusted front end that terminated TLS says which the client used)."""
     if scheme is None:
         scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
-    return "%s://%s" % (scheme, req.headers_in.get("Host", missing_host))
+    return "%s://%s" % (scheme, req.headers_in.get("Host", ""))
 
 
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
-    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser,
-                 scheme: str | None = None):
+    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser):
         self._req = req
-        self._scheme = scheme                # as a trusted front end says the client connected
         self.ctx = ctx
         self._authorise = authorise
         self.method: str = req.method
@@ -91,11 +88,6 @@ class WebRequest:
         self.query: dict[str, list[str]] = urllib.parse.parse_qs(req.args or "")
         self.headers: Mapping[str, str] = req.headers_in
         self.bytes_read = 0
-
-    @property
-    def origin(self) -> str:
-        """``scheme://host[:port]`` as the client addressed us."""
-        return request_origin(self._req, "localhost", self._scheme)
 
     @property
     def content_length(self) -> int | None:
@@ -164,8 +156,8 @@ def login(web: WebRequest) -> WebResponse:
     password authentication says so.
     """
     page = web.query.get("to", [""])[0]
-    # Absolute, so that a browser that came with credentials in the URL leaves them behind.
-    target = "%s%s/%s" % (web.origin, web.base, page if re.fullmatch(r"[a-z0-9_]*", page) else "")
+    # A path on this server, never built from the Host header (a forged one would send the browser elsewhere).
+    target = "%s/%s" % (web.base, page if re.fullmatch(r"[a-z0-9_]*", page) else "")
     if web.ctx.identity.authenticated:
         return WebResponse.redirect(target)
     if "Authorization" in web.headers:

@@ -54,7 +54,7 @@ CHUNK = 1 << 20
 PARTIAL_PREFIX = ".partial-"
 LEGACY_PREFIX = ".upload-"     # temporary files of uploads before they were resumable
 RETRY_AFTER = 5                # seconds a client should wait when the same upload is still running
-_RANGE_RE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})\Z")
+_RANGE_RE = re.compile(r"bytes (?:([0-9]{1,20})-([0-9]{1,20})|\*)/([0-9]{1,20})\Z")   # ASCII digits only
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

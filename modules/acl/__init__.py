@@ -99,10 +99,12 @@ def set_group(name, members):
     _writable()
     if not GROUP_RE.match(name):
         raise Fault(INVALID_PARAMS, "invalid group name %r" % name)
+    if not all(isinstance(m, str) for m in members):
+        raise Fault(INVALID_PARAMS, "members must be identity patterns (strings)")
     try:
         members = [validate_pattern(m) for m in members]
-    except (AclError, AttributeError):
-        raise Fault(INVALID_PARAMS, "members must be identity patterns (strings)") from None
+    except AclError as e:
+        raise Fault(INVALID_PARAMS, str(e)) from None
 
     def edit(policy):
         if members:
