@@ -235,9 +235,9 @@ GENERATORS = {name[4:]: fn for name, fn in globals().items() if name.startswith(
 
 # -- files a case needs in the images directory ------------------------------------------------------------
 
-def make_file(inst, name: str, size: int = 40000, iso: bool = True, owner: int | None = None) -> str:
+def make_file(inst, name: bytes, size: int = 40000, iso: bool = True, owner: int | None = None) -> bytes:
     """A sparse file of SIZE bytes in the images directory, with the ISO signature if ``iso``."""
-    path = os.path.join(inst.images_dir, name)
+    path = os.path.join(inst.images_dir.encode(), name)
     with open(path, "wb") as f:
         f.truncate(size)
         if iso:
@@ -254,18 +254,19 @@ def run_setup(inst, lines: list) -> list:
     made = []
     for line in lines:
         action, *args = line.split()
-        path = os.path.join(inst.images_dir, args[0])
+        name = unescape(args[0])            # \xNN: a name that is not UTF-8
+        path = os.path.join(inst.images_dir.encode(), name)
         made.append(path)
         if action == "iso":
-            make_file(inst, args[0], int(args[1]) if len(args) > 1 else 40000)
+            make_file(inst, name, int(args[1]) if len(args) > 1 else 40000)
         elif action == "file":
-            make_file(inst, args[0], iso=False)
+            make_file(inst, name, iso=False)
         elif action == "rootiso":
-            make_file(inst, args[0], owner=0)
+            make_file(inst, name, owner=0)
         elif action == "symlink":
             os.symlink(args[1], path)
         elif action == "hardlink":
-            os.link(os.path.join(inst.images_dir, args[1]), path)
+            os.link(os.path.join(inst.images_dir.encode(), unescape(args[1])), path)
         elif action == "fifo":
             os.mkfifo(path)
         elif action == "dir":

@@ -1,11 +1,14 @@
 """The burner service through the real Apache, with the real helper, xorriso and a stdio: drive."""
 
 import hashlib
+import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 import xmlrpc.client
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from clarens import faults, procfs
 from clarens.dev import devpki
 from tests.burning import wait_helper, wait_job
-from tests.helpers import ROOT, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
+from tests.helpers import ROOT, basic_header, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +214,8 @@ def test_a_hung_helper_fails_calls_fast(server, proxy, anon):
             fault = fault_of(call)
             assert fault.faultCode == faults.SERVICE_UNAVAILABLE and "did not answer in time" in fault.faultString
             assert time.monotonic() - started < 10          # not Apache's 60 s, nor the old 30 s
+            assert server.state_dir not in fault.faultString    # where its socket is: administrators only
+        assert server.helper_socket in fault_of(cert_proxy(server, "demo-admin").burner.drives).faultString
         assert anon.echo.echo("unaffected") == "unaffected"
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -247,3 +252,65 @@ def test_admin_status_command(server):
     out = subprocess.run(["/usr/bin/python3", "-m", "clarens.burnerd", "status", "--config", server.burnerd_conf],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "sim0" in out.stdout
+
+
+def test_listing_never_reads_images_and_odd_names_never_break_it(server, proxy):
+    """A 50 GB (sparse) image put in by hand: listed at once with hashing progress, hashed in the
+    background, the hashing stopped when it goes; names that are not printable UTF-8 left out, with
+    one log line, in both protocols, batches and multicalls."""
+    images = server.images_dir
+    big, hand = os.path.join(images, "big-sparse.iso"), os.path.join(images, "a-by-hand.iso")
+    odd = [os.path.join(images.encode(), b"bad\xff.iso"), os.path.join(images, "x\ufffe.iso").encode()]
+    with open(big, "wb") as f:
+        f.truncate(50 * 10**9)
+    data = os.urandom(3 * 10**6)
+    with open(hand, "wb") as f:
+        f.write(data)
+    for path in odd:
+        with open(path, "wb") as f:
+            f.write(b"odd")
+    with open(server.error_log, "rb") as f:
+        mark = f.seek(0, 2)
+    try:
+        started = time.monotonic()
+        listed = {i["name"]: i for i in proxy.burner.images()}
+        assert time.monotonic() - started < 1.0               # what the issue asks: never the file's contents
+        assert listed["big-sparse.iso"]["sha256"] == "" and listed["big-sparse.iso"]["size"] == 50 * 10**9
+        assert set(listed["big-sparse.iso"]["hashing"]) == {"percent", "bytes"}
+        assert not {n for n in listed if "bad" in n or "\ufffe" in n}
+        batch = [{"jsonrpc": "2.0", "method": "burner.images", "id": 1}, {"jsonrpc": "2.0", "method": "echo.echo",
+                                                                            "params": [1], "id": 2}]
+        status, body = json_call(server, batch)
+        assert status == 200 and [len(r["result"]) > 0 if r["id"] == 1 else r["result"] for r in body] == [True, 1]
+        assert [type(r) for r in proxy.system.multicall([{"methodName": "burner.images", "params": []}])] == [list]
+        deadline = time.monotonic() + 60                      # the small one is hashed first (name order)
+        while (record := {i["name"]: i for i in proxy.burner.images()}["a-by-hand.iso"])["sha256"] == "":
+            assert time.monotonic() < deadline, record
+            time.sleep(0.2)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["hashing"] is None
+        while {i["name"]: i for i in proxy.burner.images()}["big-sparse.iso"]["hashing"]["bytes"] == 0:
+            assert time.monotonic() < deadline, "no progress on the big image"
+            time.sleep(0.2)
+    finally:
+        for path in [big, hand] + odd:
+            os.unlink(path)
+    deadline = time.monotonic() + 10                         # a file gone: its hashing stops
+    while [p for p in procfs.pids() if b"clarens.web.digests" in b" ".join(procfs.cmdline(p))
+           and server.db_dir.encode() in b" ".join(procfs.cmdline(p))]:
+        assert time.monotonic() < deadline, "the background hashing went on after the image was deleted"
+        time.sleep(0.2)
+    with open(server.error_log, "rb") as f:
+        f.seek(mark)
+        log = f.read().decode("utf-8", "replace")
+    # one line per name and child, however many listings (Apache's log doubles the backslash)
+    for name in (r"'bad\\+udcff\.iso'", r"'x\\+ufffe\.iso'"):
+        pids = re.findall(r"\[pid (\d+)[^\n]*left out of the listing: " + name, log)
+        assert pids and len(pids) == len(set(pids)), (name, pids)
+
+
+def json_call(inst, payload) -> tuple[int, object]:
+    """A JSON-RPC request as the demo user: (HTTP status, decoded answer)."""
+    request = urllib.request.Request(inst.url, json.dumps(payload).encode(), {
+        "Content-Type": "application/json", **basic_header(inst, "demo")})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())

@@ -67,7 +67,7 @@ def _startup_init(config, dbs, log):
     db = dbs.open("burner")
     _settings.update(helpers=helpers, cluster=any(h.host for h in helpers.values()), db=db,
                      admin_group=config.get("admin_group", "admins"), log=log,
-                     store=ImageStore(images_dir, db, uploads), swept=time.monotonic())
+                     store=ImageStore(images_dir, db, uploads, log), swept=time.monotonic())
     if not os.path.isdir(images_dir):
         log.warning("images_dir %s does not exist: uploads and burns will fail until it does", images_dir)
     once_per_server("burner-sweep", _sweep)
@@ -129,7 +129,9 @@ class Helper:
             if e.timed_out:
                 self.hung_until = time.monotonic() + HUNG_PAUSE
             where = "drive host %s: " % self.host if self.host else ""
-            raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: %s%s" % (where, e)) from None
+            # Only administrators see where the socket is: paths tell an attacker about the host.
+            raise Fault(SERVICE_UNAVAILABLE, "burner unavailable: %s%s" % (where, e if _caller()[1] else e.reason)) \
+                from None
         except RequestRefused as e:
             raise Fault(INVALID_PARAMS if e.status in (400, 404) else APPLICATION_ERROR,
                         "%s: %s" % (e.code, e.message)) from None
@@ -169,7 +171,7 @@ def _job_ref(job_id: int | str) -> tuple[Helper, int]:
     if isinstance(job_id, str):
         host, _, number = job_id.rpartition(":")
     helper = _settings["helpers"].get(host)
-    if helper is None or not str(number).isdigit() or int(number) > 2 ** 62:
+    if helper is None or not (str(number).isascii() and str(number).isdigit()) or int(number) > 2 ** 62:
         raise Fault(INVALID_PARAMS, "job_not_found: there is no job %s of yours" % ascii(job_id))
     return helper, int(number)
 
@@ -284,8 +286,10 @@ def drives():
 
 
 def images():
-    """Return the images that can be burned: [{name, size, sha256, uploaded, uploaded_by}].
-    Upload one with HTTP PUT /clarens/images/NAME."""
+    """Return the images that can be burned: [{name, size, sha256, uploaded, uploaded_by, hashing}].
+    Upload one with HTTP PUT /clarens/images/NAME.  An image put into the images directory some other
+    way is hashed in the background: until then its sha256 is "" and hashing is {percent, bytes}
+    (null once it is known)."""
     _sweep_if_due()
     return _settings["store"].list()
 

@@ -4,15 +4,18 @@ Uploads go through :class:`clarens.web.uploads.Uploads` (resumable, streamed to
 disk, hashed on the way, linked into place atomically, never over an existing
 image); this module adds what an image is (an ISO 9660 file with an acceptable
 name) and keeps size, SHA-256, upload time and uploader in tdb per image.  An
-image that was put in the directory some other way is hashed when first listed.
-Files are examined through a descriptor opened without following symlinks, so a
-name swapped for a symlink or a FIFO is skipped, never followed or blocked on.
+image that was put in the directory some other way is hashed in the background
+(:mod:`clarens.web.digests`): until then it is listed with ``hashing`` progress and
+no SHA-256, so a listing costs a ``stat`` and a tdb read per file, whatever the
+images' sizes.  Names that are not printable UTF-8 (bytes that are not UTF-8, U+FFFE...)
+are left out of the listing, with one log line each, rather than break it for
+everyone.  Files are examined without following symlinks.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
+import logging
 import os
 import re
 import stat
@@ -21,12 +24,12 @@ from typing import Callable
 from clarens import text
 from clarens.db import Database
 from clarens.faults import INVALID_PARAMS, Fault
-from clarens.web.uploads import CHUNK, ContentRange, Finished, Progress, Uploads
+from clarens.web.digests import Digests, current, listable
+from clarens.web.uploads import ContentRange, Finished, Progress, Uploads
 
 ISO_MAGIC, ISO_MAGIC_OFFSET = b"CD001", 32769
 NAME_RULES = "1-200 characters ending in .iso, without '/', a leading '.', or control or formatting characters"
 _NAME_RE = re.compile(r"[^/.][^/]{0,195}\.[iI][sS][oO]\Z")
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def check_name(name: str) -> str:
@@ -52,57 +55,52 @@ def _utc(seconds: float) -> datetime.datetime:
 class ImageStore:
     """Images in ``directory`` with their metadata in ``db``; uploads through ``uploads``."""
 
-    def __init__(self, directory: str, db: Database, uploads: Uploads):
+    REPORTED = 100            # odd names logged per process, at most
+
+    def __init__(self, directory: str, db: Database, uploads: Uploads, log: logging.Logger):
         self.directory = directory
         self.db = db
         self.uploads = uploads
+        self.log = log
+        self.digests = Digests(directory, db, "image:")
+        self._reported: set[str] = set()
 
-    def _describe(self, name: str, st: os.stat_result) -> dict | None:
-        """The public record of an image, hashing it first if its metadata is missing or stale
-        (None if the file changed under its name meanwhile)."""
-        meta = self.db.get("image:" + name)
-        if not meta or (meta["size"], meta["ino"], meta["mtime_ns"]) != (st.st_size, st.st_ino, st.st_mtime_ns):
-            digest = self._hash(name, st)
-            if digest is None:
-                return None
-            meta = {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "sha256": digest,
-                    "uploaded": st.st_mtime, "by": ""}
-            self.db.put("image:" + name, meta)
-        return {"name": name, "size": meta["size"], "sha256": meta["sha256"], "uploaded": _utc(meta["uploaded"]),
-                "uploaded_by": meta["by"]}
+    def _describe(self, name: str, st: os.stat_result) -> dict:
+        """The public record of an image: its SHA-256 if known for the file as it is now, else
+        ``hashing`` progress ({percent, bytes}) and a background process asked to compute it."""
+        meta = self.digests.known(name)
+        if meta is not None and current(meta, st):
+            return {"name": name, "size": st.st_size, "sha256": meta["sha256"],
+                    "uploaded": _utc(meta.get("uploaded", st.st_mtime)), "uploaded_by": meta.get("by", ""),
+                    "hashing": None}
+        self.digests.request()
+        progress = self.digests.progress() or {}
+        done = progress.get("bytes", 0) if progress.get("name") == name else 0
+        return {"name": name, "size": st.st_size, "sha256": "", "uploaded": _utc(st.st_mtime), "uploaded_by": "",
+                "hashing": {"percent": int(100 * done / st.st_size) if st.st_size else 0, "bytes": done}}
 
-    def _hash(self, name: str, st: os.stat_result) -> str | None:
-        """SHA-256 of the regular file ``name`` if it is still the inode ``st`` describes."""
-        try:
-            fd = os.open(os.path.join(self.directory, name), _OPEN_FLAGS)
-        except OSError:
-            return None
-        try:
-            now = os.fstat(fd)
-            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                return None
-            digest = hashlib.sha256()
-            offset = 0
-            while data := os.pread(fd, CHUNK, offset):
-                digest.update(data)
-                offset += len(data)
-            return digest.hexdigest()
-        finally:
-            os.close(fd)
+    def _visible(self, name: str) -> bool:
+        """Whether ``name`` may be listed; the first time one may not, one log line says so."""
+        if listable(name):
+            return True
+        if not name.startswith(".") and name not in self._reported and len(self._reported) < self.REPORTED:
+            self._reported.add(name)
+            self.log.warning("images_dir holds a file whose name is not printable UTF-8, left out of the listing: "
+                             "%s", ascii(name))
+        return False
 
     def list(self) -> list[dict]:
-        """Every image (regular, non-hidden files), sorted by name."""
+        """Every image (regular, visible files with printable names), sorted by name."""
         out = []
         for name in sorted(os.listdir(self.directory)):
-            if name.startswith("."):
+            if not self._visible(name):
                 continue
             try:
                 st = os.lstat(os.path.join(self.directory, name))
             except FileNotFoundError:
                 continue
-            record = self._describe(name, st) if stat.S_ISREG(st.st_mode) else None
-            if record is not None:
-                out.append(record)
+            if stat.S_ISREG(st.st_mode):
+                out.append(self._describe(name, st))
         return out
 
     def get(self, name: str) -> dict:
@@ -111,10 +109,9 @@ class ImageStore:
             st = os.lstat(os.path.join(self.directory, check_name(name)))
         except FileNotFoundError:
             st = None
-        record = self._describe(name, st) if st is not None and stat.S_ISREG(st.st_mode) else None
-        if record is None:
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise Fault(INVALID_PARAMS, "there is no image %s" % ascii(name))
-        return record
+        return self._describe(name, st)
 
     def status(self, name: str, who: str) -> Progress | None:
         """How much of image ``name`` the server holds (for ``who``'s upload of it)."""

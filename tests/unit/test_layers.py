@@ -18,7 +18,7 @@ LAYERS = [
     ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.config", "clarens.log", "clarens.db",
                 "clarens.faultlog", "clarens.refusals", "clarens.once", "clarens.identity", "clarens.signatures",
                 "clarens.acl", "clarens.acl.model", "clarens.acl.files", "clarens.web", "clarens.web.uploads",
-                "clarens.text", "clarens.framing", "clarens.proxies"}),
+                "clarens.web.digests", "clarens.text", "clarens.framing", "clarens.proxies"}),
     ("registry/ACL", {"clarens.registry", "clarens.loader", "clarens.acl.store"}),
     ("dispatcher", {"clarens.context", "clarens.dispatch"}),
     ("codecs", {"clarens.protocol", "clarens.protocol.xmlrpc", "clarens.protocol.xmlrpc_fast",

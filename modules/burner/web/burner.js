@@ -42,7 +42,8 @@
           el("span", {class: "muted small"}, bytes(image.size)),
           el("button", {type: "button", class: "danger", onclick: () => removeImage(image.name)}, "Delete")),
         el("dl", {class: "kv small"},
-          el("dt", {}, "SHA-256"), el("dd", {class: "mono hash"}, image.sha256),
+          el("dt", {}, "SHA-256"), el("dd", {class: "mono hash"}, image.hashing
+            ? "being computed (" + image.hashing.percent + "%)" : image.sha256),
           el("dt", {}, "Uploaded"), el("dd", {}, when(image.uploaded) +
                                             (image.uploaded_by ? " by " + image.uploaded_by : "")))))
       : [el("li", {class: "empty"}, "No images yet: upload an ISO image above.")]));

@@ -1,0 +1,53 @@
+"""Digests of files put into a directory by hand: computed by a background process, never in a listing."""
+
+import hashlib
+import os
+
+from clarens.db import open_db
+from clarens.web import digests
+
+
+def make(directory, name, data):
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_run_hashes_what_lacks_a_digest_and_skips_odd_names(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    make(images, "a.iso", b"a" * 10_000_000)
+    make(images, "b.iso", b"b")
+    make(images, ".partial-x", b"hidden")
+    make(images, "bad\udcff.iso".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape"), b"odd")
+    os.mkdir(images / "dir.iso")
+    store = digests.Digests(str(images), open_db(str(tmp_path / "burner.tdb")), "image:")
+    assert store.run() == 2
+    assert store.known("a.iso")["sha256"] == hashlib.sha256(b"a" * 10_000_000).hexdigest()
+    assert digests.current(store.known("b.iso"), os.lstat(images / "b.iso"))
+    assert store.progress() is None and store.known(".partial-x") is None
+    assert store.run() == 0                                 # nothing left to do
+    make(images, "b.iso", b"changed")                       # a file replaced: stale, hashed again
+    assert not digests.current(store.known("b.iso"), os.lstat(images / "b.iso"))
+    assert store.run() == 1 and store.known("b.iso")["sha256"] == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_a_second_process_leaves_the_work_to_the_first(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    make(images, "a.iso", b"a")
+    store = digests.Digests(str(images), open_db(str(tmp_path / "b.tdb")), "image:")
+    fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT)
+    import fcntl
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert store.run() == 0 and store.request() is False
+    finally:
+        os.close(fd)
+
+
+def test_listable_names():
+    assert digests.listable("disc.iso") and digests.listable("café.iso")
+    assert not digests.listable(".partial-1") and not digests.listable("bad\udcff.iso")
+    assert not digests.listable("x\ufffe.iso") and not digests.listable("a\u202eb.iso")
