@@ -14,33 +14,23 @@ from clarens.dev.instance import ROOT, Instance, InstanceError
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
 
 # Served by the same Apache, beside /clarens, preloaded like the host, and behind the same
-# access configuration as /clarens in the private instance (optional Basic
-# authentication: an expression and authorisation providers Apache evaluates on
-# every request), so that only the handler differs.
+# access configuration as /clarens in the private instance (Require all granted: the host
+# checks passwords itself), so that only the handler differs.
 _REFERENCE_LOCATION = """<Location /bench/%(name)s>
     SetHandler mod_python
     PythonHandler bench.handlers.%(module)s
     PythonAutoReload Off
     PythonDebug Off
-    AuthType Basic
-    AuthName "Clarens"
-    AuthBasicProvider file
-    AuthUserFile "%(state)s/htpasswd"
-    <If "-n req('Authorization')">
-        Require valid-user
-    </If>
-    <Else>
-        Require all granted
-    </Else>
+    Require all granted
 </Location>
 """
 
 
-def references_conf(state_dir: str) -> str:
-    """The reference handlers' Apache configuration for an instance in ``state_dir``."""
+def references_conf() -> str:
+    """The reference handlers' Apache configuration."""
     return ("# --- benchmark references (bench/servers.py) ---\n"
             "PythonImport bench.handlers.fixed clarens\nPythonImport bench.handlers.parse_marshal clarens\n"
-            + "".join(_REFERENCE_LOCATION % {"name": name, "module": module, "state": state_dir}
+            + "".join(_REFERENCE_LOCATION % {"name": name, "module": module}
                       for name, module in (("fixed", "fixed"), ("parse", "parse_marshal"))))
 
 
@@ -73,7 +63,7 @@ def instance(state_dir: str, port: int, access_control: bool = True, burner: boo
 
 def apache(state_dir: str, port: int, access_control: bool = True) -> Instance:
     """An Instance serving Clarens, the static file and the reference handlers (not started)."""
-    inst = instance(state_dir, port, access_control, extra_conf=references_conf(os.path.abspath(state_dir)))
+    inst = instance(state_dir, port, access_control, extra_conf=references_conf())
     os.makedirs(os.path.join(inst.state_dir, "htdocs"), exist_ok=True)
     with open(os.path.join(inst.state_dir, "htdocs", targets.STATIC_FILE), "wb") as f:
         f.write(b"x" * (targets.STATIC_SIZE - 1) + b"\n")

@@ -1,12 +1,14 @@
 """``clarens-admin``: the administrator's chores on a host where Clarens is installed as a package.
 
-Basic authentication is Apache's (``AuthUserFile /etc/clarens/htpasswd``), so its
-users live in an htpasswd file that Apache's children must read and nobody else
-may: ``root:www-data 0640``, bcrypt hashes.  Editing it by hand with ``htpasswd``
-is easy to get wrong (``-c`` truncates, the password lands in the shell history
-with ``-b``, a new file gets the umask's mode), hence ``user add|del|list``: the
-password is read from the terminal (or one line of standard input) and handed to
-``htpasswd -i`` on its standard input, never on a command line.
+Password users live in the htpasswd file named by ``[server] htpasswd`` in
+``clarens.conf`` (``/etc/clarens/htpasswd``), which the host checks passwords
+against; Apache's children must read it and nobody else may: ``root:www-data
+0640``, bcrypt hashes.  Editing it by hand with ``htpasswd`` is easy to get wrong
+(``-c`` truncates, the password lands in the shell history with ``-b``, a new file
+gets the umask's mode), hence ``user add|del|list``: the password is read from the
+terminal (or one line of standard input) and handed to ``htpasswd -i`` on its
+standard input, never on a command line.  Names are UTF-8 (``ädmin``, ``管理者``),
+stored in Unicode normal form C, as the host compares them.
 
 ``apache-conf`` prints the Apache include rendered from ``/etc/clarens/clarens.conf``,
 which carries its body limits and process pool: after changing those, write it to
@@ -30,13 +32,12 @@ import sys
 
 from clarens import apacheconf
 from clarens import config as config_mod
+from clarens.identity import normal_name, reserved
 
-HTPASSWD = apacheconf.HTPASSWD
+HTPASSWD = config_mod.SERVER_DEFAULTS["htpasswd"]
 HTPASSWD_TOOL = "/usr/bin/htpasswd"
 APACHE_GROUP = "www-data"
-BCRYPT_COST = 10        # 2^10 rounds: about 50 ms of CPU for each request that carries a password
-# Names Clarens refuses from Apache (clarens.identity): they could pass for another kind of identity.
-RESERVED = ("anonymous", "authenticated")
+BCRYPT_COST = 10        # 2^10 rounds: about 50 ms of CPU for each password the host checks
 
 
 class AdminError(Exception):
@@ -44,10 +45,11 @@ class AdminError(Exception):
 
 
 def check_name(name: str) -> str:
-    """``name`` if Apache and Clarens both accept it as a user name, else AdminError saying why."""
-    if not name or len(name) > 255:
-        raise AdminError("a user name has 1 to 255 characters")
-    if name in RESERVED or name.startswith(("/", "unix:")):
+    """``name`` in normal form C, if Clarens accepts it as a user name; else AdminError saying why."""
+    name = normal_name(name)
+    if not name or len(name.encode("utf-8")) > 255:
+        raise AdminError("a user name has 1 to 255 bytes of UTF-8")
+    if reserved(name):
         raise AdminError("%r could pass for another kind of identity (a certificate's DN, an OS user or a "
                          "special name); Clarens refuses it" % name)
     if ":" in name or any(c.isspace() or not c.isprintable() for c in name):
@@ -56,10 +58,10 @@ def check_name(name: str) -> str:
 
 
 def users(path: str = HTPASSWD) -> list[str]:
-    """The user names in the htpasswd file at ``path`` (none if it does not exist)."""
+    """The user names in the htpasswd file at ``path`` (none if it does not exist), in normal form C."""
     try:
         with open(path, encoding="utf-8") as f:
-            return [line.split(":", 1)[0] for line in f if ":" in line]
+            return [normal_name(line.split(":", 1)[0]) for line in f if ":" in line]
     except FileNotFoundError:
         return []
 
@@ -107,6 +109,7 @@ def set_password(name: str, password: str, path: str = HTPASSWD, group: str = AP
 
 def delete(name: str, path: str = HTPASSWD, group: str = APACHE_GROUP) -> None:
     """Remove user ``name`` from the htpasswd file at ``path``."""
+    name = normal_name(name)
     if name not in users(path):
         raise AdminError("no user %r in %s" % (name, path))
     out = subprocess.run([HTPASSWD_TOOL, "-D", path, name], capture_output=True, text=True)
@@ -115,26 +118,36 @@ def delete(name: str, path: str = HTPASSWD, group: str = APACHE_GROUP) -> None:
     _secure(path, group)
 
 
+def htpasswd_path(config: str) -> str:
+    """The htpasswd file the host at ``config`` checks passwords against (``[server] htpasswd``);
+    AdminError if it takes none."""
+    path = config_mod.load(config if os.path.exists(config) else None).htpasswd
+    if path is None:
+        raise AdminError("%s sets no htpasswd file: this host takes no passwords" % config)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module's documentation); the exit status."""
     parser = argparse.ArgumentParser(prog="clarens-admin",
-                                     description="Clarens administration: Basic-authentication users, the Apache "
-                                                 "include.",
+                                     description="Clarens administration: password users, the Apache include.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[-6:]))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    user = commands.add_parser("user", help="Basic-authentication users (%s)" % HTPASSWD)
+    user = commands.add_parser("user", help="password users (the htpasswd file of clarens.conf, %s)" % HTPASSWD)
     user.add_argument("action", choices=("add", "passwd", "del", "list"))
     user.add_argument("name", nargs="?")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    user.add_argument("--file", default=HTPASSWD, help=argparse.SUPPRESS)     # for tests
+    user.add_argument("--file", help=argparse.SUPPRESS)     # for tests: this file, whatever the configuration says
     conf = commands.add_parser("apache-conf", help="print the Apache include rendered from clarens.conf")
-    conf.add_argument("--config", default=config_mod.SYSTEM_CONFIG)
+    for command in (user, conf):
+        command.add_argument("--config", default=config_mod.SYSTEM_CONFIG, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
         if args.command == "apache-conf":
             sys.stdout.write(apacheconf.render_system(args.config, package=True))
             return 0
+        args.file = args.file or htpasswd_path(args.config)
         if args.action == "list":
             if args.name:
                 parser.error("user list takes no name")
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             delete(args.name, args.file)
             print("deleted %s" % args.name)
             return 0
+        args.name = check_name(args.name)
         exists = args.name in users(args.file)
         if args.action == "add" and exists:
             raise AdminError("%s already exists (clarens-admin user passwd %s changes the password)"

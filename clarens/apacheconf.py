@@ -18,8 +18,8 @@ output for the shipped ``conf/clarens.conf``; a test keeps them equal).  With
 ``--package`` it prints the one the Debian package installs (rendered when the
 package is built, and again by ``clarens-admin apache-conf`` after a change): it
 names ``/etc/clarens/clarens.conf``, needs no ``PythonPath`` (clarens is installed
-in Python's own path), refuses any MPM but prefork, and switches Basic
-authentication on, over HTTPS only, against ``/etc/clarens/htpasswd``.
+in Python's own path) and refuses any MPM but prefork.  Neither checks passwords:
+the host does (``[server] htpasswd``, :mod:`clarens.credentials`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ def shipped(*parts: str) -> str:
 
 SYSTEM_TEMPLATE = shipped("apache", "clarens.conf.in")
 PACKAGE_CONFIG = config_mod.SYSTEM_CONFIG
-HTPASSWD = "/etc/clarens/htpasswd"
 RPC_SLACK = 65536                 # bytes over max_body that Apache lets through to the host
 IMAGES_MODULE, IMAGES_KEY = "burner", "max_image_mb"
 
@@ -150,16 +149,6 @@ CHECKOUT_LAYOUT = {
     Define CLARENS_ROOT %(root)s
 </IfDefine>""",
     "PYTHON_PATH": "    PythonPath \"['${CLARENS_ROOT}'] + sys.path\"",
-    "BASIC_AUTH": """\
-        # Optional Basic authentication: checked when a client sends credentials,
-        # anonymous otherwise (a2enmod auth_basic authn_file).  Use it over HTTPS.
-        # AuthType Basic
-        # AuthName "Clarens"
-        # AuthBasicProvider file
-        # AuthUserFile /etc/clarens/htpasswd
-        # <If "-n req('Authorization')">
-        #     Require valid-user
-        # </If>""",
     "CLIENT_CERTIFICATES": """\
 # Client certificates: in your SSL virtual host (a2enmod ssl), trust the CA that
 # issues your users' certificates and ask for one, optionally:
@@ -184,25 +173,8 @@ PACKAGE_LAYOUT = {
     Error "Clarens needs the prefork MPM: a2dismod mpm_event mpm_worker && a2enmod mpm_prefork"
 </IfModule>""",
     "PYTHON_PATH": "    # (clarens itself is in Python's own path, /usr/lib/python3/dist-packages)",
-    "BASIC_AUTH": """\
-        # Basic authentication: checked when a client sends a password (anonymous
-        # otherwise) against %(htpasswd)s, which clarens-admin user add|del|list
-        # manages.  Passwords are accepted over HTTPS only (a2ensite clarens-ssl): a
-        # request sending one over plain HTTP is refused with 403.  To accept them over
-        # HTTP too (a closed network), delete the first <If> and make <ElseIf> an <If>.
-        AuthType Basic
-        AuthName "Clarens"
-        AuthBasicProvider file
-        AuthUserFile %(htpasswd)s
-        <If "-n req('Authorization') && %%{HTTPS} != 'on'">
-            Require all denied
-            ErrorDocument 403 "403 Forbidden: passwords are accepted over https only"
-        </If>
-        <ElseIf "-n req('Authorization')">
-            Require valid-user
-        </ElseIf>""",
     "CLIENT_CERTIFICATES": """\
-# HTTPS, with client certificates and the passwords above: the site clarens-ssl,
+# HTTPS, with client certificates (and passwords): the site clarens-ssl,
 # /etc/apache2/sites-available/clarens-ssl.conf (a2enmod ssl && a2ensite clarens-ssl).""",
 }
 
@@ -218,7 +190,7 @@ def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/op
     config_path = os.path.abspath(config_path)
     if package:
         named = PACKAGE_CONFIG
-        layout = {k: v % {"htpasswd": HTPASSWD} for k, v in PACKAGE_LAYOUT.items()}
+        layout = dict(PACKAGE_LAYOUT)
     else:
         named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
         layout = {k: v % {"root": root} if "%(root)s" in v else v for k, v in CHECKOUT_LAYOUT.items()}

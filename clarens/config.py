@@ -49,6 +49,8 @@ SERVER_DEFAULTS = {
     "spare_workers": "96",
     "cluster": "off",
     "trusted_proxies": "",
+    "htpasswd": "/etc/clarens/htpasswd",
+    "passwords_over_http": "off",
 }
 
 
@@ -136,6 +138,10 @@ class ServerConfig:
         self.log_lines = self.server.get_int("log_lines", minimum=1)
         # One of several hosts behind a front end: the ACL files are the only source of the policy.
         self.cluster = self.server.get_bool("cluster")
+        # Passwords: the htpasswd file the host checks them against (None: it takes none).
+        self.htpasswd = os.path.normpath(os.path.join(base, server["htpasswd"])) if server["htpasswd"].strip() \
+            else None
+        self.passwords_over_http = self.server.get_bool("passwords_over_http")
         try:   # the front ends whose forwarding headers (client DN, address) are believed
             self.trusted_proxies = proxies.parse(server["trusted_proxies"])
         except ValueError as e:

@@ -74,7 +74,7 @@ def handler(req) -> int:
         try:
             ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL, None, via)
         except IdentityRefused as e:
-            return _refused(req, host, codec, route is None, e)
+            return _refused(req, host, codec, route is None, e, via)
         token = context.activate(ctx)
         try:
             if route is not None:
@@ -126,23 +126,49 @@ def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = 
              via: Forwarded | None = None) -> context.CallContext:
     """A request's CallContext: the caller identified from ``req`` (unless given), calling from
     where a trusted front end (``via``) says it is.  IdentityRefused for credentials this server refuses."""
+    address = via.address if via is not None else None
     if caller is None:
-        caller = identity_mod.from_request(req, host.config.cert_require, via)
-    return serving.context_for(host, req, protocol, caller, via.address if via is not None else None)
+        caller = _identify(host, req, via, address or req.useragent_ip)
+    return serving.context_for(host, req, protocol, caller, address)
 
 
-def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused) -> int:
+def _identify(host: host_mod.Host, req, via: Forwarded | None, address: str) -> Identity:
+    """Who ``req`` comes from: a certificate or a user some Apache module authenticated
+    (:mod:`clarens.identity`), else what its ``Authorization`` header proves (:mod:`clarens.credentials`,
+    which also names the user in the access log), else anonymous."""
+    caller = identity_mod.from_request(req, host.config.cert_require, via)
+    if caller is not identity_mod.ANONYMOUS:
+        return caller
+    authorization = req.headers_in.get("Authorization")
+    if not authorization:
+        return caller
+    if host.credentials is None:
+        raise IdentityRefused("credentials cannot be checked now (see the server's error log)", 503)
+    secure = (via.scheme if via is not None and via.scheme else routes.request_scheme(req)) == "https"
+    proven = host.credentials.authorization(authorization, address, secure)
+    if proven is None:
+        return caller       # a scheme for another Apache module, which let the request through
+    req.user = identity_mod.to_apache(proven.name)
+    return proven
+
+
+def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused, via: Forwarded | None) -> int:
     """The one answer to credentials this server refuses: logged, then a fault in the request's
-    protocol (an RPC fault, a plain 403 for the discovery page, a JSON error for a web route)."""
+    protocol (an RPC fault, a plain text for the discovery page, a JSON error for a web route),
+    with the status and headers a refusal of :mod:`clarens.credentials` asks for (401 and a
+    challenge for a wrong password, 429 and Retry-After when throttled...)."""
     fault = Fault(faults.ACCESS_DENIED, "credentials refused: %s" % error)
-    host.refusals.refuse("credentials", req.useragent_ip, "%s: %s" % (req.useragent_ip, fault.message))
+    address = via.address if via is not None and via.address else req.useragent_ip
+    host.refusals.refuse(error.kind, address, "%s: credentials refused: %s" % (address, error.detail))
+    for key, value in error.headers.items():
+        req.headers_out[key] = value
     if codec is not None:
-        return _fault_response(req, codec, fault, apache.HTTP_OK)
+        return _fault_response(req, codec, fault, error.status or apache.HTTP_OK)
     if page:
-        return _plain(req, apache.HTTP_FORBIDDEN, "Refused: %s\n" % error)
+        return _plain(req, error.status or apache.HTTP_FORBIDDEN, "Refused: %s\n" % error)
     response = routes.WebResponse.fault(fault)
     req.headers_out["Connection"] = "close"    # any body stays unread
-    return _send(req, response.status, response.content_type, response.body, flush=True)
+    return _send(req, error.status or response.status, response.content_type, response.body, flush=True)
 
 
 def _cross_site(req, via: Forwarded | None) -> str | None:

@@ -13,11 +13,12 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader, once, refusals
+from clarens import db, loader, once, passwords, refusals, throttle
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
 from clarens.acl.store import Guard
+from clarens.credentials import Credentials
 from clarens.dispatch import Dispatcher
 from clarens.loader import ServiceModule
 from clarens.protocol import Limits
@@ -40,6 +41,7 @@ class Host:
         self.refusals = refusals.RefusalLog(os.path.join(config.db_dir, refusals.FILE_NAME), log,
                                             config.log_interval, config.log_lines)
         self.guard: Guard | None = None
+        self.credentials: Credentials | None = None   # set by install_credentials; None: none can be checked
         self.routes: dict[str, routes.Route] = {}
         self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation
         self.started = time.time()
@@ -105,6 +107,26 @@ class Host:
             self.guard.refresh()
         self.dispatcher.authorise = self.guard.authorise
 
+    def install_credentials(self) -> None:
+        """Passwords checked by this host against ``[server] htpasswd``, throttled in ``throttle.tdb``,
+        which every child shares (:mod:`clarens.credentials`).  Without that file, no credentials can be
+        checked: each request carrying some is refused (503), and the error log says why."""
+        cfg = self.config
+        try:
+            counts = throttle.Throttle(self.dbs.open(throttle.DB_NAME))
+        except (OSError, RuntimeError) as e:
+            self.log.critical("cannot open %s (%s): every request with a password will be refused",
+                              self.dbs.path(throttle.DB_NAME), e)
+            return
+        checker = None
+        if cfg.htpasswd:
+            checker = passwords.Checker(passwords.Htpasswd(cfg.htpasswd),
+                                        passwords.Turns(cfg.db_dir, "password-check", passwords.CHECKS_AT_ONCE,
+                                                        passwords.TURN_WAIT))
+        # A quarter of the workers at most sleep on throttled attempts: the rest are answered at once.
+        tarpits = passwords.Turns(cfg.db_dir, "tarpit", max(1, cfg.workers // 4))
+        self.credentials = Credentials(checker, counts, tarpits, cfg.passwords_over_http)
+
     def _init_args(self, name: str) -> tuple:
         return self.config.for_module(name), self.dbs, log_mod.for_module(name)
 
@@ -140,6 +162,7 @@ def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod
             host.install_access_control()
         else:
             log.warning("access_control = off: every method is open to every caller")
+        host.install_credentials()
         host.load_modules()
         return host
 

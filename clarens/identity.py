@@ -4,10 +4,11 @@ Sources, in order:
 
 1. a TLS client certificate that mod_ssl verified (``SSL_CLIENT_VERIFY`` is
    ``SUCCESS``): the identity is its subject DN in the ``/C=../O=../CN=..`` form;
-2. a user that Apache itself authenticated (``AuthType Basic`` with an htpasswd
-   file, or any other Apache auth module): ``req.user`` is trusted only when
-   ``req.ap_auth_type`` says Apache authenticated it;
-3. otherwise ``anonymous``.
+2. a user that Apache itself authenticated (any Apache auth module an administrator
+   configures): ``req.user`` is trusted only when ``req.ap_auth_type`` says Apache
+   authenticated it;
+3. otherwise ``anonymous``, unless the request carries credentials the host checks
+   itself (a password, :mod:`clarens.credentials`).
 
 Behind a trusted front end that terminates TLS (:mod:`clarens.proxies`), the
 certificate of step 1 is the one the front end verified and named in a header;
@@ -27,6 +28,7 @@ special identity, is refused rather than downgraded.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -63,7 +65,20 @@ def unix_user(name: str) -> Identity:
 
 
 class IdentityRefused(Exception):
-    """The request carries credentials this server will not accept; the message says why."""
+    """The request carries credentials this server will not accept; the message says why (to the
+    client).  ``status``: an HTTP status to answer with, when the protocol's usual one (200 for an
+    RPC fault, 403 otherwise) would not do (401 and a challenge for a wrong password, 429 when
+    throttled...), with ``headers`` (``WWW-Authenticate``, ``Retry-After``); ``detail``: for the
+    log only (what the client is not told, e.g. that no such user exists); ``kind``: what was refused,
+    as the log counts refusals (:mod:`clarens.refusals`)."""
+
+    def __init__(self, message: str, status: int | None = None, headers: dict[str, str] | None = None,
+                 detail: str | None = None, kind: str = "credentials"):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+        self.detail = detail or message
+        self.kind = kind
 
 
 def parse_dn(dn: str) -> list[list[tuple[str, str]]]:
@@ -172,7 +187,39 @@ def from_request(req: Any, cert_require: Mapping[str, str], via: Forwarded | Non
     if user:
         auth_type = req.ap_auth_type
         if auth_type:
-            if user.startswith(("/", UNIX_PREFIX)) or user in RESERVED_NAMES:
-                raise IdentityRefused("user name %r is reserved (it could pass for a DN or a special identity)" % user)
+            user = apache_user(user)
+            if reserved(user):
+                raise IdentityRefused(RESERVED_REASON % user[:100])
             return Identity(user, auth_type.lower())
     return ANONYMOUS
+
+
+def apache_user(user: str) -> str:
+    """The user name an Apache module authenticated, as UTF-8 text in normal form C: mod_python hands
+    on Apache's bytes decoded as Latin-1 (``ädmin`` arrives as ``Ã¤dmin``).  :func:`to_apache` is
+    the way back."""
+    try:
+        user = user.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass      # not UTF-8 bytes: Latin-1 is all that can be made of them
+    return normal_name(user)
+
+
+def to_apache(user: str) -> str:
+    """``user`` as mod_python's ``req.user`` takes it (Latin-1 only): its UTF-8 bytes, one character
+    each, so that Apache (its access log, other modules) sees the name in UTF-8."""
+    return user.encode("utf-8").decode("latin-1")
+
+
+RESERVED_REASON = "user name %r is reserved (it could pass for a DN or a special identity)"
+
+
+def reserved(user: str) -> bool:
+    """Whether a password user's name could pass for a certificate DN, an OS user or a special identity."""
+    return user.startswith(("/", UNIX_PREFIX)) or user in RESERVED_NAMES
+
+
+def normal_name(name: str) -> str:
+    """A user name as the host compares it: Unicode normal form C (``ä`` typed as one character or as
+    ``a`` and a combining mark is the same user)."""
+    return unicodedata.normalize("NFC", name)

@@ -126,7 +126,10 @@ class Instance:
                   "clarens.module:burner.images_dir": self.images_dir} if self.burner else {}
         # Only certificates of the demo organisation are identities (the demo CA could sign others).
         demo_org = {"clarens.certificate.O": devpki.ORG.rpartition("O=")[2]}
-        return {"clarens.server.db_dir": self.db_dir, **burner, **demo_org, **self.options}
+        # The demo users' passwords, accepted over plain HTTP too: a private instance on loopback.
+        passwords = {"clarens.server.htpasswd": os.path.join(self.state_dir, "htpasswd"),
+                     "clarens.server.passwords_over_http": "on"}
+        return {"clarens.server.db_dir": self.db_dir, **burner, **demo_org, **passwords, **self.options}
 
     def prepare(self) -> dict[str, str]:
         """Create the state directory, demo credentials and Apache configuration.

@@ -70,9 +70,12 @@ class WebResponse:
 def request_origin(req: Any, scheme: str | None = None) -> str:
     """``scheme://host[:port]`` of a mod_python request, as the client addressed the server
     (``scheme``, when a trusted front end that terminated TLS says which the client used)."""
-    if scheme is None:
-        scheme = "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
-    return "%s://%s" % (scheme, req.headers_in.get("Host", ""))
+    return "%s://%s" % (scheme or request_scheme(req), req.headers_in.get("Host", ""))
+
+
+def request_scheme(req: Any) -> str:
+    """``https`` or ``http``: how a mod_python request reached this server."""
+    return "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
 
 
 class WebRequest:

@@ -75,7 +75,8 @@ def test_socket_group_users_and_images_agree_out_of_the_box(etc):
 def test_the_apache_include_follows_the_installed_configuration(etc):
     text = (etc / "etc" / "apache2" / "conf-available" / "clarens.conf").read_text()
     assert "PythonOption clarens.config /etc/clarens/clarens.conf\n" in text and "PythonPath" not in text
-    assert "AuthUserFile /etc/clarens/htpasswd" in text and "<IfModule !mpm_prefork_module>" in text
+    assert "AuthUserFile" not in text and "<IfModule !mpm_prefork_module>" in text   # the host checks passwords
+    assert config_mod.load(str(etc / "etc" / "clarens" / "clarens.conf")).htpasswd == "/etc/clarens/htpasswd"
     cfg = config_mod.load(str(etc / "etc" / "clarens" / "clarens.conf"))
     assert "LimitRequestBody %d\n" % (cfg.max_body + 65536) in text
 

@@ -1,6 +1,7 @@
 """Who is calling (clarens.identity): DN parsing, the slash form, certificate checks, from_request."""
 
 import re
+import unicodedata
 
 import pytest
 
@@ -12,6 +13,7 @@ from clarens.identity import (
     from_request,
     parse_dn,
     slash_form,
+    to_apache,
 )
 
 ALICE_DN = "CN=Alice,O=Home,C=UK"      # as mod_ssl gives SSL_CLIENT_S_DN: most specific RDN first
@@ -243,3 +245,14 @@ def test_anonymous():
     assert not identity.authenticated
     assert identity.describe() == {"identity": "anonymous", "source": "anonymous", "authenticated": False,
                                    "groups": []}
+
+
+@pytest.mark.parametrize("name", ["ädmin", "管理者", "a\u0308dmin"])
+def test_an_apache_user_is_utf8_whatever_mod_python_decoded_it_as(name):
+    """mod_python hands on Apache's bytes as Latin-1: ``ädmin`` arrives as ``Ã¤dmin``."""
+    as_mod_python_gives_it = name.encode("utf-8").decode("latin-1")
+    identity = from_request(DummyRequest(user=as_mod_python_gives_it, ap_auth_type="Basic"), {})
+    assert identity == Identity(unicodedata.normalize("NFC", name), "basic")
+    assert to_apache(identity.name) == unicodedata.normalize("NFC", name).encode("utf-8").decode("latin-1")
+    assert from_request(DummyRequest(user="Ã¤", ap_auth_type="Basic"), {}).name == "ä"
+    assert from_request(DummyRequest(user="\xe4", ap_auth_type="Basic"), {}).name == "ä"   # Latin-1 bytes: kept

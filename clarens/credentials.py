@@ -1,0 +1,133 @@
+"""The credentials a request carries, and the caller they make: a password (Basic), checked by the host.
+
+The order of a password's way in (:meth:`Credentials.password`), each step costing
+less than the next:
+
+1. refused over plain HTTP unless ``[server] passwords_over_http = on`` (403);
+2. the throttle's verdict for the user name at the client's address (one read of a
+   shared table, :mod:`clarens.throttle`): too soon, a wait or 429 (below);
+3. a password this process found right lately (:class:`clarens.passwords.Checker`):
+   accepted, microseconds;
+4. the attempt counted (refused, 429, if another process counted one just before);
+5. bcrypt, in one of the host's few turns (503 if none came), and the attempt given back
+   if the password was right.
+
+An attempt that comes too soon waits for its turn, up to :data:`TARPIT` seconds, while
+no more than a quarter of the workers are waiting so (the process sleeps: free for
+the host, a growing delay for the caller), and is then checked; one whose turn is
+further away, or that finds every such place taken, is refused with 429 and
+``Retry-After``.  A flood from a few connections thus turns into a trickle instead
+of a load, and a person who mistyped a few times only waits.
+
+The user name is UTF-8 (as ``WWW-Authenticate: Basic ... charset="UTF-8"`` asks),
+compared in normal form C.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+
+from clarens.identity import RESERVED_REASON, Identity, IdentityRefused, normal_name, reserved
+from clarens.passwords import RIGHT, UNUSABLE, BusyError, Checker, Turns
+from clarens.throttle import Throttle
+
+TARPIT = 2.0             # seconds a refused password attempt may hold its connection before the answer
+CHALLENGE = 'Basic realm="Clarens", charset="UTF-8"'
+
+
+def basic(header: str) -> tuple[str, bytes] | None:
+    """(user name, password) of an ``Authorization: Basic`` header value, None for another scheme;
+    IdentityRefused (400) if it is malformed or the name is not UTF-8."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise IdentityRefused("malformed Basic credentials", 400) from None
+    name, sep, password = decoded.partition(b":")
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IdentityRefused("the user name is not UTF-8", 400) from None
+    if not sep or not text:
+        raise IdentityRefused("malformed Basic credentials", 400)
+    return normal_name(text), password
+
+
+class Credentials:
+    """Checks the credentials of this host's requests (one per process, see :mod:`clarens.host`).
+
+    ``checker`` is None when the host takes no passwords (``[server] htpasswd`` empty);
+    ``tarpits`` bounds how many processes may hold a refused attempt at once.
+    """
+
+    def __init__(self, checker: Checker | None, throttle: Throttle, tarpits: Turns, over_http: bool = False):
+        self.checker = checker
+        self.throttle = throttle
+        self.tarpits = tarpits
+        self.over_http = over_http
+
+    def password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
+        """The identity of user ``name`` (normal form C) if ``password`` is right; IdentityRefused otherwise."""
+        if not secure and not self.over_http:
+            raise IdentityRefused("passwords are accepted over https only", 403)
+        if self.checker is None:
+            raise IdentityRefused("this server does not accept passwords: use a client certificate", 403)
+        if reserved(name):
+            raise IdentityRefused(RESERVED_REASON % name[:100], 403)
+        who = "user %r" % name[:100]
+        wait = self.throttle.wait(address, name)
+        if wait > 0:
+            held = self._hold(wait)
+            if held < wait:
+                raise _throttled(wait - held, who)
+        if self.checker.remembered(name, password):
+            return Identity(name, "basic")
+        wait = self.throttle.attempt(address, name)
+        if wait > 0:                      # another process took the turn that had come
+            raise _throttled(wait, who)
+        try:
+            outcome = self.checker.check(name, password)
+        except BusyError as e:
+            raise IdentityRefused(str(e), 503, {"Retry-After": "1"}) from None
+        if outcome == RIGHT:
+            self.throttle.succeeded(address, name)
+            return Identity(name, "basic")
+        kind = ("unusable hash" if outcome == UNUSABLE else
+                "wrong password" if self.checker.htpasswd.entry(name) else "no such user")
+        detail = "%s: %s" % (who, "the htpasswd entry is not a bcrypt hash (set the password again: clarens-admin "
+                                  "user passwd)" if outcome == UNUSABLE else kind)
+        raise IdentityRefused("wrong user name or password", 401, {"WWW-Authenticate": CHALLENGE}, detail, kind)
+
+    def authorization(self, header: str, address: str, secure: bool) -> Identity | None:
+        """The identity an ``Authorization`` header proves, None for a scheme this host does not
+        take (another Apache module's); IdentityRefused if it proves nothing."""
+        credentials = basic(header)
+        if credentials is None:
+            return None
+        return self.password(*credentials, address, secure)
+
+    def _hold(self, wait: float) -> float:
+        """Sleep until a throttled attempt's turn comes, up to TARPIT seconds, if a tarpit is free; the
+        seconds slept (0 when every tarpit is taken: the attempt is then refused at once)."""
+        try:
+            turn = self.tarpits.take()
+        except BusyError:
+            return 0.0
+        try:
+            held = min(TARPIT, wait)
+            time.sleep(held)
+            return held
+        finally:
+            self.tarpits.give_back(turn)
+
+
+def _throttled(wait: float, who: str) -> IdentityRefused:
+    """The refusal of an attempt ``wait`` seconds too soon: 429 with Retry-After."""
+    after = max(1, math.ceil(wait))
+    return IdentityRefused("too many failed sign-ins: try again in %d s" % after, 429, {"Retry-After": str(after)},
+                           "%s: throttled, %.0f s to wait" % (who, wait), "sign-ins throttled")

@@ -1,0 +1,178 @@
+"""Passwords, checked by the host against the htpasswd file ``clarens-admin`` keeps.
+
+Apache's ``mod_auth_basic`` ran bcrypt (about 50 ms of CPU) for every request that
+carried a password, before the host could throttle anything, and handed the user
+name on decoded as Latin-1.  The host reads the same file itself instead
+(``[server] htpasswd``, one ``NAME:HASH`` a line, UTF-8), so that:
+
+* :mod:`clarens.throttle` decides before any check runs (the caller's business, see
+  :mod:`clarens.credentials`);
+* a name is UTF-8 end to end, and compared in Unicode normal form C (``ä`` typed as
+  one character or as ``a`` and a combining mark is the same user);
+* a client sending its password with every request (``xmlrpc.client`` with
+  ``user:password@`` in the URL, curl) pays bcrypt once per Apache child every
+  :data:`REMEMBER` seconds, not at every request: each process remembers, for the
+  last :data:`REMEMBERED` users it checked, a keyed digest of the password that
+  matched (HMAC-SHA256 under a key that never leaves the process's memory) with the
+  hash it matched, so that a changed password (a new hash) is checked again;
+* at most :data:`CHECKS_AT_ONCE` checks run at once on the whole host (a ``flock`` on
+  one of that many files), whatever the throttle lets through from many addresses:
+  the rest wait for a turn, :data:`TURN_WAIT` seconds at most.
+
+Only bcrypt hashes (``$2y$``, ``$2a$``, ``$2b$``: what ``clarens-admin`` and
+``htpasswd -B`` write) are accepted; a user whose entry holds another kind is
+refused, and the log says to set the password again.  An unknown user costs a check
+against a dummy hash like a known one, so that timing does not tell which names exist.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import bcrypt
+
+from clarens.identity import normal_name
+
+BCRYPT_PREFIXES = (b"$2y$", b"$2a$", b"$2b$")
+REMEMBER = 300.0         # seconds a process trusts a password it checked, without checking it again
+REMEMBERED = 256         # users a process remembers at most
+CHECKS_AT_ONCE = max(1, (os.cpu_count() or 2) // 2)   # bcrypt checks running at once on the whole host
+TURN_WAIT = 2.0          # seconds a check waits for its turn before giving up (BusyError)
+# What an unknown user's password is checked against (never accepted, whatever it is): a bcrypt hash at
+# the cost clarens-admin uses, so that an unknown name costs what a known one does.
+_DUMMY = b"$2b$10$nNVKDDpVug9tQjY41XNzpuWtwmojFRbJZf5bgjbLTH.w8tcR/jXBG"
+
+RIGHT, WRONG, UNUSABLE = "right", "wrong", "unusable"   # the outcomes of a check
+
+
+class BusyError(Exception):
+    """Every turn stayed taken for as long as the taker would wait."""
+
+
+class Htpasswd:
+    """The entries of an htpasswd file, read again whenever the file changes (one ``stat`` a look)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stamp: tuple | None = None
+        self._entries: dict[str, bytes] = {}
+
+    def entry(self, name: str) -> bytes | None:
+        """The hash stored for user ``name`` (normal form C), or None if there is no such user."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._stamp, self._entries = None, {}
+            return None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._entries = _parse(self.path)
+            self._stamp = stamp
+        return self._entries.get(name)
+
+
+def _parse(path: str) -> dict[str, bytes]:
+    entries = {}
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                name, sep, hashed = line.rstrip(b"\r\n").partition(b":")
+                if sep and name:
+                    try:
+                        entries[normal_name(name.decode("utf-8"))] = hashed
+                    except UnicodeDecodeError:
+                        continue   # not a name anybody can send: clarens-admin writes UTF-8
+    except OSError:
+        pass
+    return entries
+
+
+class Turns:
+    """At most ``count`` holders at once on the whole host: a ``flock`` on one of ``count`` files in
+    ``directory`` (kept open by each process that uses them; the kernel drops a dead holder's)."""
+
+    def __init__(self, directory: str, name: str, count: int, wait: float = 0.0):
+        self.paths = [os.path.join(directory, "%s-%d.lock" % (name, n)) for n in range(count)]
+        self.wait = wait
+        self._fds: list[int] = []
+
+    def take(self) -> int:
+        """A turn, to :meth:`give_back`; BusyError if none came free within ``wait`` seconds."""
+        if not self._fds:
+            self._fds = [os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600) for p in self.paths]
+        deadline = time.monotonic() + self.wait
+        while True:
+            for fd in self._fds:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    pass
+            if time.monotonic() >= deadline:
+                raise BusyError("all %d turns are taken: try again in a moment" % len(self._fds))
+            time.sleep(0.01)
+
+    @staticmethod
+    def give_back(turn: int) -> None:
+        fcntl.flock(turn, fcntl.LOCK_UN)
+
+
+class Checker:
+    """Checks passwords against an :class:`Htpasswd`, remembering recent right ones (see the module)."""
+
+    def __init__(self, htpasswd: Htpasswd, turns: Turns, clock: Callable[[], float] = time.monotonic):
+        self.htpasswd = htpasswd
+        self.turns = turns
+        self.clock = clock
+        self._key = secrets.token_bytes(32)                 # this process's, never stored
+        self._remembered: OrderedDict[str, tuple[bytes, bytes, float]] = OrderedDict()
+        self.checks = 0                                      # bcrypt runs in this process (for tests)
+
+    def _digest(self, hashed: bytes, password: bytes) -> bytes:
+        return hmac.new(self._key, hashed + b"\0" + password, hashlib.sha256).digest()
+
+    def remembered(self, name: str, password: bytes) -> bool:
+        """Whether ``password`` is one this process found right for ``name`` lately, against the
+        user's current entry: microseconds, no bcrypt."""
+        known = self._remembered.get(name)
+        if known is None:
+            return False
+        hashed, digest, until = known
+        if self.clock() > until or self.htpasswd.entry(name) != hashed:
+            del self._remembered[name]
+            return False
+        return hmac.compare_digest(digest, self._digest(hashed, password))
+
+    def check(self, name: str, password: bytes) -> str:
+        """RIGHT, WRONG (or no such user) or UNUSABLE (the entry is not a bcrypt hash), by bcrypt,
+        in a turn (BusyError if none came)."""
+        hashed = self.htpasswd.entry(name)
+        usable = hashed is not None and hashed.startswith(BCRYPT_PREFIXES)
+        if b"\0" in password:
+            return WRONG              # bcrypt refuses it, and no htpasswd entry can hold one
+        turn = self.turns.take()
+        try:
+            self.checks += 1
+            try:
+                right = bcrypt.checkpw(password, hashed if usable and hashed else _DUMMY) and usable
+            except ValueError:        # a malformed bcrypt hash
+                right, usable = False, False
+        finally:
+            self.turns.give_back(turn)
+        if hashed is not None and not usable:
+            return UNUSABLE
+        if not right:
+            return WRONG
+        assert hashed is not None
+        self._remembered[name] = (hashed, self._digest(hashed, password), self.clock() + REMEMBER)
+        self._remembered.move_to_end(name)
+        while len(self._remembered) > REMEMBERED:
+            self._remembered.popitem(last=False)
+        return RIGHT
