@@ -44,7 +44,7 @@ BCRYPT_PREFIXES = (b"$2y$", b"$2a$", b"$2b$")
 REMEMBER = 300.0         # seconds a process trusts a password it checked, without checking it again
 REMEMBERED = 256         # users a process remembers at most
 CHECKS_AT_ONCE = max(1, (os.cpu_count() or 2) // 2)   # bcrypt checks running at once on the whole host
-TURN_WAIT = 2.0          # seconds a check waits for its turn before giving up (BusyError)
+TURN_WAIT = 5.0          # seconds a check waits for its turn before giving up (BusyError)
 # What an unknown user's password is checked against (never accepted, whatever it is): a bcrypt hash at
 # the cost clarens-admin uses, so that an unknown name costs what a known one does.
 _DUMMY = b"$2b$10$nNVKDDpVug9tQjY41XNzpuWtwmojFRbJZf5bgjbLTH.w8tcR/jXBG"

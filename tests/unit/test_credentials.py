@@ -13,7 +13,7 @@ import xmlrpc.client
 import bcrypt
 import pytest
 
-from clarens import db, passwords, throttle
+from clarens import db, passwords, refusals, throttle
 from clarens.credentials import Credentials, basic
 from clarens.faults import ACCESS_DENIED
 from clarens.identity import Identity, IdentityRefused
@@ -256,7 +256,7 @@ def test_a_throttled_attempt_waits_for_its_turn_while_a_tarpit_is_free(creds, tm
     passwords.Turns.give_back(busy)
     start = time.monotonic()
     assert creds.password("alice", b"right", "192.0.2.1", True) == Identity("alice", "basic")
-    assert time.monotonic() - start >= throttle.FIRST_DELAY        # held until its turn, then checked
+    assert time.monotonic() - start >= throttle.FIRST_DELAY - 0.05   # held until its turn, then checked
 
 
 def test_a_host_without_passwords_says_so(table, tmp_path):
@@ -329,3 +329,15 @@ def test_a_throttle_table_that_cannot_be_opened_refuses_passwords_not_everything
                           {"Content-Type": "text/xml"})
         handler.handler(req)
         assert xmlrpc.client.loads(req.output)[0][0]["identity"] == "anonymous"
+
+
+def test_refused_passwords_are_logged_in_proportion(site):
+    """Wrong passwords, unknown users and throttled attempts go through the host's refusal log
+    (clarens.refusals): a class writes at most its budget of lines, whatever the flood."""
+    for n in range(200):
+        whoami(site, header("alice" if n % 2 else "nobody%d" % (n % 4), "guess"), ip="192.0.2.%d" % (n % 9))
+    lines = [m for m in site.log.messages() if "credentials refused" in m]
+    for kind in ("wrong password", "no such user", "throttled"):
+        # (twice the budget if the test straddles two of the refusal log's intervals)
+        assert 0 < sum(kind in m for m in lines) <= 2 * refusals.LINES, (kind, lines)
+    assert len(lines) < 200 / 2
