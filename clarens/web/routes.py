@@ -153,8 +153,8 @@ def login(web: WebRequest) -> WebResponse:
     """GET /clarens/login?to=PAGE: make the browser sign in with a password, then go to PAGE.
 
     Without credentials the answer is a Basic challenge; the browser asks its user
-    and sends them; Apache checks them (``AuthType Basic``) before we see the
-    request again, authenticated.  Browsers then send the credentials with every
+    and sends them; the host checks them (:mod:`clarens.credentials`) before the route
+    sees the request again, authenticated.  Browsers then send the credentials with every
     request under the login URL's directory, the host's base.  A server without
     password authentication says so.
     """
