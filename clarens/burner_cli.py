@@ -4,10 +4,13 @@
     python3 -m clarens.burner_cli [CONNECTION] upload IMAGE.iso
     python3 -m clarens.burner_cli [CONNECTION] images | drives | jobs | whoami
     python3 -m clarens.burner_cli [CONNECTION] status JOB | cancel JOB | eject DRIVE | delete NAME
+    python3 -m clarens.burner_cli [CONNECTION] uploads | discard NAME [--uploader WHO]
 
 ``burn`` uploads the image unless the server already has it (same name and
 SHA-256), starts the burn, shows a live progress bar until the job ends, then
-prints the verification result; it exits 0 only if the disc verified.
+prints the verification result; it exits 0 only if the disc verified.  ``uploads`` lists
+your unfinished uploads and ``discard`` removes one; an administrator sees everyone's and
+discards anyone's (``--uploader``), and ``delete`` removes any image.
 
 CONNECTION: ``--service NAME`` (a service of the client configuration, see
 :mod:`clarens.client.config`), or ``--url`` (default http://127.0.0.1:8080/clarens/)
@@ -163,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--speed", type=int)
     b.add_argument("--no-verify", action="store_true")
     sub.add_parser("upload").add_argument("image")
-    for name in ("images", "drives", "jobs", "whoami"):
+    for name in ("images", "drives", "jobs", "whoami", "uploads"):
         sub.add_parser(name)
+    discard = sub.add_parser("discard", help="remove an unfinished upload (yours, or --uploader's: administrators)")
+    discard.add_argument("name")
+    discard.add_argument("--uploader")
     for name, arg in (("status", "job"), ("cancel", "job"), ("eject", "drive"), ("delete", "name")):
         sub.add_parser(name).add_argument(arg, type=job_id if arg == "job" else str)
     args = parser.parse_args(argv)
@@ -187,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             "upload": lambda: svc.upload(args.image, os.path.basename(args.image), Meter("upload", sys.stderr)),
             "images": burner.images, "drives": burner.drives, "jobs": burner.jobs, "whoami": svc.system.whoami,
             "status": lambda: burner.status(args.job), "cancel": lambda: burner.cancel(args.job),
-            "eject": lambda: burner.eject(args.drive), "delete": lambda: burner.delete_image(args.name)}
+            "eject": lambda: burner.eject(args.drive), "delete": lambda: burner.delete_image(args.name),
+            "uploads": burner.uploads,
+            "discard": lambda: burner.discard_upload(args.name, *([args.uploader] if args.uploader else []))}
         result = actions[args.command]()
         print(json.dumps(result, indent=2, default=str))
     except Fault as fault:

@@ -8,6 +8,7 @@ import xmlrpc.client
 
 import pytest
 
+from clarens.web import reservations
 from tests.helpers import Raw, basic_proxy, cert_proxy, start_instance
 
 
@@ -75,7 +76,7 @@ def new_hidden(server):
     """A function listing the hidden files (partial uploads) that appeared in the shared
     instance's images directory since the test began; what is left of them is removed after it."""
     def hidden():
-        return {n for n in os.listdir(server.images_dir) if n.startswith(".")}
+        return {n for n in os.listdir(server.images_dir) if n.startswith(".") and n != reservations.LOCK_NAME}
     before = hidden()
     yield lambda: sorted(hidden() - before)
     for name in hidden() - before:

@@ -17,6 +17,7 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults, procfs
+from clarens.dev import devpki
 from clarens.web.uploads import CHUNK
 from tests.burning import wait_helper, wait_job
 from tests.helpers import ROOT, basic_proxy, basic_url, concurrently, make_acl_dir, make_iso, start_instance, upload
@@ -422,7 +423,7 @@ def test_disk_filling_up_during_an_upload(instance, isos):
     status, headers, body, continued = response(send_head(inst, "full.iso", total))
     assert status == 507 and b"not enough space for full.iso" in body and not continued
     os.unlink(filler)
-    # Full while the body arrives: 507 with what the server holds.
+    # Full while the body arrives: 507, and what the upload held is given back at once.
     sock = send_head(inst, "full.iso", total, expect=False)
     sock.sendall(data[:10 * 10**6])
     deadline = time.monotonic() + 30
@@ -432,22 +433,69 @@ def test_disk_filling_up_during_an_upload(instance, isos):
     fill(filler)
     threading.Thread(target=send_quietly, args=(sock, data[10 * 10**6:]), daemon=True).start()
     status, headers, body, _ = response(sock)
-    assert status == 507 and b"no space left for full.iso" in body, (status, body)
-    held = int(headers["Upload-Offset"])
-    assert 9 * CHUNK <= held < total
-    [partial] = partials(inst)
-    assert os.path.getsize(os.path.join(inst.images_dir, partial)) == held
-    assert user.burner.images() == []
-    assert "full.iso" not in os.listdir(inst.images_dir)
-    assert head(inst, "full.iso") == (200, {"Upload-Offset": str(held), "Upload-Length": str(total),
-                                            "Upload-Complete": "?0"})
-    # Resuming while the disk is still full: refused before the body, the partial untouched.
-    status, headers, body, continued = response(send_head(inst, "full.iso", total - held, extra={
-        "Content-Range": "bytes %d-%d/%d" % (held, total - 1, total)}))
-    assert status == 507 and b"not enough space" in body and not continued
-    assert head(inst, "full.iso")[1]["Upload-Offset"] == str(held)
+    assert status == 507 and b"no space left for full.iso" in body and b"partial upload was removed" in body, body
+    assert headers["Upload-Offset"] == "0" and partials(inst) == []
+    assert user.burner.images() == [] and user.burner.uploads() == []
+    assert "full.iso" not in os.listdir(inst.images_dir) and head(inst, "full.iso")[0] == 404
     os.unlink(filler)
-    status, out = put_range(inst, "full.iso", data[held:], "bytes %d-%d/%d" % (held, total - 1, total))
+    status, out = put_range(inst, "full.iso", data, "bytes 0-%d/%d" % (total - 1, total))
     assert status == 201 and out["image"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert {i["name"]: i["sha256"] for i in user.burner.images()} == {"full.iso": hashlib.sha256(data).hexdigest()}
     assert_healthy(inst)
+
+
+def test_concurrent_uploads_keep_the_reserve(instance, isos):
+    """The issue's case: 200 MB of images filesystem, 20 MB reserved, two uploads of 100 MB at once
+    (alone, each fits): one is refused before its body, the other completes, and the free space never
+    drops below the reserve.  Then an administrator lists and discards another user's unfinished upload."""
+    inst = instance("reserve", **{"clarens.module:burner.upload_reserve_mb": "20"})
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m,mode=2750,uid=%d,gid=%d" % (
+        pwd.getpwnam("www-data").pw_uid, grp.getgrnam("clarens-burner").gr_gid), "tmpfs", inst.images_dir],
+        check=True)
+    head_ = bytearray(100 * 10**6)
+    head_[32769:32774] = b"CD001"
+    data = bytes(head_)
+    fs = os.statvfs(inst.images_dir)
+    lowest, done = [fs.f_bavail * fs.f_frsize], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            fs = os.statvfs(inst.images_dir)
+            lowest[0] = min(lowest[0], fs.f_bavail * fs.f_frsize)
+            time.sleep(0.01)
+    threading.Thread(target=watch, daemon=True).start()
+    socks = [send_head(inst, name, len(data), expect=True, user=user) for name, user in (("a.iso", "demo"),
+                                                                                       ("b.iso", "admin"))]
+    try:
+        answers = []
+        for sock in socks:
+            first = sock.recv(25)                      # 100 Continue, or the refusal
+            if first.startswith(b"HTTP/1.1 100"):
+                threading.Thread(target=send_quietly, args=(sock, data), daemon=True).start()
+            answers.append(first)
+        results = sorted(response(sock)[0] if a.startswith(b"HTTP/1.1 100") else int(a.split()[1])
+                         for sock, a in zip(socks, answers, strict=True))
+    finally:
+        done.set()
+    assert results == [201, 507], results
+    assert lowest[0] >= 20 * 10**6, "the free space fell to %d bytes" % lowest[0]
+    # A user's unfinished upload, seen and discarded by an administrator (RPC and command line).
+    sock = send_head(inst, "left.iso", 50 * 10**6, expect=False, user="demo")
+    sock.sendall(data[:5 * 10**6])
+    sock.close()
+    admin, user = basic_proxy(inst, "admin"), basic_proxy(inst, "demo")
+    deadline = time.monotonic() + 30
+    while not [u for u in admin.burner.uploads() if u["name"] == "left.iso" and not u["writing"]]:
+        assert time.monotonic() < deadline, admin.burner.uploads()
+        time.sleep(0.2)
+    [left] = user.burner.uploads()
+    assert left["uploader"] == "demo" and left["size"] == 50 * 10**6 and left["received"] > 0
+    assert basic_proxy(inst, "admin").burner.uploads() == [left]
+    with pytest.raises(xmlrpc.client.Fault):
+        user.burner.discard_upload("left.iso", "admin")              # another's: administrators only
+    env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(inst.state_dir)["admin"])
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.burner_cli", "--url", inst.url, "--user", "admin",
+                          "discard", "left.iso", "--uploader", "demo"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=60)
+    assert out.returncode == 0 and int(out.stdout) == left["received"], out.stdout + out.stderr
+    assert user.burner.uploads() == [] and partials(inst) == []

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from clarens.db import open_db
+from clarens.web import reservations
 from clarens.web.uploads import BodyError, ContentRange, Finished, Progress, UploadError, Uploads, parse_content_range
 
 HEAD = 64
@@ -49,7 +51,7 @@ def refusal(call) -> UploadError:
 
 
 def hidden(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith("."))
+    return sorted(n for n in os.listdir(directory) if n.startswith(".") and n != reservations.LOCK_NAME)
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -141,7 +143,7 @@ def test_name_taken_and_bad_head(tmp_path):
 
 def test_no_space_is_refused_before_reading(tmp_path):
     fs = os.statvfs(tmp_path)
-    up = make(tmp_path, reserve=fs.f_bavail * fs.f_frsize)      # nothing to spare
+    up = make(tmp_path, reserve=fs.f_blocks * fs.f_frsize)      # nothing to spare, whatever others free meanwhile
     got = refusal(lambda: up.receive("big.iso", "a", 1000, None, reader(payload(1000))))
     assert got.status == 507 and "not enough space" in str(got) and hidden(tmp_path) == []
 
@@ -164,7 +166,7 @@ def test_sweep_removes_only_idle_partials(tmp_path):
     up, data = make(tmp_path, expiry=3600), payload(1_000_000)
     for name in ("old.iso", "new.iso"):
         refusal(lambda name=name: up.receive(name, "alice", len(data), None, reader(data, fail_after=200_000)))
-    old = up._partials("old.iso", "alice")[0][0]
+    old = up._partials(up._prefix("alice", "old.iso"))[0][0]
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     (tmp_path / ".upload-0123.part").write_bytes(b"left by an older version")
     os.utime(tmp_path / ".upload-0123.part", (1, 1))
@@ -187,7 +189,9 @@ def small_fs(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_disk_filling_up_mid_upload_is_507_and_resumable(small_fs):
+def test_disk_filling_up_mid_upload_is_507_and_the_partial_is_given_back(small_fs):
+    """Something else fills the disk mid-upload: what the upload held is removed at once (it would
+    otherwise sit there for days, keeping every other upload out)."""
     up, data = make(small_fs), payload(3_000_000)
     stream = reader(data)
 
@@ -201,13 +205,65 @@ def test_disk_filling_up_mid_upload_is_507_and_resumable(small_fs):
                     pass
         return chunk
     full = refusal(lambda: up.receive("f.iso", "alice", len(data), None, read))
-    assert full.status == 507 and "resume from byte" in str(full)
-    held = up.status("f.iso", "alice").received
-    assert 0 < held < len(data) and full.headers == {"Upload-Offset": str(held)}
+    assert full.status == 507 and "the partial upload was removed" in str(full)
+    assert full.headers == {"Upload-Offset": "0"} and up.status("f.iso", "alice") is None and hidden(small_fs) == []
     os.unlink(small_fs / "filler")
-    rest = data[held:]
-    done = up.receive("f.iso", "alice", len(rest), ContentRange(held, len(data) - 1, len(data)), reader(rest))
+    done = up.receive("f.iso", "alice", len(data), None, reader(data))
     assert done.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_concurrent_uploads_keep_the_reserve_between_them(small_fs):
+    """4 MB, 1 MB reserved: while one upload of 2 MB is being written, a second is refused before its
+    body (alone, each would fit), and is accepted once the first has finished or stopped."""
+    up = make(small_fs, reserve=1_000_000)
+    first, second = payload(2_000_000), payload(2_000_000)
+    answers, stream = [], reader(first)
+
+    def read_first(size):
+        if not answers:      # with the first upload under way: the second asks for its room
+            answers.append(refusal(lambda: up.receive("b.iso", "bob", len(second), None, reader(second))))
+        return stream(size)
+    assert isinstance(up.receive("a.iso", "alice", len(first), None, read_first), Finished)
+    [refused] = answers
+    assert refused.status == 507 and "promised to uploads under way" in str(refused) and hidden(small_fs) == []
+    os.unlink(small_fs / "a.iso")
+    assert isinstance(up.receive("b.iso", "bob", len(second), None, reader(second)), Finished)
+    fs = os.statvfs(small_fs)
+    assert fs.f_bavail * fs.f_frsize >= 1_000_000
+
+
+def test_an_uploader_may_leave_only_so_much_unfinished(tmp_path):
+    up, data = make(tmp_path, per_user=2_500_000), payload(1_000_000)
+    for name in ("1.iso", "2.iso"):
+        refusal(lambda name=name: up.receive(name, "alice", len(data), None, reader(data, fail_after=10)))
+    over = refusal(lambda: up.receive("3.iso", "alice", len(data), None, reader(data)))
+    assert over.status == 507 and "over the limit of 2500000 per uploader" in str(over)
+    assert isinstance(up.receive("1.iso", "alice", len(data), None, reader(data)), Finished)   # its own: fine
+    assert isinstance(up.receive("3.iso", "bob", len(data), None, reader(data)), Finished)     # others: theirs
+
+
+def test_unfinished_uploads_are_listed_and_discarded(tmp_path):
+    db = open_db(str(tmp_path / "records.tdb"))
+    images = tmp_path / "images"
+    images.mkdir()
+    up, data = make(images, records=db), payload(1_000_000)
+    for who, name in (("alice", "a.iso"), ("bob", "b.iso")):
+        refusal(lambda who=who, name=name: up.receive(name, who, len(data), None, reader(data, fail_after=1000)))
+    listed = up.unfinished()
+    assert [(u["uploader"], u["name"], u["size"], u["received"], u["writing"]) for u in listed] == [
+        ("alice", "a.iso", 1_000_000, 1000, False), ("bob", "b.iso", 1_000_000, 1000, False)]
+    assert [u["name"] for u in up.unfinished("bob")] == ["b.iso"]
+    assert refusal(lambda: up.discard("b.iso", "alice")).status == 404
+    [partial] = [n for n in hidden(images) if up.unfinished("alice") and n.startswith(up._prefix("alice"))]
+    fd = os.open(images / partial, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)                         # being written by another child
+    try:
+        assert up.unfinished("alice")[0]["writing"] is True
+        assert refusal(lambda: up.discard("a.iso", "alice")).status == 409
+    finally:
+        os.close(fd)
+    assert up.discard("a.iso", "alice") == 1000 and up.discard("b.iso", "bob") == 1000
+    assert up.unfinished() == [] and hidden(images) == [] and db.keys("upload:") == []
 
 
 def test_starting_again_with_another_size_waits_for_a_running_upload(tmp_path):

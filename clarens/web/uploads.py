@@ -23,10 +23,15 @@ Every check happens before the first byte of a body is read, so a client that se
 (``statvfs``, keeping a reserve free), 409 the name is taken or the same upload is
 already running, 415 too small or not the right kind of file (``check_head``).
 
-Bytes are written as they arrive, to a hidden file ``.partial-ID-TOTAL`` where ID
-is a hash of (uploader, name): each uploader resumes only their own uploads, and
-the filesystem is the only record of them.  If the connection drops (or the
-Apache child is killed), what arrived stays there to be resumed.  While a request
+Bytes are written as they arrive, to a hidden file ``.partial-USER-ID-TOTAL`` where
+USER is a hash of the uploader and ID of (uploader, name): each uploader resumes only
+their own uploads, and the filesystem is the only record of them (a database, if
+given, also keeps who and which name, for listing them).  If the connection drops
+(or the Apache child is killed), what arrived stays there to be resumed.  An
+uploader's unfinished uploads may declare ``per_user`` bytes in all (507 beyond),
+and an upload's room is checked counting what the uploads being written still have
+to write (:mod:`clarens.web.reservations`), so that concurrent uploads keep the reserve
+free between them.  A partial file whose upload failed for lack of space is removed at once.  While a request
 writes to it, it holds an exclusive ``flock`` on it.  When the last byte arrives
 the file is synced and linked into place atomically, never over an existing
 file.  Its SHA-256 is computed as the bytes arrive, in a thread of its own; a
@@ -48,10 +53,16 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+from clarens.web import reservations
+
+if TYPE_CHECKING:    # for annotations only
+    from clarens.db import Database
 
 CHUNK = 1 << 20
 PARTIAL_PREFIX = ".partial-"
+RECORD_PREFIX = "upload:"      # + a partial file's name: {who, name}, in ``records``
 LEGACY_PREFIX = ".upload-"     # temporary files of uploads before they were resumable
 RETRY_AFTER = 5                # seconds a client should wait when the same upload is still running
 _RANGE_RE = re.compile(r"bytes (?:([0-9]{1,20})-([0-9]{1,20})|\*)/([0-9]{1,20})\Z")   # ASCII digits only
@@ -132,26 +143,36 @@ class Uploads:
     """
 
     def __init__(self, directory: str, max_size: int, reserve: int, expiry: float,
-                 check_head: Callable[[bytes], str | None], head_size: int):
+                 check_head: Callable[[bytes], str | None], head_size: int, per_user: int | None = None,
+                 records: "Database | None" = None):
         self.directory = directory
         self.max_size = max_size
         self.reserve = reserve
         self.expiry = expiry
         self.check_head = check_head
         self.head_size = head_size
+        self.per_user = per_user          # bytes an uploader's unfinished uploads may declare in all
+        self.records = records            # partial file -> {who, name}, for listing them
 
     # -- where partial uploads live ----------------------------------------------------
 
     @staticmethod
-    def _id(name: str, who: str) -> str:
-        return hashlib.sha256(("%s\0%s" % (who, name)).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    def _hash(text: str, size: int = 16) -> str:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:size]
 
-    def _partials(self, name: str, who: str) -> list[tuple[str, int]]:
-        """(path, total) of every partial file of ``who``'s upload of ``name`` (normally at most one)."""
-        prefix = "%s%s-" % (PARTIAL_PREFIX, self._id(name, who))
-        return [(os.path.join(self.directory, entry), int(entry[len(prefix):]))
-                for entry in os.listdir(self.directory)
-                if entry.startswith(prefix) and entry[len(prefix):].isdigit()]
+    def _prefix(self, who: str, name: str | None = None) -> str:
+        """The start of the names of ``who``'s partial files (of its upload of ``name``, if given)."""
+        user = PARTIAL_PREFIX + self._hash("user\0" + who) + "-"
+        return user if name is None else "%s%s-" % (user, self._hash("%s\0%s" % (who, name)))
+
+    def _partials(self, prefix: str = PARTIAL_PREFIX) -> list[tuple[str, int]]:
+        """(path, total) of every partial file whose name starts with ``prefix`` (from :meth:`_prefix`)."""
+        out = []
+        for entry in os.listdir(self.directory):
+            total = entry.rpartition("-")[2]
+            if entry.startswith(prefix) and total.isascii() and total.isdigit():
+                out.append((os.path.join(self.directory, entry), int(total)))
+        return out
 
     def _final(self, name: str) -> str:
         if not name or "/" in name or name.startswith("."):
@@ -171,7 +192,7 @@ class Uploads:
                 return Progress(name, st.st_size, st.st_size)
         except FileNotFoundError:
             pass
-        for path, total in self._partials(name, who):
+        for path, total in self._partials(self._prefix(who, name)):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -179,18 +200,81 @@ class Uploads:
             return self._progress(name, st.st_size, total, st.st_mtime)
         return None
 
+    def unfinished(self, who: str | None = None) -> list[dict]:
+        """The partial uploads (``who``'s, or everyone's): ``{name, uploader, size, received, modified,
+        expires, writing}`` (name and uploader "" when unknown: a database was not kept, or an older
+        file), sorted by uploader and name.  Records of files gone meanwhile are forgotten."""
+        out = []
+        with reservations.one_at_a_time(self.directory):
+            for path, total in self._partials(PARTIAL_PREFIX if who is None else self._prefix(who)):
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                record = self._record(path) or {}
+                out.append({"name": record.get("name", ""), "uploader": record.get("who", ""), "size": total,
+                            "received": st.st_size, "modified": st.st_mtime, "expires": st.st_mtime + self.expiry,
+                            "writing": reservations.writing(path) is not None})
+            if self.records is not None:
+                held = {os.path.basename(p) for p, _ in self._partials()}
+                for key in self.records.keys(RECORD_PREFIX):
+                    if key[len(RECORD_PREFIX):] not in held:
+                        self.records.delete(key)
+        return sorted(out, key=lambda u: (u["uploader"], u["name"]))
+
+    def discard(self, name: str, who: str) -> int:
+        """Remove ``who``'s partial upload of ``name``: UploadError(404) if there is none, 409 while
+        it is being written.  The bytes it held."""
+        with reservations.one_at_a_time(self.directory):
+            found = self._partials(self._prefix(who, name))
+            if not found:
+                raise UploadError(404, "%s has no unfinished upload of %s" % (who, name))
+            freed = 0
+            for path, _ in found:
+                fd = _locked(path, name)
+                try:
+                    freed += os.fstat(fd).st_size
+                    self._remove(path)
+                finally:
+                    os.close(fd)
+        return freed
+
+    def _record(self, path: str) -> dict | None:
+        return None if self.records is None else self.records.get(RECORD_PREFIX + os.path.basename(path))
+
+    def _remove(self, path: str) -> None:
+        """Unlink a partial file (its lock held, or nobody's) and forget its record."""
+        _unlink_quietly(path)
+        if self.records is not None:
+            self.records.delete(RECORD_PREFIX + os.path.basename(path))
+
     def _check_size(self, name: str, total: int) -> None:
         if total > self.max_size:
             raise UploadError(413, "%s of %d bytes is larger than the limit of %d bytes" % (name, total, self.max_size))
         if total < self.head_size:
             raise UploadError(415, "%s of %d bytes is too small: it cannot be a valid image" % (name, total))
 
-    def _check_space(self, name: str, needed: int) -> None:
+    def _check_space(self, name: str, needed: int, own: str) -> None:
+        """507 unless ``needed`` bytes fit beside the reserve and what the other uploads being written
+        (all but the one at ``own``) still have to write.  Call it under the directory's upload lock."""
         fs = os.statvfs(self.directory)
         free = fs.f_bavail * fs.f_frsize
-        if needed > free - self.reserve:
-            raise UploadError(507, "not enough space for %s: %d more bytes are needed, %d are free and %d are "
-                                   "kept in reserve" % (name, needed, free, self.reserve))
+        promised = reservations.pending(self._partials(), own)
+        if needed > free - self.reserve - promised:
+            raise UploadError(507, "not enough space for %s: %d more bytes are needed, %d are free, %d are kept "
+                                   "in reserve and %d are promised to uploads under way"
+                                   % (name, needed, free, self.reserve, promised))
+
+    def _check_quota(self, name: str, who: str, total: int) -> None:
+        """507 if ``who``'s other unfinished uploads and this one would declare more than ``per_user``."""
+        if self.per_user is None:
+            return
+        own = self._prefix(who, name)
+        others = sum(t for path, t in self._partials(self._prefix(who)) if not os.path.basename(path).startswith(own))
+        if others + total > self.per_user:
+            raise UploadError(507, "your unfinished uploads declare %d bytes; with %s (%d) that is over the limit "
+                                   "of %d per uploader: finish or discard some first (burner.uploads)"
+                              % (others, name, total, self.per_user))
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -215,15 +299,22 @@ class Uploads:
         final = self._final(name)
         if os.path.lexists(final):
             raise UploadError(409, "%s exists; delete it first" % name)
-        with _Partial.take(self, name, who, total, fresh=content_range is None) as partial:
-            held = partial.size()
+        # Taking the partial file and checking for room, one upload at a time (reservations).
+        with reservations.one_at_a_time(self.directory):
+            self._check_quota(name, who, total)
+            partial = _Partial.take(self, name, who, total, fresh=content_range is None)
+            try:
+                held = partial.size()
+                self._check_space(name, total - held, partial.path)
+            except BaseException:
+                partial.close()
+                raise
+        with partial:
             if start is None:
-                self._check_space(name, total - held)
                 return self._progress(name, held, total, partial.mtime())
             if start != held:
                 raise UploadError(409, "the server holds %d bytes of your upload of %s; send from byte %d"
                                   % (held, name, held), {"Upload-Offset": str(held)})
-            self._check_space(name, total - held)
             received = partial.write_from(read, length)
             if received < total:
                 return self._progress(name, received, total, partial.mtime())
@@ -237,9 +328,13 @@ class Uploads:
         now = time.time() if now is None else now
         removed: list[str] = []
         try:
-            entries = list(os.scandir(self.directory))
+            with reservations.one_at_a_time(self.directory):   # never while an upload takes its file
+                self._sweep(list(os.scandir(self.directory)), now, removed)
         except (FileNotFoundError, PermissionError):   # none yet, or not ours (an OS user's session)
-            return removed
+            pass
+        return removed
+
+    def _sweep(self, entries: list[os.DirEntry], now: float, removed: list[str]) -> None:
         for entry in entries:
             if not entry.name.startswith((PARTIAL_PREFIX, LEGACY_PREFIX)):
                 continue
@@ -255,13 +350,12 @@ class Uploads:
                 # Still the same idle file under that name, now that nobody can be writing it.
                 again = os.lstat(entry.path)
                 if (again.st_ino, again.st_mtime) == (os.fstat(fd).st_ino, st.st_mtime):
-                    os.unlink(entry.path)
+                    self._remove(entry.path)
                     removed.append(entry.path)
             except OSError:                # BlockingIOError: an upload is writing it right now
                 pass
             finally:
                 os.close(fd)
-        return removed
 
 
 class _Partial:
@@ -283,18 +377,21 @@ class _Partial:
         ``fresh``: a whole upload, which starts over whatever was there.  A resumed upload
         must declare the same total as the partial file it continues.
         """
-        existing = uploads._partials(name, who)
+        prefix = uploads._prefix(who, name)
+        existing = uploads._partials(prefix)
         for _, other_total in existing:
             if other_total != total and not fresh:
                 raise UploadError(409, "your partial upload of %s is of %d bytes, not %d: send the whole file "
                                        "without Content-Range to start again" % (name, other_total, total),
                                   {"Upload-Length": str(other_total)})
-        path = os.path.join(uploads.directory, "%s%s-%d" % (PARTIAL_PREFIX, uploads._id(name, who), total))
+        path = os.path.join(uploads.directory, "%s%d" % (prefix, total))
         partial = cls(uploads, name, path, _locked(path, name, os.O_CREAT), total)
         try:
             if os.fstat(partial.fd).st_nlink == 0:          # swept or replaced between open and lock
                 raise UploadError(409, "your upload of %s was being cleaned up; try again" % name,
                                   {"Retry-After": "1"})
+            if uploads.records is not None and uploads._record(path) is None:
+                uploads.records.put(RECORD_PREFIX + os.path.basename(path), {"who": who, "name": name})
             if fresh:
                 os.ftruncate(partial.fd, 0)
                 for other, _ in existing:   # one of another size: removed once nobody writes it
@@ -303,7 +400,7 @@ class _Partial:
                             other_fd = _locked(other, name)
                         except FileNotFoundError:
                             continue
-                        _unlink_quietly(other)
+                        uploads._remove(other)
                         os.close(other_fd)
         except BaseException:
             partial.close()
@@ -323,7 +420,7 @@ class _Partial:
         if self.digest is not None:
             self.digest.close()
         if not self.finished and os.fstat(self.fd).st_size == 0:
-            _unlink_quietly(self.path)
+            self.uploads._remove(self.path)
         os.close(self.fd)
         self.fd = -1
 
@@ -363,10 +460,13 @@ class _Partial:
                               % (e, self.name, offset, self.total, offset), {"Upload-Offset": str(offset)}) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                held = self.size()     # the last write may have been partly done
-                raise UploadError(507, "no space left for %s after %d of %d bytes; resume from byte %d when "
-                                       "there is room" % (self.name, held, self.total, held),
-                                  {"Upload-Offset": str(held)}) from None
+                # Something besides uploads filled the disk: what this one holds is given back at once
+                # (close() removes the emptied file) rather than kept for days by an upload that cannot end.
+                held = self.size()
+                os.ftruncate(self.fd, 0)
+                raise UploadError(507, "no space left for %s after %d of %d bytes: the partial upload was removed "
+                                       "to free the space; upload it again when there is room"
+                                  % (self.name, held, self.total), {"Upload-Offset": "0"}) from None
             raise
         return offset
 
@@ -378,9 +478,9 @@ class _Partial:
         try:
             os.link(self.path, final)     # never replaces a file that appeared meanwhile
         except FileExistsError:
-            _unlink_quietly(self.path)
+            self.uploads._remove(self.path)
             raise UploadError(409, "%s was uploaded by someone else meanwhile; delete it first" % self.name) from None
-        os.unlink(self.path)
+        self.uploads._remove(self.path)
         self.finished = True
         return Finished(self.name, final, digest, os.fstat(self.fd))
 

@@ -40,6 +40,7 @@ from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABL
 from clarens.web.routes import WebRequest, WebResponse, static_file
 from clarens.web.uploads import Progress, UploadError, Uploads, parse_content_range
 
+from . import unfinished
 from .images import ISO_MAGIC, ISO_MAGIC_OFFSET, ImageStore, check_iso_head
 
 HELPER_TIMEOUT = 2.0     # seconds: a hung helper costs an Apache worker this long, not more
@@ -59,12 +60,15 @@ with open(os.path.join(_WEB, "page.html"), encoding="utf-8") as _f:
 
 def _startup_init(config, dbs, log):
     images_dir = config.get("images_dir", "/srv/clarens/images")
-    uploads = Uploads(images_dir, max_size=config.get_int("max_image_mb", minimum=1) * 1000 * 1000,
+    max_image_mb = config.get_int("max_image_mb", minimum=1)
+    db = dbs.open("burner")
+    uploads = Uploads(images_dir, max_size=max_image_mb * 1000 * 1000,
                       reserve=config.get_int("upload_reserve_mb", 1000, minimum=0) * 1000 * 1000,
                       expiry=config.get_int("partial_upload_hours", 48, minimum=1) * 3600,
-                      check_head=check_iso_head, head_size=ISO_MAGIC_OFFSET + len(ISO_MAGIC))
+                      check_head=check_iso_head, head_size=ISO_MAGIC_OFFSET + len(ISO_MAGIC),
+                      per_user=config.get_int("unfinished_upload_mb", max_image_mb, minimum=1) * 1000 * 1000,
+                      records=db)
     helpers = parse_helpers(config.get("socket", "/run/clarens-burner/burnerd.sock"), config.get("drive_hosts", ""))
-    db = dbs.open("burner")
     _settings.update(helpers=helpers, cluster=any(h.host for h in helpers.values()), db=db,
                      admin_group=config.get("admin_group", "admins"), log=log,
                      store=ImageStore(images_dir, db, uploads, log), swept=time.monotonic())
@@ -369,6 +373,21 @@ def delete_image(name):
     return True
 
 
+def uploads():
+    """Return your unfinished uploads (everyone's, for administrators): [{name, uploader, size (the
+    image's, as declared), received, modified, expires, writing (a request is sending it now)}].
+    Resume one with PUT /clarens/images/NAME, or discard it with burner.discard_upload."""
+    who, admin = _caller()
+    return unfinished.listing(_settings["store"].uploads, who, admin)
+
+
+def discard_upload(name, uploader=None):
+    """Remove your unfinished upload of image NAME (an administrator: UPLOADER's) and return the
+    bytes it held.  Refused while a request is still sending it."""
+    who, admin = _caller()
+    return unfinished.discard(_settings["store"].uploads, name, who, admin, uploader)
+
+
 def upload(web: WebRequest) -> WebResponse:
     """PUT or HEAD /clarens/images/NAME: upload an ISO image (resumable), or ask how much of it
     the server holds.  The protocol is described in :mod:`clarens.web.uploads`."""
@@ -409,7 +428,8 @@ def page(web: WebRequest) -> WebResponse:
 
 
 methods_list = {"drives": drives, "images": images, "burn": burn, "status": status, "jobs": jobs,
-                "cancel": cancel, "eject": eject, "delete_image": delete_image}
+                "cancel": cancel, "eject": eject, "delete_image": delete_image, "uploads": uploads,
+                "discard_upload": discard_upload}
 methods_sig = {
     "drives": ["array"],
     "images": ["array"],
@@ -419,6 +439,8 @@ methods_sig = {
     "cancel": ["struct,int", "struct,string"],
     "eject": ["boolean,string"],
     "delete_image": ["boolean,string"],
+    "uploads": ["array"],
+    "discard_upload": ["int,string", "int,string,string"],
 }
 web_routes = {"images": upload, "burner": page}
 web_pages = {"burner": "Burner"}

@@ -1,0 +1,34 @@
+"""Unfinished uploads as callers see them: their own, or everyone's for administrators.
+
+The partial files and their records are :class:`clarens.web.uploads.Uploads`'s; this
+module turns its answers and refusals into the burner's methods' results and faults
+(``burner.uploads``, ``burner.discard_upload``).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from clarens.faults import INVALID_PARAMS, Fault
+from clarens.web.uploads import UploadError, Uploads
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc).replace(tzinfo=None)
+
+
+def listing(uploads: Uploads, who: str, admin: bool) -> list[dict]:
+    """``who``'s unfinished uploads (everyone's for an administrator), times as dateTime."""
+    return [dict(u, modified=_utc(u["modified"]), expires=_utc(u["expires"]))
+            for u in uploads.unfinished(None if admin else who)]
+
+
+def discard(uploads: Uploads, name: str, who: str, admin: bool, uploader: str | None) -> int:
+    """Remove an unfinished upload of ``name``: ``who``'s own, or (administrators) ``uploader``'s;
+    the bytes it held."""
+    if uploader is not None and uploader != who and not admin:
+        raise Fault(INVALID_PARAMS, "only an administrator may discard another uploader's upload")
+    try:
+        return uploads.discard(name, uploader or who)
+    except UploadError as e:
+        raise Fault(INVALID_PARAMS, str(e)) from None
