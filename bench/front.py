@@ -57,9 +57,8 @@ class Front:
                 with open(os.path.join(inst.pki_dir, name)) as part:
                     f.write(part.read())
         os.chmod(pem, 0o600)
-        found = cluster.digests(inst.server_config())
-        self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLARENS_POLICY_DIGEST": found["policy_digest"],
-                    "CLARENS_MODULES_DIGEST": found["modules_digest"]}
+        digests = cluster.digests(inst.server_config())
+        self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **cluster.environment(digests)}
         # HAProxy asks for two descriptors per connection and will not start short of them
         # unless told to run within the limit it has (enough: an idle client needs one).
         _, fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)

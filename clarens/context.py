@@ -129,17 +129,18 @@ class CallContext:
 
     def server(self) -> dict:
         """Facts about this server process: ``{started, startup_init_calls, modules_loaded,
-        modules_failed, access_control, policy_digest, modules_digest, cluster}``, and ``pid`` for
-        administrators.  ``access_control`` is on, off or failed (every call refused);
-        ``policy_digest`` and ``modules_digest`` are equal on hosts that decide alike and serve the
-        same code (the policy's is "" unless access control is on)."""
+        modules_failed, access_control, policy_digest, modules_digest, trust_digest, cluster}``, and
+        ``pid`` for administrators.  ``access_control`` is on, off or failed (every call refused);
+        ``policy_digest``, ``modules_digest`` and ``trust_digest`` are equal on hosts that decide
+        alike, serve the same code and believe the same front ends (the policy's is "" unless
+        access control is on)."""
         modules = self._host.modules.values()
         state, digest = self._host.policy_state()
         facts = {"started": int(self._host.started), "startup_init_calls": self._host.startup_init_calls,
                  "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
                  "modules_failed": sum(1 for m in modules if m.status != "loaded"),
                  "access_control": state, "policy_digest": digest, "modules_digest": self._host.modules_digest,
-                 "cluster": self._host.config.cluster}
+                 "trust_digest": self._host.trust_digest, "cluster": self._host.config.cluster}
         if self.is_admin:
             facts["pid"] = os.getpid()
         return facts

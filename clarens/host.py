@@ -13,7 +13,7 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader, once, passwords, refusals, throttle
+from clarens import db, loader, once, passwords, proxies, refusals, throttle
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
@@ -46,6 +46,7 @@ class Host:
         self.pages: dict[str, str] = {}      # route -> title: the modules' pages, for the navigation
         self.started = time.time()
         self.modules_digest = ""             # set by load_modules
+        self.trust_digest = proxies.trust_digest(config.trusted_proxies, config.cluster)
         self.pid = os.getpid()
 
     @property

@@ -21,6 +21,7 @@ rather than serving it as someone else, or silently as anonymous.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,16 @@ class TrustedProxies:
         scheme = (headers.get(PROTO_HEADER) or "").strip().lower()
         return Forwarded(peer, headers.get(CLIENT_DN_HEADER), address,
                          scheme if scheme in ("http", "https") else None)
+
+
+def trust_digest(trusted: TrustedProxies, cluster: bool) -> str:
+    """SHA-256 (hex) of whom a host believes about its callers: its trusted front ends (as networks,
+    in order, repeats aside) and whether it is one of a cluster.  Hosts of one cluster must have
+    the same; a host started without ``trusted_proxies`` (or with the wrong ones) has another, and
+    its health check takes it out."""
+    networks = " ".join(sorted({str(n) for n in trusted.networks}))
+    return hashlib.sha256(("trusted_proxies=%s\ncluster=%s\n" % (networks, "on" if cluster else "off"))
+                          .encode("ascii")).hexdigest()
 
 
 def parse(text: str) -> TrustedProxies:

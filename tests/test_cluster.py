@@ -16,24 +16,27 @@ Every wait polls, with generous limits; nothing is timed.
 from __future__ import annotations
 
 import collections
-import csv
 import hashlib
 import http.client
 import io
 import os
+import pathlib
 import pwd
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
+import time
 import uuid
 import xmlrpc.client
 
 import pytest
 
 from clarens import cluster as cluster_mod
+from clarens import config as config_mod
 from clarens import faults, procfs
 from clarens.burnerd import launch as burner_launch
 from clarens.burnerd.client import BurnerClient, BurnerError
@@ -49,6 +52,7 @@ SSHD = "/usr/sbin/sshd"
 TUNNEL_USER = "clarens-tunnel-t"    # the drive host's account the SSH forward logs in as
 PROXY_SOURCE = "127.0.0.2"          # HAProxy connects to the hosts from here; clients call from 127.0.0.1
 WAIT = 60.0                         # seconds any polling wait may take before the test fails
+FD_LIMIT = 20000                    # HAProxy's descriptor limit here (a container's, say)
 DEMO_ADMIN_DN = "CN=Demo Administrator,O=Clarens Demo,C=UK"
 
 CLUSTER_ACL = """# The test-only counter and probe modules, for everyone.
@@ -240,7 +244,9 @@ class DriveHost:
 
 
 class Front:
-    """HAProxy as a child process, with a configuration rendered from the shipped template."""
+    """HAProxy as a child process, with a configuration rendered from the shipped template by
+    ``python3 -m clarens.cluster haproxy --cluster FILE``, both run within a descriptor limit of
+    :data:`FD_LIMIT` (where the limit it once took for granted would not start)."""
 
     def __init__(self, work: str, hosts: list[Instance], pki: str, digests: dict[str, str]):
         self.work = work
@@ -254,39 +260,33 @@ class Front:
                 with open(os.path.join(pki, name)) as part:
                     f.write(part.read())
         os.chmod(pem, 0o600)
-        self.names = {inst.url: "h%d" % n for n, inst in enumerate(hosts)}
-        config = os.path.join(work, "haproxy.cfg")
-        with open(config, "w") as f:
-            f.write(cluster_mod.haproxy_config(
-                [("h%d" % n, "127.0.0.1:%d" % inst.port) for n, inst in enumerate(hosts)],
-                bind="127.0.0.1:%d" % self.port, crt=pem, ca=os.path.join(pki, "ca.crt"),
-                http_bind="127.0.0.1:%d" % self.http_port, source=PROXY_SOURCE, stats_socket=self.stats,
-                process="", maxconn=2000, log="stdout format raw local0"))
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLARENS_POLICY_DIGEST": digests["policy_digest"],
-               "CLARENS_MODULES_DIGEST": digests["modules_digest"]}
-        subprocess.run([HAPROXY, "-c", "-q", "-f", config], env=env, check=True)
+        self.cluster_file = _write(work, "cluster.conf", "[hosts]\n" + "".join(
+            "h%d = 127.0.0.1:%d\n" % (n, inst.port) for n, inst in enumerate(hosts)))
+        limit = ["prlimit", "--nofile=%d" % FD_LIMIT]
+        self.config = os.path.join(work, "haproxy.cfg")
+        with open(self.config, "w") as f:
+            subprocess.run(limit + [sys.executable, "-m", "clarens.cluster", "haproxy", "--cluster", self.cluster_file,
+                                    "--bind", "127.0.0.1:%d" % self.port, "--crt", pem, "--ca",
+                                    os.path.join(pki, "ca.crt"), "--http-bind", "127.0.0.1:%d" % self.http_port,
+                                    "--source", PROXY_SOURCE, "--stats-socket", self.stats, "--foreground"],
+                           cwd=ROOT, stdout=f, check=True)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **cluster_mod.environment(digests)}
+        subprocess.run([HAPROXY, "-c", "-q", "-f", self.config], env=env, check=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([HAPROXY, "-db", "-f", config], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(limit + [HAPROXY, "-db", "-f", self.config], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         self.url = "https://127.0.0.1:%d/clarens/" % self.port
         self.http_url = "http://127.0.0.1:%d/clarens/" % self.http_port
 
     def command(self, text: str) -> str:
         """One command on HAProxy's runtime API (its stats socket, as an operator would use it)."""
         assert self.proc.poll() is None, "haproxy exited: %s" % self.log_text()
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(self.stats)
-            s.sendall(text.encode() + b"\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        return data.decode()
+        return cluster_mod.admin(self.stats, text)
 
     def servers(self) -> dict[str, dict[str, str]]:
         """``show stat`` of the backend's servers, by name (status, check_status, check_code, scur...)."""
-        rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
-        return {r["svname"]: r for r in rows if r["pxname"] == "clarens" and r["svname"] not in ("BACKEND", "FRONTEND")}
+        assert self.proc.poll() is None, "haproxy exited: %s" % self.log_text()
+        return cluster_mod.server_stats(self.stats)
 
     def wait_status(self, wanted: dict[str, str]) -> dict[str, dict[str, str]]:
         """Wait until each server named in ``wanted`` has a status starting with the one given."""
@@ -433,10 +433,10 @@ def test_health_reports_the_digests_every_host_shares(cluster):
     for _, answer in answers:
         assert answer["status"] == "ok" and answer["problems"] == [] and answer["cluster"] is True
         assert answer["access_control"] == "on" and answer["modules"]["failed"] == []
-        assert {answer["policy_digest"], answer["modules_digest"]} == set(expected.values())
+        assert {key: answer[key] for key in expected} == expected
     with cluster.front.service() as svc:
         info = svc.system.serverInfo()
-    assert info["policy_digest"] == expected["policy_digest"] and info["modules_digest"] == expected["modules_digest"]
+    assert {key: info[key] for key in expected} == expected
     # A checker expecting other digests is told why the host is not fit, with 503.
     status, answer = cluster_mod.health(cluster.hosts[0].url, headers={"X-Clarens-Expect-Policy": "0" * 64})
     assert status == 503 and answer["status"] == "failing"
@@ -516,15 +516,23 @@ class Load:
         return counts
 
 
+def _cluster_command(*args: str) -> subprocess.CompletedProcess:
+    """``python3 -m clarens.cluster ARGS``, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "clarens.cluster", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=2 * WAIT)
+
+
 def test_one_host_stopped_under_load(cluster):
     """4 threads call through HAProxy while a host is taken out and stopped as an operator would do
-    it (drained on the front end, then stopped as Debian stops Apache, ``apachectl graceful-stop``):
-    not one call fails, and each ran exactly once."""
+    it (drained on the front end with ``clarens.cluster drain``, then stopped as Debian stops Apache,
+    ``apachectl graceful-stop``): not one call fails, and each ran exactly once."""
     cluster.all_up()
     victim = cluster.hosts[1]
+    stats = ["--stats-socket", cluster.front.stats]
     with Load(cluster) as load:
-        cluster.front.command("set server clarens/h1 state drain")
-        wait_for("the drained host's requests to end", lambda: cluster.front.servers()["h1"]["scur"] == "0")
+        drained = _cluster_command("drain", "h1", *stats, "--timeout", str(WAIT))
+        assert drained.returncode == 0 and "h1: drained" in drained.stdout, drained
+        assert cluster.front.servers()["h1"]["status"] == "DRAIN" and cluster.front.servers()["h1"]["scur"] == "0"
         _graceful_stop(victim)
         cluster.front.wait_status({"h1": "DOWN"})
         load.more(100)
@@ -532,14 +540,60 @@ def test_one_host_stopped_under_load(cluster):
     assert not load.bump_errors and not load.maybe, (load.bump_errors[:5], list(load.maybe.values())[:5])
     assert set(load.counts().values()) == {1} and len(load.ran) >= 140
     victim.start()
-    cluster.front.command("set server clarens/h1 state ready")
+    ready = _cluster_command("ready", "h1", *stats)
+    assert ready.returncode == 0 and "h1: ready" in ready.stdout, ready
     cluster.front.wait_status({"h1": "UP"})
+    unknown = _cluster_command("drain", "h9", *stats)
+    assert unknown.returncode == 2 and "No such server" in unknown.stderr, unknown
+
+
+ROUNDS = 10            # stop/restart rounds under load
+ROUND_SECONDS = 30.0   # at least this long each, the calls going on throughout
+
+
+def test_no_idempotent_call_fails_while_a_host_is_up(cluster):
+    """4 threads call through the front end (idempotent echo.echo and the non-idempotent counter)
+    for ten rounds of 30 s; in each, a host is stopped as ``./run stop`` stops it (SIGTERM to Apache:
+    what it was serving is cut off), then started again.  Not one idempotent call fails (the front
+    end and the client retry them); no counter.bump runs twice (those that failed ran once at most)."""
+    cluster.all_up()
+    with Load(cluster) as load:
+        for n in range(ROUNDS):
+            began = time.monotonic()
+            name, victim = "h%d" % (n % 3), cluster.hosts[n % 3]
+            load.more(20)
+            victim.stop()
+            cluster.front.wait_status({name: "DOWN"})
+            load.more(20)
+            victim.start()
+            cluster.front.wait_status({name: "UP"})
+            load.more(20)
+            assert not load.echo_failures, (n, load.echo_failures[:5])
+            time.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - began)))
+    assert not load.echo_failures and not load.bump_errors, (load.echo_failures[:5], load.bump_errors[:5])
+    counts = load.counts()
+    print("\n%d rounds of calls in %d stop/restart rounds; %d counter.bump failed (%d of them ran): %s" % (
+        load.calls, ROUNDS, len(load.maybe), sum(counts.get(k, 0) for k in load.maybe),
+        "; ".join(sorted({str(e) for e in load.maybe.values()}))[:2000]))
+
+
+def test_haproxy_runs_within_the_descriptor_limit_it_has(cluster):
+    """Rendered where the descriptor limit is 20,000 (a container's, say), the configuration fits it:
+    HAProxy started (every other test here uses it), within that limit."""
+    with open(cluster.front.config) as f:
+        text = f.read()
+    maxconn = cluster_mod.default_maxconn(len(cluster.hosts), FD_LIMIT)
+    assert text.count("    maxconn %d\n" % maxconn) == 2 and 2 * maxconn < FD_LIMIT, text[:2000]
+    with open("/proc/%d/limits" % cluster.front.proc.pid) as f:
+        assert [line.split()[3:5] for line in f if line.startswith("Max open files")] == [[str(FD_LIMIT)] * 2]
+    assert int(cluster_mod.admin(cluster.front.stats, "show info").split("Maxconn: ")[1].split()[0]) == maxconn
 
 
 def test_one_host_lost_under_load(cluster):
-    """The same load while a host's Apache is killed outright (a crash, a power cut): the calls it was
-    serving are lost, and the caller is told (HAProxy answers 502); no call ran twice, no call after
-    them fails, and the front end takes the host out."""
+    """The same load while a host's Apache is killed outright (a crash, a power cut): the
+    non-idempotent calls it was serving are lost, and the caller is told (HAProxy answers 502); the
+    idempotent ones are retried and none fails; no call ran twice, no call after them fails, and the
+    front end takes the host out."""
     cluster.all_up()
     victim = cluster.hosts[2]
     with Load(cluster) as load:
@@ -550,7 +604,7 @@ def test_one_host_lost_under_load(cluster):
         cluster.front.wait_status({"h2": "DOWN"})
         failed_at_loss = len(load.echo_failures) + len(load.maybe)
         load.more(100)
-    assert not load.bump_errors, load.bump_errors[:5]
+    assert not load.bump_errors and not load.echo_failures, (load.bump_errors[:5], load.echo_failures[:5])
     lost = load.echo_failures + list(load.maybe.values())
     assert len(lost) == failed_at_loss, lost                  # none once the front end took the host out
     assert all(isinstance(e, TransportError) and e.sent for e in lost), lost
@@ -674,6 +728,39 @@ def test_live_policy_changes_are_refused_in_cluster_mode(cluster):
     assert policies == {cluster_mod.digests(cluster.hosts[0].server_config())["policy_digest"]}
 
 
+def test_a_host_that_trusts_the_wrong_addresses_is_taken_out_and_check_says_why(cluster):
+    """A host started without trusted_proxies, or trusting the address clients call from (the
+    one-machine trap: the front end's source and the clients' address the same): its trust digest
+    differs, so the health check takes it out; ``clarens.cluster check``, probing each host straight
+    from this machine with a forged identity header, says which host believes it."""
+    cluster.all_up()
+    ok = _cluster_command("check", "--cluster", cluster.front.cluster_file)
+    assert ok.returncode == 0 and ok.stdout.count(" ok ") == 3, ok
+    victim = cluster.hosts[2]
+    expected = cluster_mod.digests(victim.server_config())["trust_digest"]
+    urls = [inst.url for inst in cluster.hosts]
+    try:
+        for trusted, believed in (("", False), ("127.0.0.1 " + PROXY_SOURCE, True)):
+            victim.stop()
+            victim.options["clarens.server.trusted_proxies"] = trusted
+            victim.start()
+            status, answer = cluster_mod.health(victim.url, headers={"X-Clarens-Expect-Trust": expected})
+            assert status == 503 and answer["problems"] == ["the trust configuration digest is %s, not the expected "
+                                                            "%s" % (answer["trust_digest"], expected)], answer
+            wait_for("HAProxy to take h2 out for its 503", lambda: (lambda h2: h2["status"] == "DOWN" and (
+                h2["check_status"], h2["check_code"]) == ("L7STS", "503"))(cluster.front.servers()["h2"]))
+            out = io.StringIO()
+            assert cluster_mod.check(urls, out) == 1
+            report = out.getvalue().splitlines()
+            assert ("believed a forged X-Clarens-Client-DN" in report[2]) is believed, report
+            assert "believed" not in report[0] + report[1] and "trust configurations are not the same" in report[3]
+    finally:
+        victim.stop()
+        victim.options["clarens.server.trusted_proxies"] = PROXY_SOURCE
+        victim.start()
+    cluster.front.wait_status({"h2": "UP"})
+
+
 def _wait_job(svc: Service, job_id, until, what: str) -> dict:
     return wait_for("job %s to be %s" % (job_id, what), lambda: (lambda job: job if until(job) else None)(
         svc.burner.status(job_id)))
@@ -773,3 +860,67 @@ def test_a_slow_client_never_reaches_a_host(cluster):
     for inst in cluster.hosts:
         with open(inst.access_log, errors="replace") as f:
             assert marker not in f.read()
+
+
+# -- operating without extra tools ------------------------------------------------------------------
+
+
+def test_deploy_policy_names_what_is_missing_before_changing_anything(cluster, tmp_path):
+    script = os.path.join(ROOT, "conf", "cluster", "deploy-policy.sh")
+    tools = tmp_path / "bin"                  # what is on PATH: ssh, and later a stand-in rsync
+    tools.mkdir()
+    os.symlink(shutil.which("ssh"), tools / "ssh")
+    env = {"PATH": str(tools), "HOME": str(tmp_path)}
+
+    def deploy(*args):
+        return subprocess.run(["/bin/sh", script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=2 * WAIT)
+    assert deploy().returncode == 2
+    missing_rsync = deploy(cluster.acl, cluster.front.cluster_file)
+    assert missing_rsync.returncode == 1 and "rsync here (apt-get install rsync)" in missing_rsync.stderr, missing_rsync
+    (tools / "rsync").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "rsync").chmod(0o755)
+    # Every host of the cluster file, at its address: none lets root in by SSH here.
+    unreachable = deploy(cluster.acl, cluster.front.cluster_file)
+    assert unreachable.returncode == 1, unreachable
+    for name in ("h0", "h1", "h2"):
+        assert "SSH as root to host %s: ssh -o BatchMode=yes root@127.0.0.1 fails" % name in unreachable.stderr
+    assert "validate" not in unreachable.stdout + unreachable.stderr      # stopped before anything else
+
+
+def test_a_private_instance_runs_in_cluster_mode_from_its_own_configuration(tmp_path):
+    """``./run start --config FILE``: a private instance as one host of a cluster on this machine,
+    the checkout's conf/clarens.conf untouched; a configuration Apache's user cannot read is refused
+    at once, saying so."""
+    state = make_state_dir("clarens-run-config-")
+    port, tls_port = free_port(), free_port()
+    env = dict(os.environ, CLARENS_STATE=state, CLARENS_PORT=str(port), CLARENS_TLS_PORT=str(tls_port))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([os.path.join(ROOT, "run"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=4 * WAIT)
+    text = ("[server]\nmodules_path = %s\nacl_dir = %s\ncluster = on\ntrusted_proxies = %s\n"
+            "workers = 16\nspare_workers = 2\n\n[module:burner]\nmax_image_mb = 100\n"
+            % (os.path.join(ROOT, "modules"), os.path.join(ROOT, "acl"), PROXY_SOURCE))
+    private = tmp_path / "private.conf"             # under pytest's own directory, root's alone
+    private.write_text(text)
+    refused = run("start", "--config", str(private))
+    assert refused.returncode == 1 and "Apache's user www-data cannot read %s" % private in refused.stderr, refused
+    conf = pathlib.Path(make_state_dir("clarens-run-config-conf-"), "host.conf")
+    conf.write_text(text)
+    conf.chmod(0o644)
+    with open(os.path.join(ROOT, "conf", "clarens.conf"), "rb") as f:
+        shipped = f.read()
+    started = run("start", "--config", str(conf))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        status, answer = cluster_mod.health("http://127.0.0.1:%d/clarens/" % port)
+        assert status == 200 and answer["cluster"] is True, answer
+        assert answer["trust_digest"] == cluster_mod.digests(config_mod.load(str(conf)))["trust_digest"]
+    finally:
+        stopped = run("stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(conf.parent, ignore_errors=True)
+    with open(os.path.join(ROOT, "conf", "clarens.conf"), "rb") as f:
+        assert f.read() == shipped

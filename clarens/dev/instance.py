@@ -5,8 +5,13 @@ rendered config, pid file, logs, tdb files) lives under one state directory.
 Apache is always started with a clean environment: a pyenv Python on ``PATH``
 makes the embedded interpreter fail to find its standard library.
 
-    python3 -m clarens.dev.instance serve [--debug]   # foreground until Ctrl-C
-    python3 -m clarens.dev.instance start | stop | status
+    python3 -m clarens.dev.instance serve [--debug] [--config FILE]   # foreground until Ctrl-C
+    python3 -m clarens.dev.instance start [--config FILE] | stop | status
+
+``--config FILE`` (default ``$CLARENS_CONFIG``, else the checkout's ``conf/clarens.conf``)
+is the server configuration the instance runs with, e.g. a copy with ``[server] cluster
+= on`` and ``trusted_proxies`` for one host of a cluster on this machine; the instance's
+own settings (its state directory, the burner helper's socket) override it.
 """
 
 from __future__ import annotations
@@ -78,8 +83,9 @@ class Instance:
 
     def __init__(self, state_dir: str = DEFAULT_STATE, port: int = 8080, tls_port: int = 8443, debug: bool = False,
                  options: Mapping[str, str] | None = None, extra_conf: str = "", log_level: str = "warn",
-                 burner: bool = True, helper_users: Sequence[str] = ()):
+                 burner: bool = True, helper_users: Sequence[str] = (), config: str = config_mod.CHECKOUT_CONFIG):
         self.state_dir = os.path.abspath(state_dir)
+        self.config = os.path.abspath(config)
         self.port = port
         self.tls_port = tls_port
         self.debug = debug
@@ -119,7 +125,7 @@ class Instance:
 
     def server_config(self) -> config_mod.ServerConfig:
         """The configuration the server will run with (file plus this instance's options)."""
-        return config_mod.load(os.path.join(ROOT, "conf", "clarens.conf"), self.all_options())
+        return config_mod.load(self.config, self.all_options())
 
     def all_options(self) -> dict[str, str]:
         burner = {"clarens.module:burner.socket": self.helper_socket,
@@ -160,7 +166,8 @@ class Instance:
         with open(TEMPLATE) as f:
             template = f.read()
         conf = apacheconf.render_template(template, {
-            "ROOT": ROOT, "STATE": self.state_dir, "PORT": str(self.port), "TLS_PORT": str(self.tls_port),
+            "ROOT": ROOT, "STATE": self.state_dir, "CONFIG": self.config, "PORT": str(self.port),
+            "TLS_PORT": str(self.tls_port),
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
             "LOG_LEVEL": self.log_level,
@@ -239,12 +246,13 @@ class Instance:
         except FileNotFoundError:
             pass
 
-    @staticmethod
-    def _check_readable_by(user: str) -> None:
-        probe = os.path.join(ROOT, "clarens", "__init__.py")
-        if subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode != 0:
-            raise InstanceError("Apache's user %s cannot read %s: move the checkout somewhere it can read "
-                                "(every directory above it needs o+x)" % (user, probe))
+    def _check_readable_by(self, user: str) -> None:
+        """InstanceError unless Apache's ``user`` can read the checkout and the configuration."""
+        for probe, what in ((os.path.join(ROOT, "clarens", "__init__.py"), "the checkout"),
+                            (self.config, "the configuration")):
+            if subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode != 0:
+                raise InstanceError("Apache's user %s cannot read %s: move %s somewhere it can read "
+                                    "(every directory above it needs o+x)" % (user, probe, what))
 
     def command(self, foreground: bool = True) -> list[str]:
         """The argv that runs this instance's Apache (clean environment)."""
@@ -413,10 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", default=os.environ.get("CLARENS_STATE", DEFAULT_STATE))
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLARENS_PORT", "8080")))
     parser.add_argument("--tls-port", type=int, default=int(os.environ.get("CLARENS_TLS_PORT", "8443")))
+    parser.add_argument("--config", default=os.environ.get("CLARENS_CONFIG") or config_mod.CHECKOUT_CONFIG,
+                        help="the server configuration (default: $CLARENS_CONFIG, else conf/clarens.conf)")
     args = parser.parse_args(argv)
     if args.debug and args.action != "serve":
         parser.error("--debug is for serve (one Apache process in the foreground): ./run serve --debug")
-    inst = Instance(args.state, args.port, args.tls_port, debug=args.debug)
+    inst = Instance(args.state, args.port, args.tls_port, debug=args.debug, config=args.config)
     try:
         if args.action == "render":
             inst.prepare()

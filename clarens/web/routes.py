@@ -177,6 +177,10 @@ _LOGIN_UNAVAILABLE = ("<!DOCTYPE html><title>Sign-in unavailable</title><p>This 
 # answers 503, and the front end takes it out of rotation (conf/haproxy/clarens.cfg).
 EXPECT_POLICY_HEADER = "X-Clarens-Expect-Policy"
 EXPECT_MODULES_HEADER = "X-Clarens-Expect-Modules"
+EXPECT_TRUST_HEADER = "X-Clarens-Expect-Trust"
+EXPECTED = ((EXPECT_POLICY_HEADER, "policy_digest", "policy"),
+            (EXPECT_MODULES_HEADER, "modules_digest", "module set"),
+            (EXPECT_TRUST_HEADER, "trust_digest", "trust configuration"))
 
 
 def health(web: WebRequest) -> WebResponse:
@@ -185,11 +189,12 @@ def health(web: WebRequest) -> WebResponse:
 
     200 with ``{"status": "ok", ...}``; 503 with ``"status": "failing"`` and the ``problems`` when a
     module failed to load, when the access-control policy failed to load (every call is then
-    refused: fail closed), or when the policy or the module set differs from the digest the
-    checker expects (``X-Clarens-Expect-Policy`` / ``X-Clarens-Expect-Modules``: one digest, or
-    several separated by spaces while a deployment rolls from one to the next).  Also:
-    the modules loaded and failed (names only), ``access_control`` (on, off, failed), both
-    digests, ``cluster`` and when the server started.
+    refused: fail closed), or when the policy, the module set or the trust configuration
+    (``trusted_proxies`` and ``cluster``) differs from the digest the checker expects
+    (``X-Clarens-Expect-Policy`` / ``-Modules`` / ``-Trust``: one digest, or several separated by
+    spaces while a deployment rolls from one to the next).  Also: the modules loaded and
+    failed (names only), ``access_control`` (on, off, failed), the three digests, ``cluster``
+    and when the server started.
     """
     if web.method not in ("GET", "HEAD"):
         return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
@@ -199,8 +204,7 @@ def health(web: WebRequest) -> WebResponse:
     problems = ["module(s) failed to load: %s" % ", ".join(failed)] if failed else []
     if facts["access_control"] == "failed":
         problems.append("the access-control policy failed to load: every call is refused")
-    for header, key, what in ((EXPECT_POLICY_HEADER, "policy_digest", "policy"),
-                              (EXPECT_MODULES_HEADER, "modules_digest", "module set")):
+    for header, key, what in EXPECTED:
         # One digest, or several during a rolling deployment (the old and the new).
         expected = (web.headers.get(header) or "").replace(",", " ").split()
         if expected and facts[key] not in expected:
@@ -209,8 +213,8 @@ def health(web: WebRequest) -> WebResponse:
     response = WebResponse.json({
         "status": "failing" if problems else "ok", "problems": problems,
         "modules": {"loaded": sorted(m["name"] for m in modules if m["status"] == "loaded"), "failed": failed},
-        "access_control": facts["access_control"], "policy_digest": facts["policy_digest"],
-        "modules_digest": facts["modules_digest"], "cluster": facts["cluster"], "started": facts["started"],
+        "access_control": facts["access_control"], **{key: facts[key] for _, key, _ in EXPECTED},
+        "cluster": facts["cluster"], "started": facts["started"],
     }, 503 if problems else 200)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -321,18 +321,20 @@ def test_the_cluster_tools_work_from_the_package(root):
     the drive-host tunnel's unit and the deployment examples where the documentation says."""
     r = root
     servers = [arg for name, address in cluster.EXAMPLE_SERVERS for arg in ("--server", "%s=%s" % (name, address))]
-    rendered = r.run(["python3", "-m", "clarens.cluster", "haproxy", *servers], cwd="/tmp").stdout
+    rendered = r.run(["python3", "-m", "clarens.cluster", "haproxy", *servers, "--maxconn", "20000"],
+                     cwd="/tmp").stdout
     with open(os.path.join(ROOT, "conf", "haproxy", "clarens.cfg")) as f:
         assert rendered == f.read()
 
     expected = dict(line.split("=", 1) for line in r.run(
         ["python3", "-m", "clarens.cluster", "digest", "--env"], cwd="/tmp").stdout.split())
     health = http_get(r, HTTP + "health", {"X-Clarens-Expect-Policy": expected["CLARENS_POLICY_DIGEST"],
-                                           "X-Clarens-Expect-Modules": expected["CLARENS_MODULES_DIGEST"]})
+                                           "X-Clarens-Expect-Modules": expected["CLARENS_MODULES_DIGEST"],
+                                           "X-Clarens-Expect-Trust": expected["CLARENS_TRUST_DIGEST"]})
     assert health["status"] == 200, health
     reported = json.loads(health["body"])
-    assert (reported["policy_digest"], reported["modules_digest"]) == (
-        expected["CLARENS_POLICY_DIGEST"], expected["CLARENS_MODULES_DIGEST"])
+    assert (reported["policy_digest"], reported["modules_digest"], reported["trust_digest"]) == (
+        expected["CLARENS_POLICY_DIGEST"], expected["CLARENS_MODULES_DIGEST"], expected["CLARENS_TRUST_DIGEST"])
     assert r.run(["python3", "-m", "clarens.cluster", "check", HTTP], cwd="/tmp", check=False).returncode == 0
 
     # A template unit, enabled per drive host by the administrator, never by the package.
@@ -342,7 +344,7 @@ def test_the_cluster_tools_work_from_the_package(root):
         documentation = next(line for line in f if line.startswith("Documentation="))
     assert os.path.isfile(r.file(documentation.split("file://", 1)[1].strip()))
     for example in ("haproxy/clarens.cfg", "cluster/deploy-policy.sh", "cluster/deploy-policy.yml",
-                    "drive-hosts/ssh_config.example", "drive-hosts/sshd_config.example"):
+                    "cluster/cluster.conf", "drive-hosts/ssh_config.example", "drive-hosts/sshd_config.example"):
         assert os.path.isfile(r.file("/usr/share/doc/clarens/examples/" + example)), example
 
 

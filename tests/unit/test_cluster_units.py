@@ -1,17 +1,21 @@
 """Many hosts, without Apache: trusted front ends, digests, the health route, cluster mode, the HAProxy template."""
 
+import io
 import json
 import os
+import resource
 import types
 import xmlrpc.client
 
 import pytest
 
 from clarens import cluster, loader, proxies
+from clarens import config as config_mod
 from clarens import host as host_mod
 from clarens.acl import store
 from clarens.acl.files import load_dir, parse_text
 from clarens.acl.model import Entry, Policy
+from clarens.client.service import IDEMPOTENT_HEADER
 from clarens.db import open_db
 from clarens.faults import ACCESS_DENIED, READ_ONLY
 from clarens.identity import ANONYMOUS, Identity, IdentityRefused, from_request
@@ -189,9 +193,10 @@ def test_health_is_ok_and_says_what_a_host_runs(site):
     assert status == 200 and req.headers_out["Cache-Control"] == "no-store"
     assert answer == {"status": "ok", "problems": [], "modules": {"loaded": ["system", "unit"], "failed": []},
                       "access_control": "on", "policy_digest": facts[1], "modules_digest": site.host.modules_digest,
+                      "trust_digest": proxies.trust_digest(proxies.parse(FRONT), True),
                       "cluster": True, "started": int(site.host.started)}
-    assert health({"X-Clarens-Expect-Policy": facts[1],
-                   "X-Clarens-Expect-Modules": site.host.modules_digest})[0] == 200
+    assert health({"X-Clarens-Expect-Policy": facts[1], "X-Clarens-Expect-Modules": site.host.modules_digest,
+                   "X-Clarens-Expect-Trust": answer["trust_digest"]})[0] == 200
     assert health({"X-Clarens-Expect-Policy": "%s %s" % ("0" * 64, facts[1])})[0] == 200    # a rolling deployment
     assert health(method="HEAD")[0] == 200 and health(method="POST")[0] == 405
 
@@ -208,10 +213,26 @@ def test_health_is_503_when_the_host_differs_or_failed(site):
     assert answer["access_control"] == "failed" and answer["policy_digest"] == ""
 
 
+def test_a_host_that_trusts_other_front_ends_is_not_fit(site):
+    """A host started without trusted_proxies, with others, or out of cluster mode reports another
+    trust digest: the health check the front end sends takes it out."""
+    expected = proxies.trust_digest(proxies.parse(FRONT), True)
+    assert site.host.trust_digest == expected
+    for trusted, cluster_mode in (("", True), ("10.0.0.2 127.0.0.1", True), (FRONT, False)):
+        other = proxies.trust_digest(proxies.parse(trusted), cluster_mode)
+        status, answer, _ = health({"X-Clarens-Expect-Trust": other})
+        assert status == 503 and answer["problems"] == [
+            "the trust configuration digest is %s, not the expected %s" % (expected, other)]
+    # Only what the host believes counts: the same networks, however written.
+    assert proxies.trust_digest(proxies.parse("10.0.0.2/32, 10.0.0.2 192.0.2.0/24"), True) == \
+        proxies.trust_digest(proxies.parse("192.0.2.7/24 10.0.0.2"), True)
+
+
 def test_server_info_reports_the_digests(site):
     info = whoami(call("system.serverInfo"))
-    assert (info["access_control"], info["policy_digest"], info["modules_digest"], info["cluster"]) == \
-        ("on", site.host.policy_state()[1], site.host.modules_digest, True)
+    assert (info["access_control"], info["policy_digest"], info["modules_digest"], info["trust_digest"],
+            info["cluster"]) == ("on", site.host.policy_state()[1], site.host.modules_digest, site.host.trust_digest,
+                                 True)
 
 
 # --- cluster mode refuses live policy changes -------------------------------------------------
@@ -238,12 +259,83 @@ def test_the_shipped_haproxy_configuration_is_the_templates_rendering():
         assert f.read() == cluster.haproxy_config(cluster.EXAMPLE_SERVERS)
 
 
-def test_the_haproxy_configuration_never_retries_what_may_have_run():
+def test_the_haproxy_configuration_retries_only_what_may_run_twice():
+    """The client pool's rule: L7 retries (a host that closed without answering, timed out, 502/503)
+    only for requests the client marked idempotent; for the rest, only a connection never made."""
     text = cluster.haproxy_config([("a", "10.0.0.1:80")], source="10.0.0.2")
     lines = [line.strip() for line in text.splitlines()]
-    assert "retry-on conn-failure" in lines and not [x for x in lines if x.startswith("retry-on") and x != "retry-on "
-                                                      "conn-failure"]
+    assert [x for x in lines if x.startswith("retry-on")] == ["retry-on conn-failure empty-response response-timeout "
+                                                              "502 503"]
+    assert "http-request disable-l7-retry unless { req.hdr(%s) -m str 1 }" % IDEMPOTENT_HEADER in lines
     for header in ("X-Clarens-Client-DN", "X-Forwarded-For", "X-Forwarded-Proto"):
         assert lines.index("http-request del-header " + header) < min(
             i for i, x in enumerate(lines) if x.startswith("http-request set-header"))
-    assert "server a 10.0.0.1:80" in lines and any("source 10.0.0.2" in x for x in lines)
+    assert "server a 10.0.0.1:80" in lines
+    server = next(x.split() for x in lines if x.startswith("default-server"))
+    # A host is taken out on its first failed live response, and checked every 500 ms until it is back.
+    for option in ("observe layer7", "error-limit 1", "on-error mark-down", "fastinter 500ms", "downinter 500ms",
+                   "source 10.0.0.2"):
+        assert option in " ".join(server), option
+    # Every digest the hosts report is checked, from the environment HAProxy refuses to start without.
+    for name, key in (("Policy", "POLICY"), ("Modules", "MODULES"), ("Trust", "TRUST")):
+        assert 'hdr X-Clarens-Expect-%s "${CLARENS_%s_DIGEST}"' % (name, key) in text
+        assert "!defined(CLARENS_%s_DIGEST)" % key in text
+    assert set(cluster.environment({"policy_digest": "p", "modules_digest": "m", "trust_digest": "t"}).items()) == \
+        {("CLARENS_POLICY_DIGEST", "p"), ("CLARENS_MODULES_DIGEST", "m"), ("CLARENS_TRUST_DIGEST", "t")}
+
+
+def test_maxconn_fits_the_descriptor_limit():
+    """Two descriptors per connection and a reserve: the default HAProxy can start with."""
+    assert cluster.default_maxconn(3, 20000) == (20000 - cluster.FD_RESERVE - 6) // 2
+    assert cluster.default_maxconn(3, 1 << 20) == cluster.MAXCONN == 20000
+    assert cluster.default_maxconn(3, resource.RLIM_INFINITY) == cluster.MAXCONN
+    assert cluster.default_maxconn(3, 100) == 1
+    assert cluster.default_maxconn(3) == cluster.default_maxconn(3, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    out = io.StringIO()
+    assert cluster.main(["haproxy", "--server", "a=10.0.0.1:80", "--maxconn", "500", "--foreground"], out) == 0
+    text = out.getvalue()
+    assert text.count("maxconn 500\n") == 2 and "daemon" not in text and "log stdout format raw local0" in text
+
+
+CLUSTER_FILE = """[hosts]
+a = 10.0.0.11:80
+B = 10.0.0.12:8080
+c6 = [2001:db8::13]:80
+
+[fronts]
+front1 = 10.0.0.2
+"""
+
+
+def test_the_cluster_file_names_the_hosts_with_their_ports(tmp_path):
+    path = tmp_path / "cluster.conf"
+    path.write_text(CLUSTER_FILE)
+    found = cluster.read_cluster(str(path))
+    assert found.hosts == [("a", "10.0.0.11", 80), ("B", "10.0.0.12", 8080), ("c6", "2001:db8::13", 80)]
+    assert found.fronts == [("front1", "10.0.0.2")]
+    out = io.StringIO()
+    assert cluster.main(["list", "--cluster", str(path)], out) == 0
+    assert out.getvalue() == ("host a 10.0.0.11 80 http://10.0.0.11:80/clarens/\n"
+                              "host B 10.0.0.12 8080 http://10.0.0.12:8080/clarens/\n"
+                              "host c6 2001:db8::13 80 http://[2001:db8::13]:80/clarens/\nfront front1 10.0.0.2\n")
+    out = io.StringIO()
+    assert cluster.main(["haproxy", "--cluster", str(path)], out) == 0
+    assert "    server B 10.0.0.12:8080\n    server c6 [2001:db8::13]:80\n" in out.getvalue()
+    # The shipped example is one.
+    assert [h[0] for h in cluster.read_cluster(os.path.join(ROOT, "conf", "cluster", "cluster.conf")).hosts] == \
+        [name for name, _ in cluster.EXAMPLE_SERVERS]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[hosts]\na = 10.0.0.1\n", "[hosts] a: expected ADDRESS:PORT, not '10.0.0.1'"),
+    ("[hosts]\na = 10.0.0.1:http\n", "expected ADDRESS:PORT"),
+    ("[fronts]\nf = 10.0.0.2\n", "needs a [hosts] section"),
+    ("[hosts]\na = 10.0.0.1:80\n[others]\n", "needs a [hosts] section"),
+    ("hosts = a\n", "File contains no section headers"),
+])
+def test_a_broken_cluster_file_is_named(tmp_path, text, says):
+    path = tmp_path / "cluster.conf"
+    path.write_text(text)
+    with pytest.raises(config_mod.ConfigError) as info:
+        cluster.read_cluster(str(path))
+    assert str(path) in str(info.value) and says in str(info.value)
