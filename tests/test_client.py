@@ -288,7 +288,7 @@ def test_the_command_line_calls_and_lists_from_any_directory(server, tmp_path):
     assert json.loads(who.stdout)["identity"] == "demo"
     fault = run("call", server.url, "acl.show")
     assert fault.returncode == 1 and fault.stderr.startswith("fault -32001:")
-    down = run("call", "http://127.0.0.1:%d/clarens/" % free_port(), "echo.echo", "1")
+    down = run("--timeout", "1", "call", "http://127.0.0.1:%d/clarens/" % free_port(), "echo.echo", "1")
     assert down.returncode == 3 and "refused" in down.stderr
     unknown = run("call", "no-such-service", "echo.echo")
     assert unknown.returncode == 2 and "no-such-service" in unknown.stderr

@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -332,6 +333,21 @@ def test_whoami_and_echo_over_json_rpc(quiet):
         for value in values:
             assert svc.echo.echo(value) == value, value
         assert svc.call("echo.echo", values) == values
+
+
+def test_the_command_line_takes_the_remote_command_and_ssh_options(quiet):
+    """``clarens --remote ... --ssh ...``: a checkout on the remote host, reached with a key of its own."""
+    def clarens(*args):
+        return subprocess.run([os.path.join(ROOT, "bin", "clarens"), *args], capture_output=True, text=True,
+                              timeout=2 * WAIT)
+    ssh = shlex.join(quiet.ssh(quiet.keys[IN_USER]))
+    me = clarens("--remote", REMOTE, "--ssh", ssh, "call", quiet.url(IN_USER), "system.whoami")
+    assert me.returncode == 0 and json.loads(me.stdout)["identity"] == "unix:%s" % IN_USER, me.stderr
+    # Without the checkout on the remote Python's path (the default remote): said so, with the fix.
+    bare = clarens("--remote", "env -u PYTHONPATH %s -m clarens.stdio" % PYTHON, "--ssh", ssh, "--timeout", "10",
+                   "call", quiet.url(IN_USER), "system.whoami")
+    assert bare.returncode == 3 and "No module named 'clarens'" in bare.stderr, bare.stderr
+    assert "env PYTHONPATH=/path/to/checkout /usr/bin/python3 -m clarens.stdio" in bare.stderr
 
 
 def test_xml_rpc_over_the_same_framing(quiet):

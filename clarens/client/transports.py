@@ -90,6 +90,10 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def _too_large(url: str, size: str, limit: int) -> TransportError:
+    return TransportError(url, "an answer of %s, over the limit of %d (max_answer)" % (size, limit), transient=False)
+
+
 def _why(e: BaseException) -> str:
     """An exception as a short cause: its message, else its kind."""
     text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
@@ -201,20 +205,17 @@ class Http:
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         """The answer's body, refused as soon as it is known to be over ``max_answer``."""
         if response.length is not None and response.length > self.max_answer:
-            raise self._too_large("%d bytes" % response.length)
+            raise _too_large(self.url, "%d bytes" % response.length, self.max_answer)
         pieces, size = [], 0
         while piece := response.read(_PIECE):
             pieces.append(piece)
             size += len(piece)
             if size > self.max_answer:
-                raise self._too_large("more than %d bytes" % self.max_answer)
+                raise _too_large(self.url, "more than %d bytes" % self.max_answer, self.max_answer)
         if response.length:           # what is still owed: read(n) takes a short body for a whole one
             raise http.client.IncompleteRead(b"", response.length)
         return b"".join(pieces)
 
-    def _too_large(self, size: str) -> TransportError:
-        return TransportError(self.url, "an answer of %s, over the limit of %d (max_answer)" % (size, self.max_answer),
-                              transient=False)
 
     def _judge(self, response: http.client.HTTPResponse, body: bytes) -> Answer:
         """The answer, if it is one: an RPC body with a success or error status."""
@@ -283,8 +284,7 @@ class Local:
             raise ValueError("no codec for %r" % content_type)
         answer = serving.serve(self.host, self.caller, codec, body, "local") or b""
         if len(answer) > self.max_answer:
-            raise TransportError(self.url, "an answer of %d bytes, over the limit of %d (max_answer)"
-                                 % (len(answer), self.max_answer), transient=False)
+            raise _too_large(self.url, "%d bytes" % len(answer), self.max_answer)
         return Answer(answer, 200, {"content-type": content_type})
 
     def close(self) -> None:
