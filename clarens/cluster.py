@@ -268,7 +268,8 @@ def drain(stats_socket: str, name: str, timeout: float, out: TextIO = sys.stdout
     1 if some are still running after ``timeout`` seconds."""
     set_state(stats_socket, name, "drain")
     deadline = time.monotonic() + timeout
-    while (running := int(server_stats(stats_socket)[name]["scur"] or 0)) and time.monotonic() < deadline:
+    while (running := int(server_stats(stats_socket).get(name, {}).get("scur") or 0)) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
     if running:
         out.write("%s: draining, %d request(s) still running after %g s\n" % (name, running, timeout))
@@ -354,9 +355,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         else:
             set_state(args.stats_socket, args.name, "ready")
             out.write("%s: ready, back in rotation once its health check passes\n" % args.name)
-    except (config_mod.ConfigError, AclError, OSError, KeyError) as e:
-        print("error: %s" % (e if not isinstance(e, KeyError) else "no host %s on this front end" % e),
-              file=sys.stderr)
+    except (config_mod.ConfigError, AclError, OSError) as e:
+        print("error: %s" % e, file=sys.stderr)
         return 2
     return 0
 
