@@ -10,6 +10,15 @@ terminal (or one line of standard input) and handed to ``htpasswd -i`` on its
 standard input, never on a command line.  Names are UTF-8 (``ädmin``, ``管理者``),
 stored in Unicode normal form C, as the host compares them.
 
+A new password or a deleted user ends every session of that user at once (the
+session tokens carry a digest of the user's entry).  ``session list`` shows the
+sessions this host has seen, ``session revoke`` ends one (by its id, or a prefix of
+it) or every session of a user, on this host and, in a cluster, on the others within
+the bound ``docs/scaling.md`` states; ``session new-key FILE`` writes a new key that
+signs session tokens (``[server] session_key``; deploy the same to every host of a
+cluster): once Apache has loaded it (``apachectl graceful``), every session signed
+with the old key has ended.
+
 ``apache-conf`` prints the Apache include rendered from ``/etc/clarens/clarens.conf``,
 which carries its body limits and process pool: after changing those, write it to
 ``/etc/apache2/conf-available/clarens.conf`` and restart Apache gracefully.
@@ -18,6 +27,9 @@ which carries its body limits and process pool: after changing those, write it t
     clarens-admin user passwd NAME [--password-stdin]
     clarens-admin user del NAME
     clarens-admin user list
+    clarens-admin session list [--user NAME]
+    clarens-admin session revoke ID | --user NAME
+    clarens-admin session new-key FILE
     clarens-admin apache-conf [--config FILE]
 """
 
@@ -29,9 +41,11 @@ import grp
 import os
 import subprocess
 import sys
+import time
 
-from clarens import apacheconf
+from clarens import apacheconf, sessions
 from clarens import config as config_mod
+from clarens.db import open_db
 from clarens.identity import normal_name, reserved
 
 HTPASSWD = config_mod.SERVER_DEFAULTS["htpasswd"]
@@ -127,48 +141,116 @@ def htpasswd_path(config: str) -> str:
     return path
 
 
+def _sessions(config: str) -> sessions.Sessions:
+    """The sessions of the host at ``config`` (list and revoke need no key); AdminError if it has none yet."""
+    cfg = config_mod.load(config if os.path.exists(config) else None)
+    path = os.path.join(cfg.db_dir, sessions.DB_NAME + ".tdb")
+    if not os.path.exists(path):      # never create it: it is the Apache user's
+        raise AdminError("no session has been opened on this host yet (%s does not exist)" % path)
+    return sessions.Sessions(open_db(path), b"", cfg.session_idle, cfg.session_lifetime, lambda name: None,
+                             cluster=bool(cfg.session_peers))
+
+
+def new_key(path: str, group: str = APACHE_GROUP) -> None:
+    """Write a new session key to ``path`` (root:``group`` 0640, replacing any, atomically)."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise AdminError("no group %r (Apache's children must be able to read %s)" % (group, path)) from None
+    try:
+        sessions.write_key(path, replace=True, gid=gid)
+    except PermissionError:
+        raise AdminError("cannot give %s to root:%s: run clarens-admin as root" % (path, group)) from None
+
+
+def _user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    args.file = args.file or htpasswd_path(args.config)
+    if args.action == "list":
+        if args.name:
+            parser.error("user list takes no name")
+        for name in users(args.file):
+            print(name)
+        return
+    if not args.name:
+        parser.error("user %s needs a NAME" % args.action)
+    if args.action == "del":
+        delete(args.name, args.file)
+        print("deleted %s (and ended every session of that user)" % args.name)
+        return
+    args.name = check_name(args.name)
+    exists = args.name in users(args.file)
+    if args.action == "add" and exists:
+        raise AdminError("%s already exists (clarens-admin user passwd %s changes the password)"
+                         % (args.name, args.name))
+    if args.action == "passwd" and not exists:
+        raise AdminError("no user %r in %s (clarens-admin user add %s)" % (args.name, args.file, args.name))
+    set_password(args.name, read_password(args.password_stdin), args.file)
+    print("changed the password of %s (and ended every session of that user)" % args.name if exists
+          else "added %s" % args.name)
+
+
+def _session(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.action == "new-key":
+        if not args.target:
+            parser.error("session new-key needs a FILE")
+        new_key(args.target)
+        print("wrote a new session key to %s: restart Apache gracefully (on every host of a cluster, with the "
+              "same key) and every session signed with the old one has ended" % args.target)
+        return
+    kept = _sessions(args.config)
+    if args.action == "list":
+        if args.target:
+            parser.error("session list takes no ID (--user NAME shows one user's)")
+        for s in kept.active(normal_name(args.user) if args.user else None):
+            print("%s  %-30s %-11s since %s, seen %s, from %s  %s" % (
+                s["id"], s["identity"], s["source"], _when(s["issued"]), _when(s["seen"]), s["address"], s["agent"]))
+        return
+    if bool(args.target) == bool(args.user):
+        parser.error("session revoke takes an ID or --user NAME")
+    if args.user:
+        print("ended %d session(s) of %s on this host (and every other one of that user, where this host's "
+              "revocations reach)" % (kept.revoke_user(normal_name(args.user)), args.user))
+        return
+    try:
+        if not kept.revoke(args.target):
+            raise AdminError("no session %r on this host (clarens-admin session list)" % args.target)
+    except ValueError as e:
+        raise AdminError(str(e)) from None
+    print("ended session %s" % args.target)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module's documentation); the exit status."""
     parser = argparse.ArgumentParser(prog="clarens-admin",
-                                     description="Clarens administration: password users, the Apache include.",
+                                     description="Clarens administration: password users, sessions, the Apache "
+                                                 "include.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[-6:]))
+                                     epilog="\n".join(__doc__.splitlines()[-9:]))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     user = commands.add_parser("user", help="password users (the htpasswd file of clarens.conf, %s)" % HTPASSWD)
     user.add_argument("action", choices=("add", "passwd", "del", "list"))
     user.add_argument("name", nargs="?")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user.add_argument("--file", help=argparse.SUPPRESS)     # for tests: this file, whatever the configuration says
+    session = commands.add_parser("session", help="list and revoke sessions; a new session key")
+    session.add_argument("action", choices=("list", "revoke", "new-key"))
+    session.add_argument("target", nargs="?", metavar="ID|FILE")
+    session.add_argument("--user", help="a user's sessions")
     conf = commands.add_parser("apache-conf", help="print the Apache include rendered from clarens.conf")
-    for command in (user, conf):
+    for command in (user, session, conf):
         command.add_argument("--config", default=config_mod.SYSTEM_CONFIG, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
         if args.command == "apache-conf":
             sys.stdout.write(apacheconf.render_system(args.config, package=True))
-            return 0
-        args.file = args.file or htpasswd_path(args.config)
-        if args.action == "list":
-            if args.name:
-                parser.error("user list takes no name")
-            for name in users(args.file):
-                print(name)
-            return 0
-        if not args.name:
-            parser.error("user %s needs a NAME" % args.action)
-        if args.action == "del":
-            delete(args.name, args.file)
-            print("deleted %s" % args.name)
-            return 0
-        args.name = check_name(args.name)
-        exists = args.name in users(args.file)
-        if args.action == "add" and exists:
-            raise AdminError("%s already exists (clarens-admin user passwd %s changes the password)"
-                             % (args.name, args.name))
-        if args.action == "passwd" and not exists:
-            raise AdminError("no user %r in %s (clarens-admin user add %s)" % (args.name, args.file, args.name))
-        set_password(args.name, read_password(args.password_stdin), args.file)
-        print("%s %s" % ("changed the password of" if exists else "added", args.name))
+        elif args.command == "session":
+            _session(args, parser)
+        else:
+            _user(args, parser)
     except (AdminError, config_mod.ConfigError, OSError) as e:
         print("clarens-admin: %s" % e, file=sys.stderr)
         return 1

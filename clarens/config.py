@@ -51,6 +51,11 @@ SERVER_DEFAULTS = {
     "trusted_proxies": "",
     "htpasswd": "/etc/clarens/htpasswd",
     "passwords_over_http": "off",
+    "session_idle_minutes": "30",
+    "session_lifetime_hours": "12",
+    "session_key": "",
+    "session_peers": "",
+    "session_sync_seconds": "5",
 }
 
 
@@ -142,6 +147,18 @@ class ServerConfig:
         self.htpasswd = os.path.normpath(os.path.join(base, server["htpasswd"])) if server["htpasswd"].strip() \
             else None
         self.passwords_over_http = self.server.get_bool("passwords_over_http")
+        # Sessions (clarens.sessions): how long one lasts unused and at most, and the key that signs
+        # them (the same on every host of a cluster; None: one made for this host in db_dir).
+        self.session_idle = 60 * self.server.get_int("session_idle_minutes", minimum=1)
+        self.session_lifetime = 3600 * self.server.get_int("session_lifetime_hours", minimum=1)
+        self.session_key = os.path.normpath(os.path.join(base, server["session_key"])) \
+            if server["session_key"].strip() else None
+        # The other hosts of a cluster, whose revocations this one fetches every session_sync_seconds.
+        self.session_peers = server["session_peers"].split()
+        for url in self.session_peers:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError("%s: session_peers: %r is not an http(s) URL" % (self.server._where, url))
+        self.session_sync = self.server.get_int("session_sync_seconds", minimum=1)
         try:   # the front ends whose forwarding headers (client DN, address) are believed
             self.trusted_proxies = proxies.parse(server["trusted_proxies"])
         except ValueError as e:

@@ -21,8 +21,10 @@ import os
 import types
 from typing import TYPE_CHECKING, Any, Mapping
 
-from clarens.faults import Fault
-from clarens.identity import ANONYMOUS, Identity
+from clarens.faults import ACCESS_DENIED, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
+from clarens.identity import ANONYMOUS, Identity, IdentityRefused, normal_name
+from clarens.sessions import SOURCES as SESSION_SOURCES
+from clarens.sessions import Sessions
 
 if TYPE_CHECKING:   # for annotations only: the host is built above this module and hands itself in
     from clarens.acl.model import Policy
@@ -109,6 +111,63 @@ class CallContext:
     def multicall(self, calls: list) -> list:
         """Run ``calls`` (``[{methodName, params}]``) as this caller, each on its own (system.multicall)."""
         return self._host.dispatcher.multicall(self, calls)
+
+    # -- sessions (clarens.sessions) ---------------------------------------------------------
+
+    def sessions(self) -> Sessions:
+        """The server's sessions (:class:`clarens.sessions.Sessions`: ``active``, ``revoke``, ``revoke_user``...);
+        Fault -32002 if it has none (see its error log)."""
+        credentials = self._host.credentials
+        if credentials is None or credentials.sessions is None:
+            raise Fault(SERVICE_UNAVAILABLE, "sessions are unavailable on this server (see its error log)")
+        return credentials.sessions
+
+    def open_session(self) -> dict:
+        """A new session for the caller, who proved who it is in this request with a password or a client
+        certificate: ``{token, id, identity, source, issued, expires, idle_timeout}``.  Fault -32001 for
+        any other caller (anonymous, or calling in a session already: a session never extends itself)."""
+        return self._open_session(self.identity)
+
+    def _open_session(self, who: Identity) -> dict:
+        if who.session is not None:
+            raise Fault(ACCESS_DENIED, "this call comes in a session already: a new one needs a password or a "
+                                       "client certificate")
+        if who.source not in SESSION_SOURCES:
+            raise Fault(ACCESS_DENIED, "a session is opened by a caller who proves who it is: a password (Basic "
+                                       "authentication, over HTTPS) or a client certificate")
+        sessions = self.sessions()
+        agent = self.request.headers_in.get("User-Agent", "") if self.request is not None else ""
+        try:
+            token, session = sessions.open(who.name, who.source, self.client_address, agent)
+        except ValueError as e:
+            raise Fault(ACCESS_DENIED, str(e)) from None
+        return dict(session.describe(sessions.idle), token=token)
+
+    def sign_in(self, name: str, password: bytes, secure: bool) -> dict:
+        """Check user ``name``'s ``password`` as the host checks Basic credentials (throttled, over HTTPS
+        only unless ``passwords_over_http``), then open a session as :meth:`open_session` does.
+        IdentityRefused (logged) if the password is refused; Fault -32002 if no password can be checked."""
+        credentials = self._host.credentials
+        if credentials is None:
+            raise Fault(SERVICE_UNAVAILABLE, "credentials cannot be checked now (see the server's error log)")
+        try:
+            who = credentials.password(normal_name(name), password, self.client_address, secure)
+        except IdentityRefused as e:
+            self._host.refuse_credentials(self.client_address, e)
+            raise
+        return self._open_session(who)
+
+    def passwords_accepted(self) -> bool:
+        """Whether this server checks passwords (``[server] htpasswd``)."""
+        credentials = self._host.credentials
+        return credentials is not None and credentials.checker is not None
+
+    def close_session(self) -> bool:
+        """End the session this call comes in, on every host (for those of a cluster, within the bound
+        of docs/scaling.md); True.  Fault -32602 if the call comes in none."""
+        if self.identity.session is None:
+            raise Fault(INVALID_PARAMS, "this call comes in no session (sign-out ends the one a token stands for)")
+        return self.sessions().revoke(self.identity.session) or True
 
     @property
     def is_admin(self) -> bool:

@@ -1,4 +1,5 @@
-"""The credentials a request carries, and the caller they make: a password (Basic), checked by the host.
+"""The credentials a request carries, and the caller they make: a password (Basic), checked by the
+host, or a session token (``Authorization: Bearer``, or the pages' cookie: :mod:`clarens.sessions`).
 
 The order of a password's way in (:meth:`Credentials.password`), each step costing
 less than the next:
@@ -29,21 +30,22 @@ import base64
 import binascii
 import math
 import time
+from dataclasses import dataclass
 
 from clarens.identity import RESERVED_REASON, Identity, IdentityRefused, normal_name, reserved
 from clarens.passwords import RIGHT, UNUSABLE, BusyError, Checker, Turns
+from clarens.sessions import COOKIE, SessionRefused, Sessions
 from clarens.throttle import Throttle
 
 TARPIT = 2.0             # seconds a refused password attempt may hold its connection before the answer
 CHALLENGE = 'Basic realm="Clarens", charset="UTF-8"'
+BEARER_CHALLENGE = 'Bearer realm="Clarens", error="invalid_token"'
+HTTPS_ONLY = "passwords and session tokens are accepted over https only"
 
 
-def basic(header: str) -> tuple[str, bytes] | None:
-    """(user name, password) of an ``Authorization: Basic`` header value, None for another scheme;
-    IdentityRefused (400) if it is malformed or the name is not UTF-8."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
+def basic(value: str) -> tuple[str, bytes]:
+    """(user name, password) of the credentials of an ``Authorization: Basic`` header; IdentityRefused
+    (400) if they are malformed or the name is not UTF-8."""
     try:
         decoded = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -58,6 +60,25 @@ def basic(header: str) -> tuple[str, bytes] | None:
     return normal_name(text), password
 
 
+def cookie(header: str | None, name: str = COOKIE) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, or None."""
+    for part in (header or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip('"')
+    return None
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a request's credentials proved: the caller, and in a session, a renewed token to hand back
+    (:meth:`clarens.sessions.Sessions.renewal`; None: the one it came with is fresh enough) and the
+    seconds the session may still last."""
+    identity: Identity
+    renewal: str | None = None
+    lasts: int = 0
+
+
 class Credentials:
     """Checks the credentials of this host's requests (one per process, see :mod:`clarens.host`).
 
@@ -65,16 +86,18 @@ class Credentials:
     ``tarpits`` bounds how many processes may hold a refused attempt at once.
     """
 
-    def __init__(self, checker: Checker | None, throttle: Throttle, tarpits: Turns, over_http: bool = False):
+    def __init__(self, checker: Checker | None, throttle: Throttle, tarpits: Turns, sessions: Sessions | None,
+                 over_http: bool = False):
         self.checker = checker
         self.throttle = throttle
         self.tarpits = tarpits
+        self.sessions = sessions
         self.over_http = over_http
 
     def password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
         """The identity of user ``name`` (normal form C) if ``password`` is right; IdentityRefused otherwise."""
         if not secure and not self.over_http:
-            raise IdentityRefused("passwords are accepted over https only", 403)
+            raise IdentityRefused(HTTPS_ONLY, 403)
         if self.checker is None:
             raise IdentityRefused("this server does not accept passwords: use a client certificate", 403)
         if reserved(name):
@@ -103,13 +126,33 @@ class Credentials:
                                   "user passwd)" if outcome == UNUSABLE else kind)
         raise IdentityRefused("wrong user name or password", 401, {"WWW-Authenticate": CHALLENGE}, detail, kind)
 
-    def authorization(self, header: str, address: str, secure: bool) -> Identity | None:
-        """The identity an ``Authorization`` header proves, None for a scheme this host does not
-        take (another Apache module's); IdentityRefused if it proves nothing."""
-        credentials = basic(header)
-        if credentials is None:
-            return None
-        return self.password(*credentials, address, secure)
+    def authorization(self, header: str, address: str, secure: bool) -> Proof | None:
+        """What an ``Authorization`` header proves (``Basic``: a password; ``Bearer``: a session token),
+        None for a scheme this host does not take (another Apache module's); IdentityRefused if it
+        proves nothing."""
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            return Proof(self.password(*basic(value), address, secure))
+        if scheme == "bearer":
+            return self.session(value.strip(), secure)
+        return None
+
+    def session(self, token: str, secure: bool) -> Proof:
+        """The caller of the session ``token`` stands for; IdentityRefused saying why it is none (401 and
+        a ``Bearer`` challenge: sign in again).  Like passwords, refused over plain HTTP unless
+        ``passwords_over_http`` is on: a token stands for the password until it ends."""
+        if not secure and not self.over_http:
+            raise IdentityRefused(HTTPS_ONLY, 403)
+        if self.sessions is None:
+            raise IdentityRefused("sessions cannot be checked now (see the server's error log)", 503)
+        try:
+            session = self.sessions.verify(token)
+        except SessionRefused as e:
+            raise IdentityRefused(str(e), 401, {"WWW-Authenticate": BEARER_CHALLENGE}, kind="session refused") \
+                from None
+        return Proof(Identity(session.name, session.source, session=session.id), self.sessions.renewal(token, session),
+                     session.expires - int(self.sessions.clock()))
 
     def _hold(self, wait: float) -> float:
         """Sleep until a throttled attempt's turn comes, up to TARPIT seconds, if a tarpit is free; the

@@ -23,7 +23,7 @@ import secrets
 
 from mod_python import apache
 
-from clarens import context, faults, serving
+from clarens import context, credentials, faults, serving, sessions
 from clarens import host as host_mod
 from clarens import identity as identity_mod
 from clarens.config import ConfigError
@@ -72,7 +72,7 @@ def handler(req) -> int:
         proxies = host.config.trusted_proxies
         via = proxies.forwarded(req) if proxies.networks else None
         try:
-            ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL, None, via)
+            ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL, None, via, base)
         except IdentityRefused as e:
             return _refused(req, host, codec, route is None, e, via)
         token = context.activate(ctx)
@@ -123,33 +123,55 @@ def _place(req, uri: str) -> tuple[str, str | None]:
 
 
 def _context(host: host_mod.Host, req, protocol: str, caller: Identity | None = None,
-             via: Forwarded | None = None) -> context.CallContext:
+             via: Forwarded | None = None, base: str = "") -> context.CallContext:
     """A request's CallContext: the caller identified from ``req`` (unless given), calling from
     where a trusted front end (``via``) says it is.  IdentityRefused for credentials this server refuses."""
     address = via.address if via is not None else None
     if caller is None:
-        caller = _identify(host, req, via, address or req.useragent_ip)
+        caller = _identify(host, req, via, address or req.useragent_ip, base, protocol != "http")
     return serving.context_for(host, req, protocol, caller, address)
 
 
-def _identify(host: host_mod.Host, req, via: Forwarded | None, address: str) -> Identity:
+def _identify(host: host_mod.Host, req, via: Forwarded | None, address: str, base: str, rpc: bool) -> Identity:
     """Who ``req`` comes from: a certificate or a user some Apache module authenticated
-    (:mod:`clarens.identity`), else what its ``Authorization`` header proves (:mod:`clarens.credentials`,
-    which also names the user in the access log), else anonymous."""
+    (:mod:`clarens.identity`), else what its ``Authorization`` header or session cookie proves
+    (:mod:`clarens.credentials`; the access log then names the user, and a renewed session token goes
+    back with the answer), else anonymous.
+
+    A session cookie that is refused (the session ended) is forgotten: the answer clears it, and a
+    page or web route is served as to anyone (the page offers to sign in again); an ``rpc`` call is
+    refused (401), never served as someone else."""
     caller = identity_mod.from_request(req, host.config.cert_require, via)
     if caller is not identity_mod.ANONYMOUS:
         return caller
     authorization = req.headers_in.get("Authorization")
-    if not authorization:
+    cookie = None if authorization else credentials.cookie(req.headers_in.get("Cookie"))
+    if not authorization and cookie is None:
         return caller
     if host.credentials is None:
         raise IdentityRefused("credentials cannot be checked now (see the server's error log)", 503)
     secure = (via.scheme if via is not None and via.scheme else routes.request_scheme(req)) == "https"
-    proven = host.credentials.authorization(authorization, address, secure)
-    if proven is None:
+    try:
+        proof = host.credentials.authorization(authorization, address, secure) if authorization \
+            else host.credentials.session(cookie or "", secure)
+    except IdentityRefused as e:
+        if cookie is None:
+            raise
+        e.headers["Set-Cookie"] = routes.session_cookie("", base, secure, 0)
+        if rpc:
+            raise
+        host.refuse_credentials(address, e)
+        req.headers_out["Set-Cookie"] = e.headers["Set-Cookie"]
+        return caller
+    if proof is None:
         return caller       # a scheme for another Apache module, which let the request through
-    req.user = identity_mod.to_apache(proven.name)
-    return proven
+    if proof.renewal is not None:
+        if cookie is None:
+            req.headers_out[sessions.RENEWAL_HEADER] = proof.renewal
+        else:
+            req.headers_out["Set-Cookie"] = routes.session_cookie(proof.renewal, base, secure, proof.lasts)
+    req.user = identity_mod.to_apache(proof.identity.name)
+    return proof.identity
 
 
 def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused, via: Forwarded | None) -> int:
@@ -158,8 +180,7 @@ def _refused(req, host: host_mod.Host, codec, page: bool, error: IdentityRefused
     with the status and headers a refusal of :mod:`clarens.credentials` asks for (401 and a
     challenge for a wrong password, 429 and Retry-After when throttled...)."""
     fault = Fault(faults.ACCESS_DENIED, "credentials refused: %s" % error)
-    address = via.address if via is not None and via.address else req.useragent_ip
-    host.refusals.refuse(error.kind, address, "%s: credentials refused: %s" % (address, error.detail))
+    host.refuse_credentials(via.address if via is not None and via.address else req.useragent_ip, error)
     for key, value in error.headers.items():
         req.headers_out[key] = value
     if codec is not None:
@@ -202,7 +223,8 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
     try:
         if forged:
             raise Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise)
+        web = routes.WebRequest(req, ctx, base, path, host.dispatcher.authorise,
+                                via.scheme if via is not None else None)
         response = route(web)
     except UnicodeDecodeError:
         raise              # a header that is not UTF-8: the handler answers 400

@@ -13,13 +13,14 @@ import time
 from typing import Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader, once, passwords, proxies, refusals, throttle
+from clarens import db, loader, once, passwords, proxies, refusals, session_peers, sessions, throttle
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
 from clarens.acl.model import AclError
 from clarens.acl.store import Guard
 from clarens.credentials import Credentials
 from clarens.dispatch import Dispatcher
+from clarens.identity import IdentityRefused
 from clarens.loader import ServiceModule
 from clarens.protocol import Limits
 from clarens.registry import Methods
@@ -109,24 +110,51 @@ class Host:
         self.dispatcher.authorise = self.guard.authorise
 
     def install_credentials(self) -> None:
-        """Passwords checked by this host against ``[server] htpasswd``, throttled in ``throttle.tdb``,
-        which every child shares (:mod:`clarens.credentials`).  Without that file, no credentials can be
-        checked: each request carrying some is refused (503), and the error log says why."""
+        """Passwords checked by this host against ``[server] htpasswd``, throttled in ``throttle.tdb``, and
+        sessions signed with ``[server] session_key`` kept in ``sessions.tdb``, all shared by every child
+        (:mod:`clarens.credentials`).  Without the throttle's table no credentials are checked, and without
+        the session key or table no session: each request carrying such is refused (503), and the error
+        log says why."""
         cfg = self.config
         try:
             counts = throttle.Throttle(self.dbs.open(throttle.DB_NAME))
         except (OSError, RuntimeError) as e:
-            self.log.critical("cannot open %s (%s): every request with a password will be refused",
+            self.log.critical("cannot open %s (%s): every request with credentials will be refused",
                               self.dbs.path(throttle.DB_NAME), e)
             return
+        htpasswd = passwords.Htpasswd(cfg.htpasswd) if cfg.htpasswd else None
         checker = None
-        if cfg.htpasswd:
-            checker = passwords.Checker(passwords.Htpasswd(cfg.htpasswd),
-                                        passwords.Turns(cfg.db_dir, "password-check", passwords.CHECKS_AT_ONCE,
-                                                        passwords.TURN_WAIT))
+        if htpasswd is not None:
+            checker = passwords.Checker(htpasswd, passwords.Turns(cfg.db_dir, "password-check",
+                                                                  passwords.CHECKS_AT_ONCE, passwords.TURN_WAIT))
+        key_path = cfg.session_key or os.path.join(cfg.db_dir, sessions.KEY_NAME)
+        try:       # a key of this host's own is made at its first start; a cluster's is deployed
+            key = sessions.load_key(key_path, make=cfg.session_key is None)
+            kept: sessions.Sessions | None = sessions.Sessions(
+                self.dbs.open(sessions.DB_NAME), key, cfg.session_idle, cfg.session_lifetime,
+                htpasswd.entry if htpasswd is not None else lambda name: None, cluster=bool(cfg.session_peers))
+        except (OSError, RuntimeError, ValueError) as e:
+            self.log.critical("sessions unavailable (%s: %s): every session token will be refused", key_path, e)
+            kept = None
+        if cfg.session_peers and cfg.session_key is None:
+            self.log.critical("session_peers without session_key: each host signs sessions with a key of its own, "
+                              "so a session is valid only on the host that opened it")
         # A quarter of the workers at most sleep on throttled attempts: the rest are answered at once.
         tarpits = passwords.Turns(cfg.db_dir, "tarpit", max(1, cfg.workers // 4))
-        self.credentials = Credentials(checker, counts, tarpits, cfg.passwords_over_http)
+        self.credentials = Credentials(checker, counts, tarpits, kept, cfg.passwords_over_http)
+
+    def fetch_revocations(self) -> None:
+        """Fetch the session revocations of ``[server] session_peers`` in the background, in one process
+        of this server at a time (:mod:`clarens.session_peers`)."""
+        kept = self.credentials.sessions if self.credentials is not None else None
+        if kept is not None and self.config.session_peers:
+            session_peers.Peers(kept, self.config.session_peers, self.config.session_sync,
+                                os.path.join(self.config.db_dir, session_peers.LOCK_NAME), self.log).start()
+
+    def refuse_credentials(self, address: str, error: IdentityRefused) -> None:
+        """Log credentials refused to the client at ``address`` (rate-limited and summarised across the
+        server with the other refusals: a flood of guesses writes a few lines)."""
+        self.refusals.refuse(error.kind, address, "%s: credentials refused: %s" % (address, error.detail))
 
     def _init_args(self, name: str) -> tuple:
         return self.config.for_module(name), self.dbs, log_mod.for_module(name)
@@ -164,6 +192,8 @@ def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod
         else:
             log.warning("access_control = off: every method is open to every caller")
         host.install_credentials()
+        if not standalone:
+            host.fetch_revocations()
         host.load_modules()
         return host
 

@@ -40,20 +40,25 @@ UNIX_PREFIX = "unix:"
 
 @dataclass(frozen=True)
 class Identity:
-    """A caller.  ``name`` is a certificate DN, an Apache user name or ``anonymous``;
-    ``source`` says how it was established; ``groups`` are the ACL groups it is in."""
+    """A caller.  ``name`` is a certificate DN, a user name or ``anonymous``; ``source`` says how it
+    was established; ``groups`` are the ACL groups it is in; ``session``, the id of the session it
+    calls in (:mod:`clarens.sessions`), if it does (``source`` then says how it opened it)."""
     name: str
     source: str                 # "certificate", the Apache auth type in lower case ("basic"), "unix" or "anonymous"
     groups: tuple[str, ...] = ()
+    session: str | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.source != "anonymous"
 
     def describe(self) -> dict:
-        """The struct system.whoami returns."""
-        return {"identity": self.name, "source": self.source, "authenticated": self.authenticated,
-                "groups": list(self.groups)}
+        """The struct system.whoami returns (with ``session``, the session's id, in a session)."""
+        out = {"identity": self.name, "source": self.source, "authenticated": self.authenticated,
+               "groups": list(self.groups)}
+        if self.session is not None:
+            out["session"] = self.session
+        return out
 
 
 ANONYMOUS = Identity("anonymous", "anonymous")

@@ -6,6 +6,7 @@ completion, at 1280x800 and at a phone's width.
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import urllib.parse
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -69,18 +71,30 @@ def iso(tmp_path_factory):
 
 
 def wait(driver, condition, timeout=30, message=""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
+    # (an element found as the browser moves to the next page may be gone when read: look again)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(lambda d: condition(d), message)
 
 
 def sign_in(driver, server, user="demo", base=None):
-    """Sign in with Basic authentication the way a person would reach it: the page's sign-in link
-    (on ``base``, the server's URL unless it is reached through a proxy)."""
+    """Sign in the way a person would: the sign-in form (on ``base``, the server's URL unless it is
+    reached through a proxy), which sets the session cookie; a browser signed in already goes
+    straight on to the burner page."""
     password = devpki.credentials(server.state_dir)[user]
     base = (base or server.url).rstrip("/")
-    driver.get(base.replace("http://", "http://%s:%s@" % (user, urllib.parse.quote(password))) + "/login?to=burner")
+    driver.get(base + "/login?to=burner")
+    if driver.find_elements(By.ID, "signin-form"):
+        fill_sign_in(driver, user, password)
     wait(driver, lambda d: d.current_url.endswith("/clarens/burner"), message="redirect to the burner page")
     wait(driver, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in as " + user),
          message="signed-in identity shown")
+
+
+def fill_sign_in(driver, user, password):
+    for field, value in (("user", user), ("password", password)):
+        driver.find_element(By.ID, field).clear()
+        driver.find_element(By.ID, field).send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
 
 
 def _read_from(path, offset):
@@ -165,6 +179,56 @@ def test_sign_in_upload_burn_watch_verify_eject(browser, server, iso):
     d.execute_script("[...document.querySelectorAll('#drives button')]"       # one atomic find-and-click
                      ".find((b) => b.textContent.trim() === 'Eject').click()")
     wait(d, lambda d: any("Ejected the disc in sim0" in m for m in messages(d)), message="eject confirmed")
+
+
+def test_a_session_cookie_signs_in_polls_and_signs_out(fresh_browser, server, admin):
+    d = fresh_browser
+    d.get(server.url.rstrip("/") + "/burner")
+    wait(d, lambda d: "Not signed in" in d.find_element(By.ID, "whoami").text, message="anonymous identity shown")
+    d.find_element(By.LINK_TEXT, "Sign in").click()
+    fill_sign_in(d, "demo", "not the password")                   # refused: the form again, no browser dialog
+    wait(d, lambda d: "Wrong user name or password." in d.find_element(By.TAG_NAME, "main").text,
+         message="refusal shown on the form")
+    shot(d, "signin-refused-1280x800.png")
+    fill_sign_in(d, "demo", devpki.credentials(server.state_dir)["demo"])
+    wait(d, lambda d: d.find_element(By.ID, "whoami").text.startswith("Signed in as demo"), message="signed in")
+    assert d.current_url.endswith("/clarens/burner")
+    [cookie] = d.get_cookies()
+    assert cookie["name"] == "clarens_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/clarens" and not cookie["secure"]      # over plain HTTP; HTTPS: tests/test_sessions.py
+    assert "clarens_session" not in d.execute_script("return document.cookie")     # scripts cannot read it
+
+    # Polling carries the cookie: Apache logs the calls as demo's, and no password goes with them.
+    mark = os.path.getsize(server.access_log)
+    polls = lambda _=None: _read_from(server.access_log, mark).count(b' demo [')   # noqa: E731
+    wait(d, lambda d: polls() >= 3, message="three polls as demo")
+    token = cookie["value"]
+    assert whoami(server, token)[0] == 200
+
+    # Signing out: the page shows the visitor as anonymous, the cookie is gone, and its token is refused.
+    d.find_element(By.ID, "signout").click()
+    wait(d, lambda d: "Not signed in" in d.find_element(By.ID, "whoami").text, message="signed out")
+    assert d.get_cookies() == [] and whoami(server, token)[0] == 401
+
+    # A session revoked elsewhere: the polling page notices, and offers to sign in again.
+    sign_in(d, server)
+    [cookie] = d.get_cookies()
+    status, me = whoami(server, cookie["value"])
+    assert admin.session.revoke(me["result"]["session"]) is True
+    wait(d, lambda d: "Not signed in" in d.find_element(By.ID, "whoami").text, message="revocation noticed")
+    assert any("sign in again" in m for m in messages(d)) and d.get_cookies() == []
+
+
+def whoami(server, token):
+    """(HTTP status, JSON-RPC answer) of system.whoami with a session token."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", "/clarens/", '{"jsonrpc": "2.0", "method": "system.whoami", "id": 1}',
+                     {"Content-Type": "application/json", "Authorization": "Bearer " + token})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
 
 
 def test_anonymous_visitor_sees_access_denied_when_burning(fresh_browser, server):

@@ -17,6 +17,7 @@ so a change is enforced by every child at its next call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -150,7 +151,7 @@ class Guard:
         """At the start of a request: reload the policy if it changed (:meth:`refresh`), then
         ``identity`` with the groups the policy puts it in."""
         groups = self.refresh().groups_of(identity.name, identity.authenticated)
-        return identity if groups == identity.groups else Identity(identity.name, identity.source, groups)
+        return identity if groups == identity.groups else dataclasses.replace(identity, groups=groups)
 
     def decide(self, identity: Identity, method: str) -> Decision:
         """Whether ``identity`` may call ``method``, and why (for explanations: acl.check, the CLI)."""

@@ -33,8 +33,7 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
         "<script defer src='%s/static/rpc.js'></script>" % escape(base),
         "<script defer src='%s/static/discovery.js'></script></head><body>" % escape(base),
         "<header class=top><h1>Clarens services</h1><span id=whoami>You are <b>%s</b></span>"
-        "<nav>%s%s</nav></header><main>" % (
-            escape(identity), nav, "" if who.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)),
+        "<nav>%s%s</nav></header><main>" % (escape(identity), nav, _account(ctx, base)),
         "<section class='card wide'><div id=messages></div>",
         "<p>Framework %s, process %s. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
         "JSON-RPC 2.0 (<code>POST application/json</code>) at <code>%s/</code>.</p>" % (
@@ -67,3 +66,12 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
         parts.append("</ul></section>")
     parts.append("</main></body></html>")
     return "".join(parts)
+
+
+def _account(ctx: CallContext, base: str) -> str:
+    """Sign in (anonymous callers), Sign out (a session: a form, since signing out changes state), or
+    nothing (a client certificate: the browser's to forget)."""
+    if ctx.identity.session is not None:
+        return ("<form class=signout method=post action='%s/logout'><button type=submit class=secondary id=signout>"
+                "Sign out</button></form>" % escape(base))
+    return "" if ctx.identity.authenticated else "<a href='%s/login'>Sign in</a>" % escape(base)

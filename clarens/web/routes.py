@@ -11,6 +11,7 @@ errors with a fitting HTTP status.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -18,18 +19,21 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from clarens import faults
+from clarens import faults, session_peers, sessions
 from clarens.context import CallContext
 from clarens.dispatch import Authoriser
 from clarens.faults import Fault
+from clarens.identity import IdentityRefused
 from clarens.web.uploads import BodyError
 
-# Pages load scripts and styles only from this server, never inline; nothing may frame them.
+# Pages load scripts and styles only from this server, never inline; nothing may frame them; they name
+# themselves to this server only (with no-referrer, a browser sends "Origin: null" with their forms' POSTs,
+# which the cross-site check must refuse).
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -73,6 +77,14 @@ def request_origin(req: Any, scheme: str | None = None) -> str:
     return "%s://%s" % (scheme or request_scheme(req), req.headers_in.get("Host", ""))
 
 
+def session_cookie(token: str, base: str, secure: bool, max_age: int) -> str:
+    """The ``Set-Cookie`` value carrying a session token to the pages under ``base`` (an empty token
+    and ``max_age`` 0: the cookie's end): script cannot read it, no other site's page makes the
+    browser send it, and over HTTPS it never travels over plain HTTP."""
+    return "%s=%s; Path=%s; Max-Age=%d; HttpOnly; SameSite=Strict%s" % (
+        sessions.COOKIE, token, base or "/", max_age, "; Secure" if secure else "")
+
+
 def request_scheme(req: Any) -> str:
     """``https`` or ``http``: how a mod_python request reached this server."""
     return "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
@@ -81,7 +93,8 @@ def request_scheme(req: Any) -> str:
 class WebRequest:
     """One request to a route, adapted from mod_python."""
 
-    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser):
+    def __init__(self, req: Any, ctx: CallContext, base: str, path: str, authorise: Authoriser,
+                 scheme: str | None = None):
         self._req = req
         self.ctx = ctx
         self._authorise = authorise
@@ -91,6 +104,8 @@ class WebRequest:
         self.query: dict[str, list[str]] = urllib.parse.parse_qs(req.args or "")
         self.headers: Mapping[str, str] = req.headers_in
         self.bytes_read = 0
+        # Whether the client reached the server over HTTPS (as a trusted front end says, if through one).
+        self.secure = (scheme or request_scheme(req)) == "https"
 
     @property
     def content_length(self) -> int | None:
@@ -149,28 +164,107 @@ def static(web: WebRequest) -> WebResponse:
     return static_file(STATIC_DIR, web.path)
 
 
-def login(web: WebRequest) -> WebResponse:
-    """GET /clarens/login?to=PAGE: make the browser sign in with a password, then go to PAGE.
-
-    Without credentials the answer is a Basic challenge; the browser asks its user
-    and sends them; the host checks them (:mod:`clarens.credentials`) before the route
-    sees the request again, authenticated.  Browsers then send the credentials with every
-    request under the login URL's directory, the host's base.  A server without
-    password authentication says so.
-    """
+def _target(web: WebRequest) -> str:
+    """Where a sign-in or sign-out goes next: ``?to=PAGE``, a path on this server, never built from the
+    Host header (a forged one would send the browser elsewhere)."""
     page = web.query.get("to", [""])[0]
-    # A path on this server, never built from the Host header (a forged one would send the browser elsewhere).
-    target = "%s/%s" % (web.base, page if re.fullmatch(r"[a-z0-9_]*", page) else "")
+    return "%s/%s" % (web.base, page if re.fullmatch(r"[a-z0-9_]*", page) else "")
+
+
+def login(web: WebRequest) -> WebResponse:
+    """/clarens/login?to=PAGE: the sign-in form (GET), and signing in with it (POST ``user``, ``password``).
+
+    The password is checked by the host as for Basic authentication (throttled, over HTTPS only
+    unless ``passwords_over_http``); then a session opens, its token in a cookie that scripts cannot
+    read, that no other site's page makes the browser send, path-scoped to the host and, over HTTPS,
+    never sent over plain HTTP; and the browser goes on to PAGE (303).  A caller who is signed in
+    already (a session, a client certificate) goes there at once.  A server without password
+    authentication says so.
+    """
+    target = _target(web)
+    if web.method not in ("GET", "HEAD", "POST"):
+        return WebResponse(405, b"use GET or POST", "text/plain", {"Allow": "GET, HEAD, POST"})
     if web.ctx.identity.authenticated:
         return WebResponse.redirect(target)
-    if "Authorization" in web.headers:
+    if web.method != "POST":
+        return _sign_in_page(web, "")
+    if (web.content_length or 0) > MAX_FORM:
+        return _sign_in_page(web, "The form is too large.", 413)
+    form = urllib.parse.parse_qs(web.read(MAX_FORM + 1).decode("utf-8", "replace"), keep_blank_values=True)
+    name, password = (form.get(key, [""])[0] for key in ("user", "password"))
+    if not name or not password:
+        return _sign_in_page(web, "Give your user name and password.", 400, name)
+    try:
+        opened = web.ctx.sign_in(name, password.encode("utf-8"), web.secure)
+    except IdentityRefused as e:
+        # Never a WWW-Authenticate challenge here: the browser would ask for a password in a dialog of its own.
+        response = _sign_in_page(web, str(e).capitalize() + ".", e.status or 403, name)
+        response.headers.update({k: v for k, v in e.headers.items() if k == "Retry-After"})
+        return response
+    response = WebResponse.redirect(target)
+    response.headers["Set-Cookie"] = session_cookie(opened["token"], web.base, web.secure,
+                                                    opened["expires"] - opened["issued"])
+    return response
+
+
+def logout(web: WebRequest) -> WebResponse:
+    """POST /clarens/logout?to=PAGE: sign out: the session ends (on every host), its cookie is cleared,
+    and the browser goes on to PAGE (303).  POST only: no other site's page can sign anybody out
+    (the cross-site check of every state-changing request applies)."""
+    if web.method != "POST":
+        return WebResponse(405, b"use POST", "text/plain", {"Allow": "POST"})
+    if web.ctx.identity.session is not None:
+        web.ctx.close_session()
+    response = WebResponse.redirect(_target(web))
+    response.headers["Set-Cookie"] = session_cookie("", web.base, web.secure, 0)
+    return response
+
+
+MAX_FORM = 4096          # bytes of a sign-in form
+
+
+def _sign_in_page(web: WebRequest, message: str, status: int = 200, user: str = "") -> WebResponse:
+    """The sign-in form, with ``message`` (why the last attempt was refused) and the ``user`` name given."""
+    if not web.ctx.passwords_accepted():
         return WebResponse.html(_LOGIN_UNAVAILABLE, 403)
-    return WebResponse(401, b"Sign in to use this server.\n", "text/plain",
-                       {"WWW-Authenticate": 'Basic realm="Clarens", charset="UTF-8"'})
+    base = html.escape(web.base)
+    note = "<p class='notice error' role=alert>%s</p>" % html.escape(message) if message else ""
+    return WebResponse.html(_SIGN_IN % {"base": base, "to": html.escape(urllib.parse.quote(web.query.get(
+        "to", [""])[0], safe="")), "note": note, "user": html.escape(user[:200])}, status)
 
 
+_SIGN_IN = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'><title>Sign in</title>"
+            "<link rel=icon href='data:,'><link rel=stylesheet href='%(base)s/static/clarens.css'></head><body>"
+            "<header class=top><h1>Clarens</h1><nav><a href='%(base)s/'>Services</a></nav></header><main>"
+            "<section class=card><h2>Sign in</h2>%(note)s"
+            "<form id=signin-form class=form method=post action='%(base)s/login?to=%(to)s'>"
+            "<label for=user>User name</label>"
+            "<input id=user name=user value='%(user)s' autocomplete=username required autofocus>"
+            "<label for=password>Password</label>"
+            "<input id=password name=password type=password autocomplete=current-password required>"
+            "<div class=actions><button type=submit>Sign in</button></div></form>"
+            "<p class='muted small'>Or open this page over HTTPS with your client certificate installed in the "
+            "browser.</p></section></main></body></html>")
 _LOGIN_UNAVAILABLE = ("<!DOCTYPE html><title>Sign-in unavailable</title><p>This server does not accept passwords. "
                       "Use a client certificate over HTTPS instead.")
+
+
+def revocations(web: WebRequest) -> WebResponse:
+    """GET /clarens/revocations?since=N: the session revocations this host made after number N, for the
+    other hosts of a cluster (:mod:`clarens.session_peers`), answered only to a request signed with
+    the session key they share (``X-Clarens-Peer``)."""
+    if web.method != "GET":
+        return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET"})
+    since = web.query.get("since", ["0"])[0]
+    if not re.fullmatch(r"[0-9]{1,18}", since):
+        return WebResponse.fault(Fault(faults.INVALID_PARAMS, "since must be a number"))
+    kept = web.ctx.sessions()
+    if not kept.peer_allowed(web.headers.get(session_peers.HEADER), int(since)):
+        raise Fault(faults.ACCESS_DENIED, "revocations are for the hosts that share this host's session key")
+    response = WebResponse.json(kept.events(int(since)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # A health check names the digests deployed to the cluster in these headers; a host that differs
@@ -220,7 +314,7 @@ def health(web: WebRequest) -> WebResponse:
     return response
 
 
-BUILTIN = {"static": static, "login": login, "health": health}
+BUILTIN = {"static": static, "login": login, "logout": logout, "health": health, "revocations": revocations}
 
 
 def collect(modules: Mapping[str, Any], log: Any) -> tuple[dict[str, Route], dict[str, str]]:

@@ -71,8 +71,26 @@ def listModules():
 
 
 def whoami():
-    """Return the caller as this server sees it: {identity, source, authenticated, groups}."""
+    """Return the caller as this server sees it: {identity, source, authenticated, groups}, and
+    session (its id) when the call comes in a session (system.auth)."""
     return context.current().identity.describe()
+
+
+def auth():
+    """Open a session: call it with a password (Basic authentication, over HTTPS) or a client
+    certificate, and send the token it returns with the calls that follow, instead of the password:
+    as the header "Authorization: Bearer TOKEN".  Returns {token, id, identity, source, issued,
+    expires, idle_timeout} (times in seconds since the epoch; idle_timeout in seconds: the session
+    ends when unused that long, and at the latest at expires).  An answer may carry a renewed token
+    in the header X-Clarens-Session: send that one from then on.  A token that is refused (expired,
+    revoked, the password changed) gets fault -32001 with HTTP 401: call system.auth again."""
+    return context.current().open_session()
+
+
+def logout():
+    """End the session this call comes in (sent with its token): the token is refused from then on,
+    on every host.  Returns true."""
+    return context.current().close_session()
 
 
 def serverInfo():
@@ -93,6 +111,8 @@ methods_list = {
     "getCapabilities": getCapabilities,
     "listModules": listModules,
     "whoami": whoami,
+    "auth": auth,
+    "logout": logout,
     "serverInfo": serverInfo,
 }
 
@@ -104,5 +124,7 @@ methods_sig = {
     "getCapabilities": ["struct"],
     "listModules": ["array"],
     "whoami": ["struct"],
+    "auth": ["struct"],
+    "logout": ["boolean"],
     "serverInfo": ["struct"],
 }

@@ -25,9 +25,13 @@
       $("whoami").textContent = "identity unknown";
       return fail(err);
     }
+    // Signing out is a form (a state change, under the cross-site checks); a certificate has nothing to sign out of.
+    const signOut = me.session ? el("form", {class: "signout", method: "post", action: base + "/logout?to=burner"},
+                                    el("button", {type: "submit", class: "secondary", id: "signout"}, "Sign out"))
+                               : null;
     $("whoami").replaceChildren(me.authenticated
       ? el("span", {}, "Signed in as ", el("b", {}, me.identity), " (" + me.source +
-           (me.groups.length ? "; " + me.groups.join(", ") : "") + ")")
+           (me.groups.length ? "; " + me.groups.join(", ") : "") + ")", signOut)
       : el("span", {}, "Not signed in (anonymous) · ", el("a", {href: base + "/login?to=burner"}, "Sign in")));
     $("signin").hidden = me.authenticated;
   }
@@ -319,6 +323,8 @@
     if (jobs.result) renderJobs(jobs.result);
     if (drives.result) renderDrives(drives.result);
     const error = jobs.error || drives.error;
+    // The session ended (signed out elsewhere, revoked, expired): the answer cleared its cookie; say who we are now.
+    if (error && error.code === -32001 && me && me.session) showIdentity();
     const text = error ? describe(error) : null;
     if (text && text !== pollError) say(text, "error");   // once per distinct problem, not every second
     pollError = text;
