@@ -14,7 +14,8 @@ discards anyone's (``--uploader``), and ``delete`` removes any image.
 
 CONNECTION: ``--service NAME`` (a service of the client configuration, see
 :mod:`clarens.client.config`), or ``--url`` (default http://127.0.0.1:8080/clarens/)
-and either ``--user NAME`` (password from ``CLARENS_PASSWORD`` or a prompt) or
+and either ``--user NAME`` (password from ``CLARENS_PASSWORD`` or a prompt, when a session must
+be opened: its token is kept in ``~/.cache/clarens/sessions``, see :mod:`clarens.cli`) or
 ``--cert FILE --key FILE`` (a client certificate, over https); ``--cacert FILE``
 trusts the server's CA.  ``./run burn IMAGE`` runs ``burn`` against the private
 instance as its demo user.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import getpass
 import hashlib
 import json
 import os
@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable
 
 from clarens import resumable
-from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service
+from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service, sessions
 
 # "unreachable": a drive host that does not answer now; the job goes on there, and shows its true state again
 ACTIVE = ("queued", "burning", "verifying", "unreachable")
@@ -175,13 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name).add_argument(arg, type=job_id if arg == "job" else str)
     args = parser.parse_args(argv)
     try:
+        tokens = sessions.default_token_file()      # signed in once for the next commands too (clarens.cli)
         if args.service:
-            svc = service(args.service)
+            svc = service(args.service, token_file=tokens)
         else:
-            password = None
-            if args.user:
-                password = os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % args.user)
-            svc = connect(args.url, user=args.user, password=password, cert=args.cert, key=args.key, ca=args.cacert)
+            svc = connect(args.url, user=args.user, password=sessions.asked_password(args.user or ""),
+                          cert=args.cert, key=args.key, ca=args.cacert, token_file=tokens)
     except (ClientConfigError, ValueError, OSError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

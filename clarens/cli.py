@@ -2,6 +2,7 @@
 
     python3 -m clarens call URL|SERVICE METHOD [ARG ...]
     python3 -m clarens methods URL|SERVICE [METHOD ...]
+    python3 -m clarens logout URL|SERVICE
 
 URL is ``http(s)://HOST/clarens/``, ``local:[CONFIG]`` or
 ``ssh://[USER@]HOST[:PORT][/CONFIG]`` (several, space-separated in one argument,
@@ -13,6 +14,11 @@ printed as JSON (binary values as base64 strings, dates in ISO 8601).
 ``methods`` lists the host's methods with their signatures (``system.listMethods``,
 ``methodSignature``), and with METHOD names, each one's help too.
 
+With ``--user`` (or a configured ``user``), the first command signs in (the password
+from ``CLARENS_PASSWORD``, else asked) and keeps the session's token in
+``~/.cache/clarens/sessions`` (its owner's only): the next commands send the token, not
+the password, until the session ends (then they sign in again).  ``logout`` ends it.
+
 Exit status: 0 success; 1 a fault (``fault CODE: MESSAGE`` on standard error); 2
 a usage or configuration error; 3 no answer (the transport error on standard error).
 """
@@ -22,13 +28,11 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import getpass
 import json
-import os
 import sys
 from typing import Any
 
-from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service
+from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service, sessions
 
 FAULT, USAGE, TRANSPORT = 1, 2, 3
 
@@ -62,11 +66,12 @@ def open_service(target: str, args: argparse.Namespace) -> Service:
     for key in ("max_answer", "remote", "ssh"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    settings["token_file"] = sessions.default_token_file()     # one sign-in serves the next commands too
     if not _is_url(target):
         return service(target, **settings)
     if args.user:
         settings["user"] = args.user
-        settings["password"] = os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % args.user)
+        settings["password"] = sessions.asked_password(args.user)
     for key in ("cert", "key", "ca"):
         if getattr(args, key):
             settings[key] = getattr(args, key)
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     methods = sub.add_parser("methods", help="list the methods, with signatures (and help for those named)")
     methods.add_argument("target", metavar="URL|SERVICE")
     methods.add_argument("names", nargs="*", metavar="METHOD")
+    sub.add_parser("logout", help="end the session kept for URL|SERVICE (and its user)").add_argument(
+        "target", metavar="URL|SERVICE")
     args = parser.parse_args(argv)
     try:
         svc = open_service(args.target, args)
@@ -121,6 +128,8 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
         if args.command == "call":
             out.write(json.dumps(svc.call(args.method, *args.args), indent=2, ensure_ascii=False,
                                  default=_jsonable) + "\n")
+        elif args.command == "logout":
+            out.write("signed out\n" if svc.logout() else "no session to end\n")
         else:
             _methods(svc, args.names, out)
     except Fault as fault:

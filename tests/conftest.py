@@ -31,7 +31,14 @@ def _one_temporary_root(request, tmp_path_factory):
     root = tempfile.mkdtemp(prefix="clarens-tests-")
     os.chmod(root, 0o755)            # Apache's children (www-data) traverse it
     tempfile.tempdir = root
+    # The command lines keep session tokens under XDG_CACHE_HOME: the run's own, not the user's.
+    cache = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(root, "cache")
     yield
+    if cache is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = cache
     tempfile.tempdir = None
     if request.session.testsfailed:
         print("\nthe run's temporary files are kept in %s" % root)

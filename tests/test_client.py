@@ -41,9 +41,10 @@ def by_cert(server, name="demo-user", protocol="xmlrpc", **kw):
 def test_each_credential_is_the_identity_the_host_sees(server, protocol):
     with connect(server.url, protocol=protocol) as anon:
         assert anon.system.whoami()["identity"] == "anonymous"
-    with demo(server, protocol) as svc:
-        assert svc.system.whoami() == {"identity": "demo", "source": "basic", "authenticated": True,
-                                       "groups": ["users"]}
+    with demo(server, protocol) as svc:          # a password: in a session (tests/test_client_sessions.py)
+        me = svc.system.whoami()
+        assert me == {"identity": "demo", "source": "basic", "authenticated": True, "groups": ["users"],
+                      "session": me["session"]}
     with by_cert(server, "demo-admin", protocol) as svc:
         me = svc.call("system.whoami")
         assert me["source"] == "certificate" and me["identity"].endswith("/CN=Demo Administrator")
@@ -140,7 +141,7 @@ def test_a_client_certificate_needs_https(server):
 
 def test_calls_keep_one_connection_alive_and_survive_its_close(server):
     with demo(server) as svc:
-        http = svc.transports[server.url]
+        http = svc.transports[server.url].inner        # (in a session: clarens.client.sessions)
         assert isinstance(http, transports_mod.Http)
         svc.echo.echo(1)
         first = http._idle[0]

@@ -12,7 +12,9 @@ import hmac
 import http.client
 import json
 import os
+import re
 import subprocess
+import textwrap
 import time
 import urllib.parse
 import xmlrpc.client
@@ -21,7 +23,7 @@ import pytest
 
 from clarens import faults
 from clarens.dev import devpki
-from tests.helpers import basic_header, basic_url, concurrently, start_instance, tls_context
+from tests.helpers import ROOT, basic_header, concurrently, start_instance, tls_context
 
 PROTOCOLS = ("xmlrpc", "jsonrpc")
 
@@ -109,16 +111,23 @@ def test_only_a_caller_who_proved_who_it_is_opens_one(server):
     assert fault.faultCode == faults.ACCESS_DENIED and "session already" in fault.faultString
 
 
-def test_the_standard_library_client_carries_a_session_in_a_header(server):
-    """As the README shows it: open the session with the password once, then send only the token."""
-    login = xmlrpc.client.ServerProxy(basic_url(server, "demo"))
-    token = login.system.auth()["token"]
-    proxy = xmlrpc.client.ServerProxy(server.url, headers=[("Authorization", "Bearer " + token)])
-    assert proxy.system.whoami()["identity"] == "demo" and proxy.echo.echo("hi") == "hi"
-    assert proxy.system.logout() is True
-    with pytest.raises(xmlrpc.client.ProtocolError) as info:
-        proxy.system.whoami()
+def test_the_standard_library_client_carries_a_session_as_the_readme_shows(server, capsys):
+    """The README's xmlrpc.client example, run as written against this instance (its URL and password
+    substituted); then the cookie, and a session that ended."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        code = textwrap.dedent(re.search(r"```python\n( *import xmlrpc.client\n.*?) *```", f.read(), re.S).group(1))
+    code = code.replace("https://clarens.example/clarens/", server.url).replace(
+        '"https://", "https://alice:secret@"', '"http://", "http://demo:%s@"' % urllib.parse.quote(
+            devpki.credentials(server.state_dir)["demo"], safe=""))
+    scope: dict = {}
+    exec(code, scope)
+    assert capsys.readouterr().out == "demo\n"
+    with pytest.raises(xmlrpc.client.ProtocolError) as info:      # signed out: 401, sign in again
+        scope["server"].system.whoami()
     assert info.value.errcode == 401
+    token = scope["login"].system.auth()["token"]
+    by_cookie = xmlrpc.client.ServerProxy(server.url, headers=[("Cookie", "clarens_session=" + token)])
+    assert by_cookie.system.whoami()["identity"] == "demo" and by_cookie.echo.echo("hi") == "hi"
 
 
 def test_a_session_outlives_a_restart_of_apache():

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from clarens import resumable
 from clarens.client import pool as pool_mod
-from clarens.client import transports, wire
+from clarens.client import sessions, transports, wire
 from clarens.client.errors import AllServersDown, TransportError
 from clarens.faults import Fault
 
@@ -49,10 +49,13 @@ class Service:
     (``burner.status``, ``echo.*``) that may run twice, so may be tried again, here or on
     another server, after a failure that may have reached the first.  ``timeout``: seconds
     a call may take in all, its retries included; ``max_answer``: the largest answer
-    accepted, in bytes.  ``transport``: the other settings of
-    :func:`clarens.client.transports.for_url` (``ca``, ``cert``, ``key``, ``user``,
-    ``password``, ``remote``, ``ssh``).  ``clock`` and ``sleep`` are the time the pool and
-    the retries go by (tests pass their own).
+    accepted, in bytes.  ``user`` and ``password`` (a string, or a function asked for it
+    when it is first needed): over http(s), calls go in a session opened with them on the
+    first call and opened again once if the host ends it (:mod:`clarens.client.sessions`);
+    ``token_file``: keep the session tokens there, for the next process.  ``transport``: the
+    other settings of :func:`clarens.client.transports.for_url` (``ca``, ``cert``, ``key``,
+    ``remote``, ``ssh``).  ``clock`` and ``sleep`` are the time the pool and the retries go by
+    (tests pass their own).
 
     Safe to share between threads: each call in flight has its own connection (one
     SSH session serves calls in turn).
@@ -61,6 +64,7 @@ class Service:
     def __init__(self, urls: str | Sequence[str], protocol: str = "xmlrpc", idempotent: Iterable[str] = (),
                  timeout: float = transports.DEFAULT_TIMEOUT, max_answer: int = transports.DEFAULT_MAX_ANSWER,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 user: str | None = None, password: str | Callable[[], str] = "", token_file: str | None = None,
                  **transport: Any):
         urls = [urls] if isinstance(urls, str) else list(urls)
         if protocol not in wire.WIRES:
@@ -70,8 +74,12 @@ class Service:
         self.timeout = timeout
         self.clock, self.sleep = clock, sleep
         self.pool = pool_mod.Pool(urls, clock)
-        self.transports = {url: transports.for_url(url, timeout=timeout, max_answer=max_answer, **transport)
-                           for url in urls}
+        tokens = sessions.TokenFile(token_file) if token_file else None
+        self.transports: dict[str, Any] = {}
+        for url in urls:
+            found = transports.for_url(url, timeout=timeout, max_answer=max_answer, **transport)
+            self.transports[url] = sessions.SessionTransport(found, self.wire, user, password, tokens) \
+                if isinstance(found, transports.Http) and user is not None else found
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
@@ -172,19 +180,28 @@ class Service:
         and the server's message), and :class:`clarens.resumable.UploadFailed`, a :class:`TransportError`,
         when the connection kept failing.
         """
-        server = next((s for s in self.pool.order() if isinstance(self.transports[s.url], transports.Http)), None)
+        server = next((s for s in self.pool.order()
+                       if isinstance(self.transports[s.url], (transports.Http, sessions.SessionTransport))), None)
         if server is None:
             raise ValueError("uploads need an http(s) URL; this service has %s" % " ".join(self.transports))
         http = self.transports[server.url]
-        assert isinstance(http, transports.Http)
         base = server.url if server.url.endswith("/") else server.url + "/"
         url = base + "images/" + urllib.parse.quote(name or os.path.basename(path), safe="")
-        headers = {k: v for k, v in http.headers.items() if k == "Authorization"}
+        if isinstance(http, sessions.SessionTransport):     # the session's token (one opened if need be)
+            headers = {"Authorization": http.authorization(time.monotonic() + self.timeout)}
+            http = http.inner
+        else:
+            headers = {k: v for k, v in http.headers.items() if k == "Authorization"}
         target = resumable.Target(url, headers, http.context, timeout=max(self.timeout, 60.0))
         return resumable.upload(target, path, progress)["image"]
 
+    def logout(self) -> bool:
+        """End the sessions this service signed in with (``system.logout``); whether there was any."""
+        return any([t.logout(self.timeout) for t in self.transports.values()
+                    if isinstance(t, sessions.SessionTransport)])
+
     def close(self) -> None:
-        """Close every connection and session."""
+        """Close every connection and SSH session (a password session stays open until it ends: :meth:`logout`)."""
         for transport in self.transports.values():
             transport.close()
 

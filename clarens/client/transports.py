@@ -100,6 +100,11 @@ def _why(e: BaseException) -> str:
     return (text or type(e).__name__)[:200]
 
 
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header value of Basic credentials (UTF-8, as the host reads them)."""
+    return "Basic " + b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+
+
 class Http:
     """HTTP or HTTPS to one URL: kept-alive connections, one per call in flight.
 
@@ -130,8 +135,7 @@ class Http:
         # Sent with every request (what uploads reuse: the same credentials).
         self.headers = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": "clarens-client"}
         if user is not None:
-            token = b64encode(("%s:%s" % (user, password or "")).encode("utf-8")).decode("ascii")
-            self.headers["Authorization"] = "Basic " + token
+            self.headers["Authorization"] = basic_authorization(user, password or "")
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
 

@@ -32,9 +32,10 @@ def test_a_named_service_has_its_urls_protocol_credentials_and_policy(conf, tmp_
     assert svc.wire.NAME == "jsonrpc" and svc.timeout == 7.5
     assert svc.is_idempotent("burner.status") and svc.is_idempotent("echo.echo")
     assert not svc.is_idempotent("burner.burn")
-    http = svc.transports["http://b.example:8080/clarens/"]
+    session = svc.transports["http://b.example:8080/clarens/"]        # a password: in a session
+    http = session.inner
     assert isinstance(http, transports_mod.Http) and http.port == 8080 and http.timeout == 7.5
-    assert http.headers["Authorization"] == "Basic YWxpY2U6czNjcmV0"          # alice:s3cret
+    assert (session.user, session.password()) == ("alice", "s3cret") and "Authorization" not in http.headers
 
 
 def test_system_then_user_files_the_user_winning(tmp_path, monkeypatch):
