@@ -57,6 +57,12 @@ Any endpoint: 403 ``forbidden`` (peer uid not allowed; the connection is then
 closed), 404 ``not_found``, 405 ``method_not_allowed``, 413 ``body_too_large``,
 500 ``internal_error``.
 
+A request that changes something (any but GET and HEAD) may carry
+``X-Clarens-Deadline: UNIX-TIME`` (:data:`DEADLINE_HEADER`), when its caller stops
+waiting for the answer: read after that, or after the caller has closed the
+connection, it is not carried out and the connection is closed unanswered (so a
+caller told "unavailable" is not contradicted later); not a number: 400 ``bad_request``.
+
 A JOB is described in :mod:`clarens.burnerd.jobs`.  Its ``state`` is one of
 ``queued``, ``burning``, ``verifying``, ``done``, ``failed``, ``cancelled``,
 ``interrupted``; a job that did not end ``done`` has ``error`` (text) and
@@ -75,3 +81,5 @@ Modules: :mod:`~clarens.burnerd.config`, :mod:`~clarens.burnerd.sockets`,
 (one writer per drive), :mod:`~clarens.burnerd.daemon`,
 :mod:`~clarens.burnerd.client` (for the web tier and the CLI).
 """
+
+DEADLINE_HEADER = "X-Clarens-Deadline"   # wall-clock time after which the caller no longer waits for a change

@@ -29,27 +29,17 @@ from __future__ import annotations
 import errno
 import http.client
 import json
-import select
 import socket
 import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from clarens.burnerd import DEADLINE_HEADER
+from clarens.keepalive import closed_by_peer
+
 DEFAULT_SOCKET = "/run/clarens-burner/burnerd.sock"
 REUSE_IDLE = 20.0        # reconnect after this long idle: the helper drops idle connections after 60 s
-DEADLINE_HEADER = "X-Clarens-Deadline"   # wall-clock time after which the caller no longer waits for a change
 DEADLINE_SHARE = 0.75    # of the timeout: the helper's answer has the rest to arrive
-
-
-def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle kept-alive connection has been closed by the helper (it is readable: an
-    end of file, or bytes nobody asked for), so that a request must not be sent on it."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class BurnerError(Exception):
@@ -160,7 +150,8 @@ class BurnerClient:
     # -- transport --------------------------------------------------------------------
 
     def _connection(self) -> tuple[_UnixConnection, bool]:
-        if self._conn is not None and (time.monotonic() - self._last_used > REUSE_IDLE or _closed_by_peer(self._conn)):
+        if self._conn is not None and (time.monotonic() - self._last_used > REUSE_IDLE
+                                   or self._conn.sock is None or closed_by_peer(self._conn.sock)):
             self.close()
         reused = self._conn is not None
         if self._conn is None:

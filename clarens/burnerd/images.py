@@ -35,9 +35,8 @@ from typing import Any
 
 from clarens import text
 from clarens.burnerd.errors import Refused
+from clarens.iso9660 import ISO_MAGIC, ISO_MAGIC_OFFSET
 
-ISO_MAGIC = b"CD001"
-ISO_MAGIC_OFFSET = 32769        # byte 1 of the primary volume descriptor at sector 16
 MAX_NAME = 255                  # bytes: the longest file name (NAME_MAX)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import clarens
-from clarens.burnerd.client import DEADLINE_HEADER
+from clarens.burnerd import DEADLINE_HEADER
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.peercred import Peer, peer_credentials
 from clarens.burnerd.service import Burner
@@ -173,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, result, head=method == "HEAD")
 
     def _caller_gave_up(self) -> bool:
-        """Whether the caller no longer waits for this change: its deadline (client.DEADLINE_HEADER) has
+        """Whether the caller no longer waits for this change: its deadline (DEADLINE_HEADER) has
         passed, or it has closed the connection.  A helper that was stopped, or busy restarting, reads
         requests from its backlog late; carrying them out would turn the caller's "unavailable" into a lie."""
         try:

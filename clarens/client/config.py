@@ -1,4 +1,4 @@
-"""Services named by configuration, not code (seed 003): ``clarens.client.service("burner")``.
+"""Services named by configuration, not code: ``clarens.client.service("burner")``.
 
 The client configuration is an INI file: ``$CLARENS_CLIENT_CONF`` if set (that
 file alone), else ``/etc/clarens/client.conf`` and then

@@ -16,7 +16,6 @@ import http.client
 import io
 import os
 import pwd
-import select
 import shlex
 import socket
 import ssl
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from clarens import framing
 from clarens.client.errors import TransportError
+from clarens.keepalive import closed_by_peer
 
 if TYPE_CHECKING:
     from clarens.host import Host
@@ -81,13 +81,6 @@ class _Reading:
 
     def makefile(self, mode: str) -> io.BufferedReader:
         return io.BufferedReader(_DeadlineReader(self.sock, self.deadline), _PIECE)
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Whether a kept-alive connection was closed by the server (or has unread bytes: unusable)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
 
 
 def _too_large(url: str, size: str, limit: int) -> TransportError:
@@ -147,7 +140,7 @@ class Http:
                 sock = self._idle.pop() if self._idle else None
             if sock is None:
                 break
-            if not _closed_by_peer(sock):
+            if not closed_by_peer(sock):
                 return sock
             sock.close()
         try:

@@ -2,8 +2,9 @@
 
 Both codecs (:mod:`~clarens.protocol.xmlrpc`, :mod:`~clarens.protocol.jsonrpc`) have
 the same shape: ``PROTOCOL``, ``CONTENT_TYPE``, ``respond(body, call, report, limits)``
-and ``dumps_fault(fault)``.  What they share lives here: the limits on what one
-request may cost to decode, and how a multicall keeps the results it can encode.
+and ``dumps_fault(fault)``.  What they share lives here: the types of ``call`` and
+``report``, the limits on what one request may cost to decode, and how a multicall
+keeps the results it can encode.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (and logging it)
+Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
 
-def salvage_multicall(results: list, encodable: Callable[[Any], bool], report: Callable[[Fault], None]) -> list:
+
+def salvage_multicall(results: list, encodable: Callable[[Any], bool], report: Report) -> list:
     """system.multicall's results, each one this protocol cannot encode replaced by its fault (reported):
     one such result fails that call alone, the others keep theirs."""
     out = []

@@ -13,11 +13,11 @@ import json
 import math
 import re
 import xmlrpc.client
-from typing import Any, Callable
+from typing import Any
 
 from clarens.dispatch import MULTICALL
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
-from clarens.protocol import DEFAULT_LIMITS, Limits, salvage_multicall
+from clarens.protocol import DEFAULT_LIMITS, Call, Limits, Report, salvage_multicall
 
 PROTOCOL = "jsonrpc"
 CONTENT_TYPE = "application/json"
@@ -150,10 +150,6 @@ def _error(fault: Fault, request_id: Any) -> bytes:
     """An error response, always encodable: ASCII, whatever the message holds."""
     return _error_encoder.encode({"jsonrpc": "2.0", "error": {"code": fault.code, "message": fault.message},
                                   "id": request_id}).encode("ascii")
-
-
-Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (and logging it)
-Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
 
 
 def _one(request: Any, call: Call, report: Report, suspect: bool) -> bytes | None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from clarens.dispatch import MULTICALL
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
-from clarens.protocol import DEFAULT_LIMITS, Limits, salvage_multicall
+from clarens.protocol import DEFAULT_LIMITS, Call, Limits, Report, salvage_multicall
 from clarens.protocol.xmlrpc_fast import XML_SPACE, NotPlain, flat_call, plain_pieces, plain_text, unescape, xml_name
 
 PROTOCOL = "xmlrpc"
@@ -428,10 +428,6 @@ def dumps_fault(fault: Fault) -> bytes:
             "<member><name>faultCode</name><value><int>%d</int></value></member>"
             "<member><name>faultString</name><value><string>%s</string></value></member>"
             "</struct></value></fault></methodResponse>\n" % (fault.code, _escape(message))).encode("utf-8")
-
-
-Call = Callable[[str, Any], Any]   # (method, params) -> result, raising Fault (and logging it)
-Report = Callable[[Fault], None]   # told of each fault the dispatcher never saw
 
 
 def respond(body: bytes, call: Call, report: Report, limits: Limits = DEFAULT_LIMITS) -> bytes:

@@ -24,10 +24,10 @@ from typing import Callable
 from clarens import text
 from clarens.db import Database
 from clarens.faults import INVALID_PARAMS, Fault
+from clarens.iso9660 import ISO_MAGIC, ISO_MAGIC_OFFSET
 from clarens.web.digests import Digests, current, listable
 from clarens.web.uploads import ContentRange, Finished, Progress, Uploads
 
-ISO_MAGIC, ISO_MAGIC_OFFSET = b"CD001", 32769
 NAME_RULES = "1-200 characters ending in .iso, without '/', a leading '.', or control or formatting characters"
 _NAME_RE = re.compile(r"[^/.][^/]{0,195}\.[iI][sS][oO]\Z")
 

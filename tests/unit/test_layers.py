@@ -20,7 +20,7 @@ LAYERS = [
                 "clarens.acl", "clarens.acl.model", "clarens.acl.files", "clarens.web", "clarens.web.uploads",
                 "clarens.web.digests", "clarens.web.reservations", "clarens.text", "clarens.framing",
                 "clarens.proxies", "clarens.passwords", "clarens.throttle", "clarens.sessions",
-                "clarens.session_peers", "clarens.credentials"}),
+                "clarens.session_peers", "clarens.credentials", "clarens.iso9660", "clarens.keepalive"}),
     ("registry/ACL", {"clarens.registry", "clarens.loader", "clarens.acl.store"}),
     ("dispatcher", {"clarens.context", "clarens.dispatch"}),
     ("codecs", {"clarens.protocol", "clarens.protocol.xmlrpc", "clarens.protocol.xmlrpc_fast",
