@@ -34,7 +34,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from bench import load, servers, targets
 from bench.probes import ProbeEnv, ProbeRow
@@ -47,9 +47,10 @@ IDLE_CLIENTS = 10_000
 
 
 class Front:
-    """One HAProxy process in front of one instance, from the shipped template."""
+    """One HAProxy process in front of instances ``hosts`` (their policies alike), from the shipped template."""
 
-    def __init__(self, inst: Instance, directory: str, maxconn: int = 2000):
+    def __init__(self, hosts: Sequence[Instance], directory: str, maxconn: int = 2000):
+        inst = hosts[0]
         self.http_port, self.tls_port = free_port(), free_port()
         pem = os.path.join(directory, "front.pem")
         with open(pem, "w") as f:
@@ -66,7 +67,8 @@ class Front:
         config = os.path.join(directory, "haproxy.cfg")
         with open(config, "w") as f:
             f.write(cluster.haproxy_config(
-                [("h0", "127.0.0.1:%d" % inst.port)], bind="127.0.0.1:%d" % self.tls_port, crt=pem,
+                [("h%d" % n, "127.0.0.1:%d" % host.port) for n, host in enumerate(hosts)],
+                bind="127.0.0.1:%d" % self.tls_port, crt=pem,
                 ca=os.path.join(inst.pki_dir, "ca.crt"), http_bind="127.0.0.1:%d" % self.http_port,
                 source=PROXY_SOURCE, stats_socket=os.path.join(directory, "haproxy.sock"), process=process,
                 maxconn=maxconn, log="stdout format raw local0"))
@@ -76,7 +78,7 @@ class Front:
         servers.wait_port(self.http_port, process=self.proc)
         echo = _echo()
         deadline = time.monotonic() + 30
-        while True:      # until the health check has put the host in rotation
+        while True:      # until the health check has put a host in rotation
             try:
                 targets.check(echo, "127.0.0.1", self.http_port)
                 break
@@ -115,7 +117,7 @@ def haproxy_echo(env: ProbeEnv) -> ProbeRow:
         inst.start()
         front = None
         try:
-            front = Front(inst, tmp)
+            front = Front([inst], tmp)
             urls = {"direct": "http://127.0.0.1:%d%s" % (inst.port, echo.path),
                     "http": "http://127.0.0.1:%d%s" % (front.http_port, echo.path),
                     "https": "https://127.0.0.1:%d%s" % (front.tls_port, echo.path)}
@@ -201,7 +203,7 @@ def haproxy_idle(env: ProbeEnv, idle: int = IDLE_CLIENTS) -> ProbeRow:
         inst.start()
         front = None
         try:
-            front = Front(inst, tmp, maxconn=idle + 1000)
+            front = Front([inst], tmp, maxconn=idle + 1000)
             url = "http://127.0.0.1:%d%s" % (front.http_port, echo.path)
             servers.settle(inst, url, script, env.load)
             survivors, opened_s, per_client = [], [], []

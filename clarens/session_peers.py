@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -104,7 +105,8 @@ class Peers:
                 if len(events) < PAGE or cursor["seq"] >= answer["seq"]:
                     break
         except (OSError, ValueError, KeyError, TypeError) as e:
-            why = str(e)[:200] or type(e).__name__
+            why = "it holds another session_key (it refuses this host's signature)" \
+                if isinstance(e, urllib.error.HTTPError) and e.code == 403 else str(e)[:200] or type(e).__name__
             if url not in self._failing:
                 self.log.warning("session revocations from %s cannot be fetched (%s): sessions it revokes stay "
                                  "valid here until it can", url, why)

@@ -55,7 +55,8 @@ def start_instance(prefix: str, **kwargs) -> Instance:
                "clarens.server.log_lines": "1000"}
     options.update(kwargs.pop("options", {}))
     kwargs.setdefault("log_level", "info")
-    inst = Instance(make_state_dir(prefix), free_port(), free_port(), options=options, **kwargs)
+    port, tls_port = kwargs.pop("port", None) or free_port(), kwargs.pop("tls_port", None) or free_port()
+    inst = Instance(make_state_dir(prefix), port, tls_port, options=options, **kwargs)
     inst.start()
     return inst
 
@@ -285,3 +286,10 @@ def sha256_file(path: str, size: int | None = None) -> str:
             if left is not None:
                 left -= len(chunk)
     return digest.hexdigest()
+
+
+def read_from(path: str, offset: int) -> bytes:
+    """What a file (a log) holds past ``offset``."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()

@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from clarens.dev import devpki
-from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, put
+from tests.helpers import ROOT, CuttingProxy, basic_header, make_iso, put, read_from
 
 OUTPUT = os.path.join(ROOT, "tests", "output")
 DESKTOP, PHONE = (1280, 800), (390, 844)
@@ -95,12 +95,6 @@ def fill_sign_in(driver, user, password):
         driver.find_element(By.ID, field).clear()
         driver.find_element(By.ID, field).send_keys(value)
     driver.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
-
-
-def _read_from(path, offset):
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read()
 
 
 def messages(driver):
@@ -200,7 +194,7 @@ def test_a_session_cookie_signs_in_polls_and_signs_out(fresh_browser, server, ad
 
     # Polling carries the cookie: Apache logs the calls as demo's, and no password goes with them.
     mark = os.path.getsize(server.access_log)
-    polls = lambda _=None: _read_from(server.access_log, mark).count(b' demo [')   # noqa: E731
+    polls = lambda _=None: read_from(server.access_log, mark).count(b' demo [')   # noqa: E731
     wait(d, lambda d: polls() >= 3, message="three polls as demo")
     token = cookie["value"]
     assert whoami(server, token)[0] == 200
@@ -335,7 +329,7 @@ def test_uploads_resume_after_a_cut_and_when_the_file_is_chosen_again(fresh_brow
         d.find_element(By.ID, "upload-button").click()
         wait(d, lambda d: any("cut.iso exists; delete it first" in m for m in messages(d)), message="refused")
         # (retries would have come before the message; Apache logs the one request just after it)
-        puts = lambda _=None: _read_from(server.access_log, mark).count(b"PUT /clarens/images/cut.iso ")  # noqa: E731
+        puts = lambda _=None: read_from(server.access_log, mark).count(b"PUT /clarens/images/cut.iso ")  # noqa: E731
         wait(d, puts, message="the refused request logged")
         assert puts() == 1
     finally:

@@ -15,7 +15,7 @@ import pytest
 from clarens import config as config_mod
 from clarens import faults, refusals
 from clarens.dev import devpki
-from tests.helpers import ROOT, basic_header, cert_proxy, concurrently, start_instance
+from tests.helpers import ROOT, basic_header, cert_proxy, concurrently, read_from, start_instance
 
 AUDIT_KEEP = 25
 
@@ -84,18 +84,12 @@ def test_a_client_gone_mid_body_is_one_line_not_a_traceback(inst):
         sock.sendall(b"POST /clarens/?gone HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
                      b"Content-Length: 5000\r\n\r\n<?xml version='1.0'?><methodCall>")
     deadline = time.monotonic() + 30
-    while b'"POST /clarens/?gone HTTP/1.1"' not in _read_from(inst.access_log, access):
+    while b'"POST /clarens/?gone HTTP/1.1"' not in read_from(inst.access_log, access):
         assert time.monotonic() < deadline, log_since(inst, mark)
         time.sleep(0.1)
-    assert b'"POST /clarens/?gone HTTP/1.1" 400 ' in _read_from(inst.access_log, access)
+    assert b'"POST /clarens/?gone HTTP/1.1" 400 ' in read_from(inst.access_log, access)
     assert "Traceback" not in log_since(inst, mark)
     assert xmlrpc.client.ServerProxy(inst.url).system.listMethods()
-
-
-def _read_from(path: str, mark: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(mark)
-        return f.read()
 
 
 # -- logs in proportion -----------------------------------------------------------------
