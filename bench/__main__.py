@@ -14,11 +14,11 @@ import sys
 import tempfile
 import traceback
 
-from bench import front, load, machine, probes, report, servers, targets
+from bench import front, load, machine, probes, report, servers, signin, targets
 from clarens.dev.instance import ROOT, InstanceError
 
 GROUP_ORDER = (targets.REFERENCE, targets.PRODUCT, targets.ALTERNATIVE)
-ALL_PROBES = probes.PROBES + front.PROBES     # front: through HAProxy (bench/front.py)
+ALL_PROBES = probes.PROBES + front.PROBES + signin.PROBES     # through HAProxy (bench/front.py), sessions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

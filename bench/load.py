@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Callable
 
 WRK = "wrk"
 INSTALL_HINT = "apt-get install wrk"
@@ -20,6 +21,7 @@ class Load:
     duration: int = 10      # seconds measured per round
     warmup: int = 2         # seconds run and discarded before each measurement
     rounds: int = 5
+    timeout: int = 2        # seconds after which wrk counts a request as timed out (its own default)
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,14 @@ def _lua_string(data: bytes) -> str:
     return '"%s"' % "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else "\\%03d" % b for b in data)
 
 
-def write_script(directory: str, name: str, method: str, body: bytes | None, content_type: str | None) -> str:
-    """Write the wrk Lua script that sends this request; returns its path."""
+def write_script(directory: str, name: str, method: str, body: bytes | None, content_type: str | None,
+                 headers: dict[str, str] | None = None) -> str:
+    """Write the wrk Lua script that sends this request (with ``headers`` besides); returns its path."""
     lines = ['wrk.method = "%s"' % method]
     if body is not None:
         lines.append("wrk.body = %s" % _lua_string(body))
-    if content_type:
-        lines.append('wrk.headers["Content-Type"] = "%s"' % content_type)
+    for key, value in dict({"Content-Type": content_type} if content_type else {}, **(headers or {})).items():
+        lines.append("wrk.headers[%s] = %s" % (_lua_string(key.encode()), _lua_string(value.encode())))
     path = os.path.join(directory, "%s.lua" % name)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -61,13 +64,24 @@ def write_script(directory: str, name: str, method: str, body: bytes | None, con
 
 def run(url: str, script: str | None, seconds: int, load: Load) -> Result:
     """Run wrk against ``url`` for ``seconds`` and return what it measured."""
-    argv = [WRK, "-t%d" % load.threads, "-c%d" % load.connections, "-d%ds" % seconds, "--latency"]
+    return start(url, script, seconds, load)()
+
+
+def start(url: str, script: str | None, seconds: int, load: Load) -> Callable[[], Result]:
+    """Start wrk against ``url`` for ``seconds`` in the background; a function that waits for it to end
+    and returns what it measured."""
+    argv = [WRK, "-t%d" % load.threads, "-c%d" % load.connections, "-d%ds" % seconds, "--latency",
+            "--timeout", "%ds" % load.timeout]
     if script:
         argv += ["-s", script]
-    out = subprocess.run(argv + [url], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError("wrk failed (%d): %s" % (out.returncode, out.stderr.strip() or out.stdout.strip()))
-    return parse(out.stdout)
+    proc = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result() -> Result:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError("wrk failed (%d): %s" % (proc.returncode, err.strip() or out.strip()))
+        return parse(out)
+    return result
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import asdict
 from typing import Any
 
-from bench import load, targets
+from bench import load, signin, targets
 from bench.probes import ProbeRow
 
 # The references every row's req/s is divided by: (row key, column heading).
@@ -110,6 +110,25 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
              idle["worst_p99_ms"] < P99_LIMIT_MS and not idle["errors"] and idle["still_open"] == idle["idle"],
              "p99 %.2f ms (worst round %.2f), %d errors, %s of them still open" % (
                  idle["p99_ms"], idle["worst_p99_ms"], idle["errors"], format(idle["still_open"], ",")))
+    if "session_echo" in rows:
+        session = rows["session_echo"]
+        goal("echo in a session (Bearer token) >= %.1fx anonymous echo" % signin.MIN_SESSION_RATIO, session["ratio"],
+             session["ratio"] >= signin.MIN_SESSION_RATIO, "%.2fx" % session["ratio"])
+    if "open_pages" in rows:
+        pages = rows["open_pages"]["detail"]
+        goal("%d open burner pages polling once a second: the host's CPU < %d %% of %d cores, p99 < %g ms, no errors"
+             % (signin.PAGES, 100 * signin.MAX_PAGES_CPU, pages["cores"], signin.MAX_PAGES_P99_MS),
+             pages["cpu_share"], pages["cpu_share"] < signin.MAX_PAGES_CPU and pages["p99_ms"] < signin.MAX_PAGES_P99_MS
+             and not pages["error_count"], "%.1f %%, p99 %.2f ms, %d errors" % (
+                 100 * pages["cpu_share"], pages["p99_ms"], pages["error_count"]))
+    if "password_flood" in rows:
+        flood = rows["password_flood"]
+        goal("a password-guess flood (%d connections, %d s): anonymous echo's median <= %gx its value without it"
+             % (signin.FLOOD_CONNECTIONS, signin.FLOOD_SECONDS, signin.MAX_FLOOD_RATIO), flood["ratio"],
+             flood["ratio"] <= signin.MAX_FLOOD_RATIO, "%.2fx" % flood["ratio"])
+        check = flood["detail"]["check_cpu_share"]
+        goal("... and the host spends < %d %% of one core on password checks" % (100 * signin.MAX_CHECK_CPU), check,
+             check < signin.MAX_CHECK_CPU, "%.1f %%" % (100 * check))
     if "first_request" in rows:
         first = rows["first_request"]
         goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,

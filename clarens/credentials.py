@@ -30,11 +30,11 @@ import base64
 import binascii
 import math
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from clarens.identity import RESERVED_REASON, Identity, IdentityRefused, normal_name, reserved
 from clarens.passwords import RIGHT, UNUSABLE, BusyError, Checker, Turns
-from clarens.sessions import COOKIE, SessionRefused, Sessions
+from clarens.sessions import COOKIE, MEMO, SessionRefused, Sessions
 from clarens.throttle import Throttle
 
 TARPIT = 2.0             # seconds a refused password attempt may hold its connection before the answer
@@ -69,8 +69,7 @@ def cookie(header: str | None, name: str = COOKIE) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Proof:
+class Proof(NamedTuple):
     """What a request's credentials proved: the caller, and in a session, a renewed token to hand back
     (:meth:`clarens.sessions.Sessions.renewal`; None: the one it came with is fresh enough) and the
     seconds the session may still last."""
@@ -93,6 +92,7 @@ class Credentials:
         self.tarpits = tarpits
         self.sessions = sessions
         self.over_http = over_http
+        self._identities: dict[str, Identity] = {}
 
     def password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
         """The identity of user ``name`` (normal form C) if ``password`` is right; IdentityRefused otherwise."""
@@ -151,8 +151,13 @@ class Credentials:
         except SessionRefused as e:
             raise IdentityRefused(str(e), 401, {"WWW-Authenticate": BEARER_CHALLENGE}, kind="session refused") \
                 from None
-        return Proof(Identity(session.name, session.source, session=session.id), self.sessions.renewal(token, session),
-                     session.expires - int(self.sessions.clock()))
+        # One Identity per session, not one per request (the ACL guard then finds its groups by it).
+        identity = self._identities.get(session.id)
+        if identity is None:
+            if len(self._identities) >= MEMO:
+                self._identities.clear()
+            identity = self._identities[session.id] = Identity(session.name, session.source, session=session.id)
+        return Proof(identity, self.sessions.renewal(token, session), session.expires - int(self.sessions.clock()))
 
     def _hold(self, wait: float) -> float:
         """Sleep until a throttled attempt's turn comes, up to TARPIT seconds, if a tarpit is free; the

@@ -65,6 +65,7 @@ SOURCES = ("basic", "certificate")   # how a session may be opened
 NO_FINGERPRINT = "-"
 PEER_SKEW = 60.0                 # seconds a peer's signed request may be off this host's clock
 SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
+MEMO = 4096                      # tokens a process remembers having verified
 
 
 class SessionRefused(Exception):
@@ -164,11 +165,13 @@ class Sessions:
         self.clock = clock
         self.cluster = cluster
         self._fingerprints: dict[tuple[str, bytes], str] = {}
+        # token -> (session, the table's change counter then, until when, the user's htpasswd entry)
+        self._verified: dict[str, tuple[Session, int, float, bytes | None]] = {}
 
     # -- tokens -------------------------------------------------------------------------------
 
     def _mac(self, text: str) -> str:
-        return _b64(hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).digest())
+        return _b64(hmac.digest(self.key, text.encode("utf-8"), "sha256"))
 
     def _fingerprint(self, name: str) -> str | None:
         """A keyed digest of user ``name``'s htpasswd entry (None: no such user)."""
@@ -227,25 +230,50 @@ class Sessions:
         return self._token(sid, session.issued, session.expires, session.seen, source, fingerprint, name), session
 
     def verify(self, token: str) -> Session:
-        """The session ``token`` stands for; SessionRefused saying why it is not one (any more)."""
-        sid, issued, expires, seen, source, fingerprint, name = self._parse(token)
+        """The session ``token`` stands for; SessionRefused saying why it is not one (any more).
+
+        A token this process verified lately is taken on a few comparisons while the table has not
+        changed since (its change counter: a revocation, a last use written, a session opened, in any
+        process), its session can be neither over nor idle yet, and the user's htpasswd entry is the
+        same: what the full check would find then is what it found.
+        """
         now = self.clock()
+        memo = self._verified.get(token)
+        if memo is not None:
+            session, seqnum, until, entry = memo
+            if seqnum == self.db.seqnum and now < until and (entry is None or self.entry(session.name) == entry):
+                return session
+        seqnum = self.db.seqnum
+        session, until = self._verify(token, now)
+        if len(self._verified) >= MEMO:
+            self._verified.clear()
+        entry = self.entry(session.name) if session.source == "basic" else None
+        self._verified[token] = (session, seqnum, until, entry)
+        return session
+
+    def _verify(self, token: str, now: float) -> tuple[Session, float]:
+        """The full check: the session, and until when a process may take it again without one."""
+        sid, issued, expires, seen, source, fingerprint, name = self._parse(token)
         if now >= expires:
             raise SessionRefused("session expired (it lasts %g hours): sign in again" % (self.lifetime / 3600))
         session = Session(digest(sid), name, source, issued, expires, seen)
         record = self.db.get("s:" + session.id)
         if record is not None and record.get("revoked"):
             raise SessionRefused("session ended (signed out or revoked): sign in again")
-        if now - max(seen, record["seen"] if record is not None else 0) > self.idle:
+        written = record["seen"] if record is not None else None
+        last = max(seen, written or 0)
+        if now - last > self.idle:
             raise SessionRefused("session expired (unused for %g minutes): sign in again" % (self.idle / 60))
         revoked = self.db.get("u:" + name)
         if revoked is not None and issued <= revoked["before"]:
             raise SessionRefused("session revoked by an administrator: sign in again")
         if source == "basic" and fingerprint != self._fingerprint(name):
             raise SessionRefused("the user's password changed, or the user was removed: sign in again")
-        if record is None or now - record["seen"] >= SEEN_EVERY:
-            self._seen(session, int(now))
-        return session
+        if written is None or now - written >= SEEN_EVERY:
+            written = last = int(now)
+            self._seen(session, written)
+        # in full again once the session could have ended, or its last use is due to be written
+        return session, min(expires, last + self.idle, written + SEEN_EVERY)
 
     def _seen(self, session: Session, now: int) -> None:
         """Write when ``session`` was last used here: at most one write a minute per session and host,

@@ -17,7 +17,6 @@ so a change is enforced by every child at its next call.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -125,6 +124,7 @@ class Guard:
         self.broken: str | None = None   # set when the policy could not be loaded: refuse everything
         self._seqnum = -1
         self._policy = Policy({}, {})
+        self._identified: dict[int, tuple[Identity, Policy, Identity]] = {}
 
     def refresh(self) -> Policy:
         """Reload the policy if any process changed it since the last look; the current policy.
@@ -149,9 +149,20 @@ class Guard:
 
     def identify(self, identity: Identity) -> Identity:
         """At the start of a request: reload the policy if it changed (:meth:`refresh`), then
-        ``identity`` with the groups the policy puts it in."""
-        groups = self.refresh().groups_of(identity.name, identity.authenticated)
-        return identity if groups == identity.groups else dataclasses.replace(identity, groups=groups)
+        ``identity`` with the groups the policy puts it in.  A session's identity (one object for
+        all its requests: clarens.credentials) is remembered with its groups under each policy."""
+        policy = self.refresh()
+        known = self._identified.get(id(identity))
+        if known is not None and known[0] is identity and known[1] is policy:
+            return known[2]
+        groups = policy.groups_of(identity.name, identity.authenticated)
+        grouped = identity if groups == identity.groups else Identity(identity.name, identity.source, groups,
+                                                                      identity.session)
+        if identity.session is not None:
+            if len(self._identified) >= 4096:
+                self._identified.clear()
+            self._identified[id(identity)] = (identity, policy, grouped)    # (holding it: its id stays its own)
+        return grouped
 
     def decide(self, identity: Identity, method: str) -> Decision:
         """Whether ``identity`` may call ``method``, and why (for explanations: acl.check, the CLI)."""

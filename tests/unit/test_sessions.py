@@ -93,6 +93,31 @@ def test_the_last_use_is_written_at_most_once_a_minute(store):
     assert len(writes) <= 100 / sessions.SEEN_EVERY + 1
 
 
+def test_a_token_verified_before_is_checked_in_full_after_any_change(store):
+    """A process takes a token it verified lately on a few comparisons: never past a revocation made by
+    another process, a new password, or the session's end."""
+    token, session = store.open("alice", "basic")
+    store.verify(token)
+    other = Sessions(store.db, KEY, IDLE, LIFETIME, store.entries.get, store.now)      # another process
+    other.revoke(session.id)
+    assert "signed out" in refused(store, token)
+    token, _ = store.open("alice", "basic")
+    store.verify(token)
+    store.entries["alice"] = b"$2y$10$a-new-hash"
+    assert "password changed" in refused(store, token)
+    token, _ = store.open("ädmin", "basic")
+    store.verify(token)
+    store.now.now += IDLE + 1
+    assert "unused for 30 minutes" in refused(store, token)
+    token, _ = store.open("ädmin", "basic")
+    store.verify(token)
+    writes = []
+    store.db.put = lambda key, value, put=store.db.put: (writes.append(key), put(key, value))
+    store.now.now += sessions.SEEN_EVERY + 1
+    store.verify(token)                                  # its last use is written once a minute all the same
+    assert writes and writes[0].startswith("s:")
+
+
 def test_a_renewed_token_carries_the_last_use_to_any_host(store, tmp_path):
     """A host that never saw a session tells an idle one from one in use elsewhere by the token."""
     token, session = store.open("alice", "basic")
