@@ -110,7 +110,6 @@ def _instance(env: ProbeEnv) -> Instance:
 def haproxy_echo(env: ProbeEnv) -> ProbeRow:
     """echo.echo (XML-RPC, with the ACL check) through HAProxy against straight to Apache, same run."""
     inst = _instance(env)
-    rounds: dict[str, list[load.Result]] = {"direct": [], "http": [], "https": []}
     echo = _echo()
     with tempfile.TemporaryDirectory(prefix="bench-front-") as tmp:
         script = load.write_script(tmp, echo.key, echo.method, echo.body, echo.content_type)
@@ -122,12 +121,7 @@ def haproxy_echo(env: ProbeEnv) -> ProbeRow:
                     "http": "http://127.0.0.1:%d%s" % (front.http_port, echo.path),
                     "https": "https://127.0.0.1:%d%s" % (front.tls_port, echo.path)}
             servers.settle(inst, urls["direct"], script, env.load)
-            for _ in range(env.load.rounds):
-                for name, url in urls.items():
-                    if env.load.warmup:
-                        load.run(url, script, env.load.warmup, env.load)
-                    rounds[name].append(load.run(url, script, env.load.duration, env.load))
-                    servers.truncate_access_log(inst)
+            rounds = servers.alternate(inst, {name: (url, script) for name, url in urls.items()}, env.load)
         finally:
             if front is not None:
                 front.stop()

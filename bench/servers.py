@@ -77,6 +77,19 @@ def truncate_access_log(inst: Instance) -> None:
         os.truncate(path, 0)
 
 
+def alternate(inst: Instance, runs: dict[str, tuple[str, str]], settings: load.Load) -> dict[str, list[load.Result]]:
+    """wrk's measurements of each of ``runs`` (name -> (url, script)), round after round, the runs taking
+    turns within each round (warmed up each time): what pairs of rounds compare without the drift."""
+    rounds: dict[str, list[load.Result]] = {name: [] for name in runs}
+    for _ in range(settings.rounds):
+        for name, (url, script) in runs.items():
+            if settings.warmup:
+                load.run(url, script, settings.warmup, settings)
+            rounds[name].append(load.run(url, script, settings.duration, settings))
+            truncate_access_log(inst)
+    return rounds
+
+
 def settle(inst: Instance, url: str, script: str, settings: load.Load, tries: int = 10) -> int:
     """Load the instance until prefork stops adding children; returns how many processes it has.
 

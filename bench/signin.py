@@ -104,7 +104,6 @@ def session_echo(env: ProbeEnv) -> ProbeRow:
     """echo.echo with a session token against anonymous echo, same run, same instance."""
     inst = servers.instance(env.state_dir, env.port)
     echo = _echo()
-    rounds: dict[str, list[load.Result]] = {"anonymous": [], "session": []}
     with tempfile.TemporaryDirectory(prefix="bench-session-") as tmp:
         inst.start()
         try:
@@ -114,12 +113,7 @@ def session_echo(env: ProbeEnv) -> ProbeRow:
                                                     {"Authorization": "Bearer " + token})}
             url = "http://127.0.0.1:%d%s" % (inst.port, echo.path)
             servers.settle(inst, url, scripts["anonymous"], env.load)
-            for _ in range(env.load.rounds):
-                for name, script in scripts.items():
-                    if env.load.warmup:
-                        load.run(url, script, env.load.warmup, env.load)
-                    rounds[name].append(load.run(url, script, env.load.duration, env.load))
-                    servers.truncate_access_log(inst)
+            rounds = servers.alternate(inst, {name: (url, script) for name, script in scripts.items()}, env.load)
             bcrypt_ms = _bcrypt_ms(inst)
         finally:
             inst.stop()

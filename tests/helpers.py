@@ -293,3 +293,13 @@ def read_from(path: str, offset: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read()
+
+
+def htpasswd_user(inst: Instance, *argv: str, password: str | None = None) -> str:
+    """``clarens-admin user ARGV...`` on the instance's htpasswd file (the password on standard input);
+    what it printed, after asserting that it succeeded."""
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", *argv, "--file",
+                          os.path.join(inst.state_dir, "htpasswd")] + (["--password-stdin"] if password else []),
+                         input=password and password + "\n", capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

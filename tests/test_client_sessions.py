@@ -14,7 +14,7 @@ import pytest
 from clarens import Fault, faults
 from clarens.client import connect
 from clarens.dev import devpki
-from tests.helpers import ROOT, make_iso
+from tests.helpers import ROOT, htpasswd_user, make_iso
 
 
 def password(server, user="demo"):
@@ -40,23 +40,16 @@ def test_a_session_the_host_ended_is_opened_again_once(server, admin, tmp_path):
         second = svc.system.whoami()["session"]                  # signed in again, the call sent again
         assert second != first and svc.echo.echo("still here") == "still here"
     # a password that changed meanwhile: the fault, after one try
-    htpasswd = os.path.join(server.state_dir, "htpasswd")
-
-    def user(*argv, secret=None):
-        out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", *argv, "--file", htpasswd]
-                             + (["--password-stdin"] if secret else []), input=secret and secret + "\n",
-                             capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-    user("add", "dora", secret="first")
+    htpasswd_user(server, "add", "dora", password="first")
     try:
         with connect(server.url, user="dora", password="first") as svc:
             assert svc.system.whoami()["identity"] == "dora"
-            user("passwd", "dora", secret="second")
+            htpasswd_user(server, "passwd", "dora", password="second")
             with pytest.raises(Fault) as info:
                 svc.system.whoami()
             assert info.value.code == faults.ACCESS_DENIED and "wrong user name or password" in info.value.message
     finally:
-        user("del", "dora")
+        htpasswd_user(server, "del", "dora")
 
 
 def test_an_upload_goes_in_the_session(server, tmp_path):

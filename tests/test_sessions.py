@@ -23,7 +23,7 @@ import pytest
 
 from clarens import faults
 from clarens.dev import devpki
-from tests.helpers import ROOT, basic_header, concurrently, start_instance, tls_context
+from tests.helpers import ROOT, basic_header, concurrently, htpasswd_user, start_instance, tls_context
 
 PROTOCOLS = ("xmlrpc", "jsonrpc")
 
@@ -190,23 +190,15 @@ def test_forged_truncated_expired_and_foreign_tokens_are_refused_never_served(se
 
 
 def test_a_new_password_ends_the_users_sessions_at_once(server):
-    htpasswd = os.path.join(server.state_dir, "htpasswd")
-
-    def admin(*argv, password=None):
-        out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", *argv, "--file", htpasswd]
-                             + (["--password-stdin"] if password else []), input=password and password + "\n",
-                             capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-    admin("add", "carol", password="first one")
+    htpasswd_user(server, "add", "carol", password="first one")
     header = {"Authorization": "Basic " + base64.b64encode(b"carol:first one").decode()}
     tokens = [rpc(server.port, "system.auth", headers=header)[2]["token"] for _ in range(2)]
-    assert "ended every session" in admin("passwd", "carol", password="second one")
+    assert "ended every session" in htpasswd_user(server, "passwd", "carol", password="second one")
     for token in tokens:
         assert "password changed" in refusal(server, token)
     header = {"Authorization": "Basic " + base64.b64encode(b"carol:second one").decode()}
     token = rpc(server.port, "system.auth", headers=header)[2]["token"]
-    admin("del", "carol")
+    htpasswd_user(server, "del", "carol")
     assert "the user was removed" in refusal(server, token)
 
 
