@@ -75,9 +75,11 @@ checked again when the job starts).
 Modules: :mod:`~clarens.burnerd.config`, :mod:`~clarens.burnerd.sockets`,
 :mod:`~clarens.burnerd.peercred`, :mod:`~clarens.burnerd.server` (HTTP),
 :mod:`~clarens.burnerd.service` (what each request does),
-:mod:`~clarens.burnerd.images` (sanitising), :mod:`~clarens.burnerd.xorriso`,
-:mod:`~clarens.burnerd.verify`, :mod:`~clarens.burnerd.jobs` (tdb),
-:mod:`~clarens.burnerd.worker` (per-drive queues), :mod:`~clarens.burnerd.drivelock`
+:mod:`~clarens.burnerd.images` (sanitising), :mod:`~clarens.burnerd.jobs` (tdb),
+:mod:`~clarens.burnerd.worker` (per-drive queues), :mod:`~clarens.burnerd.backends`
+(what each kind of drive does), :mod:`~clarens.burnerd.xorriso`,
+:mod:`~clarens.burnerd.processes` (starting and stopping them),
+:mod:`~clarens.burnerd.verify`, :mod:`~clarens.burnerd.drivelock`
 (one writer per drive), :mod:`~clarens.burnerd.daemon`,
 :mod:`~clarens.burnerd.client` (for the web tier and the CLI).
 """

@@ -42,7 +42,7 @@ __all__ = ["BurnerConfig", "ConfigError", "DriveConfig", "load"]
 class DriveConfig:
     """One writer.  ``address`` is what xorriso is given after ``dev=``."""
     name: str
-    kind: str            # "stdio" (a regular file standing in for the disc) or "device"
+    kind: str            # a key of ADDRESSES: "stdio" (a regular file standing in for the disc) or "device"
     address: str         # "stdio:/abs/path" or "/dev/sr0"
     capacity: int        # bytes the medium holds (capacity_mb * 10**6)
     max_speed: int
@@ -51,7 +51,7 @@ class DriveConfig:
     @property
     def path(self) -> str:
         """The file or device node behind the drive."""
-        return self.address[len(STDIO_PREFIX):] if self.kind == "stdio" else self.address
+        return self.address.removeprefix(STDIO_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,23 @@ def _mode(value: str, where: str) -> int:
     return mode
 
 
+def _stdio_address(dev: str, base: str, where: str) -> str:
+    if not dev.startswith(STDIO_PREFIX):
+        raise ConfigError("%s: kind = stdio needs dev = stdio:PATH" % where)
+    return STDIO_PREFIX + os.path.normpath(os.path.join(base, dev[len(STDIO_PREFIX):]))
+
+
+def _device_address(dev: str, base: str, where: str) -> str:
+    if dev.startswith(STDIO_PREFIX) or not os.path.isabs(dev):
+        raise ConfigError("%s: kind = device needs an absolute device path such as /dev/sr0" % where)
+    return dev
+
+
+# The kinds of drive: for each, the drive's address (what xorriso is given after dev=) from its
+# ``dev`` setting, relative paths relative to ``base``.  clarens.burnerd.backends has a backend for each.
+ADDRESSES = {"stdio": _stdio_address, "device": _device_address}
+
+
 def _drive(name: str, values: dict[str, str], base: str, max_speed: int, where: str) -> DriveConfig:
     if not DRIVE_NAME_RE.match(name):
         raise ConfigError("%s: drive name %r: use 1-32 letters, digits, _ or -" % (where, name))
@@ -114,16 +131,9 @@ def _drive(name: str, values: dict[str, str], base: str, max_speed: int, where: 
     if not dev:
         raise ConfigError("%s: missing setting 'dev'" % where)
     kind = values.get("kind", "stdio" if dev.startswith(STDIO_PREFIX) else "device").strip()
-    if kind == "stdio":
-        if not dev.startswith(STDIO_PREFIX):
-            raise ConfigError("%s: kind = stdio needs dev = stdio:PATH" % where)
-        address = STDIO_PREFIX + os.path.normpath(os.path.join(base, dev[len(STDIO_PREFIX):]))
-    elif kind == "device":
-        if dev.startswith(STDIO_PREFIX) or not os.path.isabs(dev):
-            raise ConfigError("%s: kind = device needs an absolute device path such as /dev/sr0" % where)
-        address = dev
-    else:
-        raise ConfigError("%s: kind = %r is neither stdio nor device" % (where, kind))
+    if kind not in ADDRESSES:
+        raise ConfigError("%s: kind = %r is neither %s" % (where, kind, " nor ".join(ADDRESSES)))
+    address = ADDRESSES[kind](dev, base, where)
     fifo_size = values.get("fifo_size", "64m").strip().lower()
     if not FIFO_SIZE_RE.match(fifo_size):
         raise ConfigError("%s: fifo_size = %r: use a number with optional k or m" % (where, fifo_size))

@@ -10,7 +10,7 @@ an orphaned xorriso keeps its drive locked, and nothing else starts beside it.
 
 When the lock is held, its holders are found in /proc
 (:func:`clarens.procfs.holders`).  Holders carrying the run token variable
-(:data:`~clarens.burnerd.xorriso.RUN_VAR`) are xorriso processes of an earlier
+(:data:`~clarens.burnerd.processes.RUN_VAR`) are processes (xorriso) of an earlier
 helper: their process groups are killed and the lock is taken.  Anyone else is
 left alone, and the drive is busy.
 """
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from clarens import procfs
-from clarens.burnerd import xorriso
+from clarens.burnerd import processes
 from clarens.burnerd.errors import Refused
 
 # How long a lock may stay held by others before the drive counts as busy: holders that
@@ -53,7 +53,7 @@ def _describe(pid: int) -> str:
 
 
 class DriveLock:
-    """The lock of one drive; ``grace`` is how our own leftover xorriso are killed (see xorriso.terminate_group)."""
+    """The lock of one drive; ``grace``: how our own leftover processes are killed (processes.terminate_group)."""
 
     def __init__(self, drive: str, path: str, grace: float, log: logging.Logger):
         self.drive = drive
@@ -79,12 +79,12 @@ class DriveLock:
         deadline = time.monotonic() + SETTLE
         while not _try_lock(fd):
             holders = [pid for pid in procfs.holders(self.path) if pid != os.getpid()]
-            pgids = {procfs.pgid(pid) for pid in holders if xorriso.run_token(pid) is not None}
+            pgids = {procfs.pgid(pid) for pid in holders if processes.run_token(pid) is not None}
             ours = {pgid for pgid in pgids if pgid is not None} - killed     # None: the process has gone
             for pgid in sorted(ours):
                 self.log.warning("%s: killing xorriso process group %d: it holds the drive's lock, left by an "
                                  "earlier helper", self.drive, pgid)
-                xorriso.terminate_group(pgid, self.grace)
+                processes.terminate_group(pgid, self.grace)
                 killed.add(pgid)
                 deadline = time.monotonic() + SETTLE
             if time.monotonic() > deadline:

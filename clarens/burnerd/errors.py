@@ -2,6 +2,7 @@
 
 The codes are part of the API (the web tier maps them to messages for users);
 :data:`STATUS` is the single table of codes and the status each is sent with.
+A job that fails ends with a code too (its ``error_code``, :class:`Failed`).
 """
 
 from __future__ import annotations
@@ -59,3 +60,16 @@ class Refused(Exception):
     def as_json(self) -> dict:
         """The response body: ``{"error": {"code": ..., "message": ...}}``."""
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class Failed(Exception):
+    """A job that cannot go on, for a reason of the drive's (raised by a backend): ``code`` becomes the
+    job's ``error_code`` (``no_medium``, ``too_large``, ``burn_failed``...), ``message`` its ``error``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return "%s: %s" % (self.code, self.message)

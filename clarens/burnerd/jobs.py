@@ -8,9 +8,9 @@ before or after a change, never half-written.  Keys:
 ``meta:next_id``
     the next job id
 ``run:DRIVE``
-    the xorriso working on DRIVE: ``{"token", "job", "purpose", "pid",
-    "start_time"}``.  Written *before* xorriso starts (with a fresh random
-    token, which xorriso gets in its environment, and no pid yet), completed with
+    the process (xorriso) working on DRIVE: ``{"token", "job", "purpose", "pid",
+    "start_time"}``.  Written *before* it starts (with a fresh random
+    token, which it gets in its environment, and no pid yet), completed with
     its pid and kernel start time once it runs, deleted when it has ended; so a
     helper killed at any moment leaves a record that lets its successor find and
     kill what it started

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from typing import Any
 
 import clarens
 from clarens import procfs, text
-from clarens.burnerd import xorriso
+from clarens.burnerd import processes
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.errors import Refused
 from clarens.burnerd.images import open_image
@@ -66,7 +65,7 @@ class Burner:
         records written before run tokens existed.
         """
         token = run.get("token")
-        pids = [pid for pid in procfs.pids() if xorriso.run_token(pid) == token] if token else []
+        pids = [pid for pid in procfs.pids() if processes.run_token(pid) == token] if token else []
         if run.get("pid") and procfs.start_time(run["pid"]) == run["start_time"]:
             pids.append(run["pid"])
         worker = self.workers.get(drive)
@@ -75,7 +74,7 @@ class Burner:
         for pgid in sorted(pgids):
             self.log.warning("killing xorriso process group %d left by the previous helper (drive %s, job %s, %s)",
                              pgid, drive, run.get("job"), run.get("purpose", "burn"))
-            xorriso.terminate_group(pgid, grace)
+            processes.terminate_group(pgid, grace)
 
     def stop(self) -> None:
         """Interrupt running jobs (killing xorriso) and stop the workers; queued jobs stay queued."""
@@ -94,21 +93,11 @@ class Burner:
                           % (name, ", ".join(sorted(self.workers))), status)
         return worker
 
-    def _medium(self, worker: DriveWorker) -> dict:
-        drive = worker.drive
-        if drive.kind == "stdio" and not worker.busy:   # while it is written, the job's progress is the truth
-            try:
-                st = os.stat(drive.path)
-            except FileNotFoundError:
-                return {"present": False, "size": 0}
-            return {"present": True, "size": st.st_size if stat.S_ISREG(st.st_mode) else 0}
-        return worker.medium()
-
     def _drive_view(self, worker: DriveWorker, queued: int) -> dict:
         drive: DriveConfig = worker.drive
         return {"name": drive.name, "kind": drive.kind, "dev": drive.address, "capacity": drive.capacity,
                 "max_speed": drive.max_speed, "busy": worker.busy, "current_job": worker.current,
-                "queued": queued, "medium": self._medium(worker)}
+                "queued": queued, "medium": worker.medium()}
 
     def _queued(self) -> dict[str, int]:
         queued = dict.fromkeys(self.workers, 0)

@@ -14,7 +14,7 @@ import threading
 from typing import IO, Callable
 
 from clarens.burnerd import xorriso
-from clarens.burnerd.config import DriveConfig
+from clarens.burnerd.processes import Process
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]    # called with the bytes read so far, after every chunk
@@ -107,17 +107,16 @@ def read_back_file(path: str, size: int, progress: Progress | None = None,
             raise VerifyError("reading %s failed: %s" % (path, e.strerror)) from None
 
 
-def read_back_xorriso(xorriso_path: str, drive: DriveConfig, size: int, progress: Progress | None = None,
-                      should_stop: Callable[[], bool] = lambda: False,
-                      spawn: xorriso.Spawn = xorriso.Process, grace: float = 10) -> str:
-    """SHA-256 of the first ``size`` bytes of the medium, read by xorriso.
+def read_back_xorriso(proc: Process, size: int, progress: Progress | None = None,
+                      should_stop: Callable[[], bool] = lambda: False, grace: float = 10) -> str:
+    """SHA-256 of the first ``size`` bytes of the medium, read by ``proc``: xorriso started (with separate
+    output, ``merge_output=False``) on :meth:`Commands.read_back <clarens.burnerd.xorriso.Commands.read_back>`.
 
-    ``spawn`` starts the process (the worker's records it, passes it the drive lock
-    and lets a cancel kill its group).
+    Its group is killed once ``size`` bytes have been read (``grace``: see
+    :func:`~clarens.burnerd.processes.terminate_group`), or when reading stops.
     """
-    proc = spawn(xorriso.readback_argv(xorriso_path, drive, size), merge_output=False)
     stdout, stderr = proc.popen.stdout, proc.popen.stderr
-    assert stdout is not None and stderr is not None     # xorriso.Process pipes both (merge_output=False)
+    assert stdout is not None and stderr is not None     # Process pipes both (merge_output=False)
     # xorriso's messages go to stderr; drain it in a thread so it can never fill the pipe.
     messages: list[str] = []
     drain = threading.Thread(target=lambda pipe: messages.extend(

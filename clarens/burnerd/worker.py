@@ -1,31 +1,32 @@
 """One worker thread per drive: everything that touches the drive happens in it, one thing at a time.
 
-It runs the drive's queued jobs oldest first, ejects, and (for real drives)
-looks at the medium when a request asked and the last look is a few seconds
-old, so that requests never wait for the drive.  A job goes ``queued`` ->
-``burning`` -> ``verifying`` -> ``done`` (or ``failed``), each step a
-transaction in the job store.  While burning, the image's SHA-256 is computed
-in a second thread from the same descriptor xorriso reads, so verification only
-has to read the disc back.
+It runs the drive's queued jobs oldest first, ejects, and (when the drive's
+backend cannot tell at once) looks at the medium when a request asked and the
+last look is a few seconds old, so that requests never wait for the drive.  A
+job goes ``queued`` -> ``burning`` -> ``verifying`` -> ``done`` (or ``failed``),
+each step a transaction in the job store.  While burning, the image's SHA-256
+is computed in a second thread from the same descriptor the burn reads, so
+verification only has to read the disc back.
 
-Every xorriso is started by this thread, which lives as long as the helper:
-xorriso gets SIGTERM when the thread that started it dies (see
-:mod:`~clarens.burnerd.xorriso`).  Each use of the drive holds the drive's lock
-(:mod:`~clarens.burnerd.drivelock`), which every xorriso started for it
-inherits, and each xorriso is recorded (``run:DRIVE``, with its run token)
-before it starts, its pid after.
+What each step does to the drive is its backend's (:mod:`~clarens.burnerd.backends`,
+by the drive's kind); the worker keeps the queue, the lock, the records and the
+states, and starts every process for the backend (:meth:`DriveWorker.started`).
+This thread lives as long as the helper, and a process gets SIGTERM when the
+thread that started it dies (see :mod:`~clarens.burnerd.processes`).  Each use
+of the drive holds the drive's lock (:mod:`~clarens.burnerd.drivelock`), which
+every process started for it inherits, and each process is recorded
+(``run:DRIVE``, with its run token) before it starts, its pid after.
 
-Cancel and shutdown both stop the running job by killing xorriso's process
-group: at once on ``stdio:`` drives (there is no hardware to stop cleanly),
-SIGTERM then SIGKILL after ``cancel_grace`` on real ones.  The job ends
-``cancelled`` or ``interrupted``.  Queued jobs are left queued at shutdown and
-run when the helper starts again.  A request waits at most
+Cancel and shutdown both stop the running job by killing its process group,
+with the backend's ``grace`` between SIGTERM and SIGKILL (none on ``stdio:``
+drives, which have no hardware to stop cleanly; ``cancel_grace`` on real ones).
+The job ends ``cancelled`` or ``interrupted``.  Queued jobs are left queued at
+shutdown and run when the helper starts again.  A request waits at most
 :data:`ANSWER_WITHIN` for a cancel or an eject to take effect.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import threading
@@ -34,11 +35,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from clarens import procfs
-from clarens.burnerd import verify, xorriso
+from clarens.burnerd import backends, verify
+from clarens.burnerd.backends import Medium
 from clarens.burnerd.config import BurnerConfig, DriveConfig
 from clarens.burnerd.drivelock import DriveLock, lock_path
-from clarens.burnerd.errors import Refused
-from clarens.burnerd.images import Image, open_image
+from clarens.burnerd.errors import Failed, Refused
+from clarens.burnerd.images import open_image
 from clarens.burnerd.jobs import (
     BURNING,
     CANCELLED,
@@ -51,10 +53,10 @@ from clarens.burnerd.jobs import (
     JobStore,
     now,
 )
+from clarens.burnerd.processes import Process
 
 ANSWER_WITHIN = 1.5      # seconds a request waits for a cancel or an eject (the web tier waits 2 s)
 MEDIUM_MAX_AGE = 5.0     # seconds before a real drive's medium is looked at again (when a request asks)
-Medium = dict[str, str | int | float | bool | None]     # what medium() answers for a drive that is not busy
 UNKNOWN_MEDIUM: Medium = {"current": None, "status": None, "free_bytes": None, "ok": None, "checked": None}
 
 
@@ -71,25 +73,25 @@ class _Eject:
 
 
 class DriveWorker:
-    """The queue and the worker thread of one drive."""
+    """The queue and the worker thread of one drive; the :class:`~clarens.burnerd.backends.Runner` of its
+    backend."""
 
     def __init__(self, drive: DriveConfig, config: BurnerConfig, store: JobStore, log: logging.Logger):
         self.drive = drive
         self.config = config
         self.store = store
         self.log = log
-        # Seconds from SIGTERM to SIGKILL for this drive's xorriso: libburn stops a real drive cleanly
-        # on SIGTERM; a stdio: file has no hardware to look after, so SIGKILL at once.
-        self.grace = config.cancel_grace if drive.kind == "device" else 0
+        self.backend = backends.for_drive(drive, config, log)
+        self.grace = self.backend.grace      # seconds from SIGTERM to SIGKILL for this drive's processes
         self._drive_lock = DriveLock(drive.name, lock_path(config.db, drive.name), self.grace, log)
         self._cond = threading.Condition()
         self._stopping = False
         self._current: int | None = None     # id of the job the thread is on
         self._abort: str | None = None       # why the current job must stop: "cancel" or "shutdown"
-        self._proc: xorriso.Process | None = None
+        self._proc: Process | None = None
         self._lock_fd: int | None = None     # the drive's lock while the thread holds it
         self._eject: _Eject | None = None    # an eject waiting for the thread or under way
-        self._medium = dict(UNKNOWN_MEDIUM)  # a real drive's medium, as last seen
+        self._medium = dict(UNKNOWN_MEDIUM)  # the medium, as last seen (when the backend cannot peek)
         self._medium_at: float | None = None  # when (time.monotonic) it was seen
         self._medium_wanted = False
         self._thread = threading.Thread(target=self._loop, name="drive-" + drive.name, daemon=True)
@@ -116,10 +118,16 @@ class DriveWorker:
         return self._current is not None or self._eject is not None
 
     def medium(self) -> dict:
-        """A real drive's medium as last seen, ``{"busy": true}`` while in use; never waits for the drive.
+        """The medium in the drive, ``{"busy": true}`` while in use (the job's progress is the truth then);
+        never waits for the drive.
 
-        An answer older than MEDIUM_MAX_AGE asks the thread for a fresh look.
+        What the backend can tell at once (a pseudo-disc's file), else the last look: one older than
+        MEDIUM_MAX_AGE asks the thread for a fresh look.
         """
+        if not self.busy:
+            medium = self.backend.peek_medium()
+            if medium is not None:
+                return medium
         with self._cond:
             if self.busy:
                 return {"busy": True}
@@ -213,14 +221,33 @@ class DriveWorker:
         self._medium, self._medium_at = dict(UNKNOWN_MEDIUM), None
         self._cond.notify_all()
 
-    def _spawn(self, purpose: str, argv: list[str], pass_fds: tuple[int, ...] = (),
-               merge_output: bool = True) -> xorriso.Process:
-        """Start xorriso on the drive: recorded first, then started with the run token and the drive's lock,
-        then its pid recorded; cancel and shutdown kill it.  Call :meth:`_reaped` once it has ended."""
+    # -- the Runner of the backend ---------------------------------------------------
+
+    def stopping(self) -> bool:
+        """Whether a cancel or a shutdown wants the current job to stop."""
+        return self._abort is not None
+
+    @contextmanager
+    def started(self, purpose: str, argv: list[str], pass_fds: tuple[int, ...] = (),
+                merge_output: bool = True) -> Iterator[Process]:
+        """Start ``argv`` on the drive for the backend, for the length of the block: recorded first, then
+        started with the run token and the drive's lock, then its pid recorded; cancel and shutdown kill
+        it.  When the block ends its group is killed if it still runs, and its record cleared."""
+        try:
+            proc = self._spawn(purpose, argv, pass_fds, merge_output)
+            try:
+                yield proc
+            finally:
+                if proc.popen.poll() is None:    # the backend is leaving on an exception: leave nothing behind
+                    proc.kill_group(self.grace)
+        finally:
+            self._reaped()
+
+    def _spawn(self, purpose: str, argv: list[str], pass_fds: tuple[int, ...], merge_output: bool) -> Process:
         self._check_abort()
         assert self._lock_fd is not None     # only ever called inside _drive_held
         token = self.store.begin_run(self.drive.name, self._current, purpose)
-        proc = xorriso.Process(argv, pass_fds + (self._lock_fd,), merge_output, token)
+        proc = Process(argv, pass_fds + (self._lock_fd,), merge_output, token)
         with self._cond:
             self._proc = proc
             abort = self._abort is not None
@@ -234,23 +261,14 @@ class DriveWorker:
             self._proc = None
         self.store.clear_process(self.drive.name)
 
-    def _run_short(self, purpose: str, argv: list[str]) -> tuple[int, str]:
-        """Run a short xorriso command on the drive (see :meth:`_spawn`): (exit status, output)."""
-        try:
-            return xorriso.run(argv, spawn=functools.partial(self._spawn, purpose))
-        finally:
-            self._reaped()
+    # -- the work -------------------------------------------------------------------
 
     def _do_eject(self) -> None:
         request = self._eject
         assert request is not None           # _loop runs this only for a pending eject
         try:
             with self._drive_held():
-                rc, output = self._run_short("eject", xorriso.eject_argv(self.config.xorriso, self.drive))
-            if rc != 0:
-                problems = [line for line in output.splitlines() if xorriso.is_problem(line)]
-                raise Refused("eject_failed", "xorriso could not eject %s: %s" % (
-                    self.drive.name, " | ".join(problems) or "exit status %d" % rc))
+                self.backend.eject(self)
             self.log.info("%s: ejected", self.drive.name)
         except Refused as e:
             request.error = e
@@ -268,9 +286,7 @@ class DriveWorker:
         medium: Medium = {"current": None, "status": None, "free_bytes": None, "ok": False}
         try:
             with self._drive_held():
-                rc, output = self._run_short("media", xorriso.media_argv(self.config.xorriso, self.drive))
-            info = xorriso.parse_media(output)
-            medium = {"current": info.current, "status": info.status, "free_bytes": info.free_bytes, "ok": rc == 0}
+                medium = self.backend.look_at_medium(self)
         except Refused as e:         # another program holds the drive
             medium["status"] = e.message
         except Exception:            # a bug: keep the thread
@@ -287,7 +303,7 @@ class DriveWorker:
                 changes = self._execute(job_id)
         except verify.Aborted:
             changes = self._aborted()
-        except Refused as e:         # from the drive's lock: another program is using the drive
+        except (Refused, Failed) as e:   # the drive's lock (another program is using the drive), the backend
             changes = _failed(e.code, e.message)
         except Exception as e:       # a bug: fail this job, keep the drive's queue going
             self.log.exception("job %d: unexpected error", job_id)
@@ -326,13 +342,15 @@ class DriveWorker:
             return _failed(e.code, "image refused when the job started: %s" % e.message)
         with image:
             self.store.transition(job_id, RUNNING, image_size=image.size)
-            if self.drive.kind == "device":
-                problem = self._check_medium(image.size)
-                if problem is not None:
-                    return problem
-            hasher = verify.BackgroundHash(image.fd, image.size, lambda: self._abort is not None)
+            self.backend.check_room(self, image.size)
+            hasher = verify.BackgroundHash(image.fd, image.size, self.stopping)
+            progress = self.store.recorder(job_id, image.size)
+            burn_failed: Failed | None = None
             try:
-                rc, problems = self._burn(job, image)
+                self.backend.burn(self, image, job["speed"], progress)
+                progress(image.size, force=True)
+            except Failed as e:              # reported below, once the image's hash is on record
+                burn_failed = e
             finally:
                 hasher.join()                # before the descriptor closes
         try:
@@ -341,67 +359,17 @@ class DriveWorker:
             return _failed("image_unreadable", str(e))
         self.store.transition(job_id, RUNNING, image_sha256=image_sha)
         self._check_abort()
-        if rc != 0:
-            return _failed("burn_failed", "xorriso exited with status %d%s" % (
-                rc, ": " + " | ".join(problems) if problems else ""))
+        if burn_failed is not None:
+            return _failed(burn_failed.code, burn_failed.message)
         if not job["verify"]:
             return {"state": DONE}
         return self._verify(job_id, image.size, image_sha)
-
-    def _check_medium(self, size: int) -> dict | None:
-        rc, output = self._run_short("media", xorriso.media_argv(self.config.xorriso, self.drive))
-        info = xorriso.parse_media(output)
-        if rc != 0 or not info.free_bytes:
-            return _failed("no_medium", "no writable medium in drive %s (%s)" % (
-                self.drive.name, info.current or info.status or "xorriso status %d" % rc))
-        if size > info.free_bytes:
-            return _failed("too_large", "image is %d bytes; the medium in %s has %d free" % (
-                size, self.drive.name, info.free_bytes))
-        return None
-
-    def _burn(self, job: dict, image: Image) -> tuple[int, list[str]]:
-        argv = xorriso.burn_argv(self.config.xorriso, self.drive, image.proc_path, job["speed"])
-        problems: collections.deque[str] = collections.deque(maxlen=4)
-        record = self.store.recorder(job["id"], image.size)
-        try:
-            proc = self._spawn("burn", argv, (image.fd,))
-            stdout = proc.popen.stdout
-            assert stdout is not None            # xorriso.Process pipes it
-            try:
-                for raw in stdout:
-                    line = raw.decode("utf-8", "replace").rstrip()
-                    written = xorriso.parse_progress(line)
-                    if written is not None:
-                        record(written)
-                    else:
-                        self.log.debug("job %d: xorriso: %s", job["id"], line)
-                        if xorriso.is_problem(line):
-                            problems.append(line)
-                rc = proc.wait()
-            finally:
-                if proc.popen.poll() is None:    # we are leaving on an exception: leave nothing behind
-                    proc.kill_group(self.grace)
-                stdout.close()
-        finally:
-            self._reaped()
-        if rc == 0:
-            record(image.size, force=True)
-        return rc, list(problems)
 
     def _verify(self, job_id: int, size: int, image_sha: str) -> dict:
         self.store.transition(job_id, {BURNING}, state=VERIFYING, progress={"percent": 0.0, "bytes": 0})
         progress = self.store.recorder(job_id, size)
         try:
-            if self.drive.kind == "stdio":
-                disc_sha = verify.read_back_file(self.drive.path, size, progress,
-                                                 lambda: self._abort is not None)
-            else:
-                try:
-                    disc_sha = verify.read_back_xorriso(
-                        self.config.xorriso, self.drive, size, progress, lambda: self._abort is not None,
-                        spawn=functools.partial(self._spawn, "verify"), grace=self.grace)
-                finally:
-                    self._reaped()
+            disc_sha = self.backend.read_back(self, size, progress)
         except verify.VerifyError as e:
             return _failed("verify_failed", "reading the disc back failed: %s" % e)
         progress(size, force=True)

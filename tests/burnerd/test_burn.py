@@ -10,7 +10,7 @@ import time
 import pytest
 
 from clarens.burnerd.client import RequestRefused
-from clarens.burnerd.xorriso import group_alive as group_running
+from clarens.burnerd.processes import group_alive as group_running
 from tests.burnerd.support import request, wait_burning, wait_finished
 from tests.helpers import sha256_file, wait_for
 

@@ -11,6 +11,7 @@ holders, and refuses to share the drive with anyone else); pdeathsig.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -18,26 +19,28 @@ import subprocess
 import pytest
 
 from clarens import procfs
+from clarens.burnerd import backends, processes
 from clarens.burnerd import config as burner_config
-from clarens.burnerd import xorriso
 from clarens.burnerd.client import RequestRefused
 from clarens.burnerd.drivelock import lock_path
 from clarens.burnerd.jobs import JobStore
-from clarens.burnerd.xorriso import group_alive
+from clarens.burnerd.processes import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import XORRISO, wait_burning, wait_finished
+from tests.burnerd.support import wait_burning, wait_finished
 from tests.helpers import sha256_file, wait_for
 
 
 def plant_orphan(h, token: str) -> subprocess.Popen:
     """An xorriso as a dead helper would have left it: burning slow.iso onto sim0 in its own session,
     holding sim0's lock, carrying ``token``; not a child of the helper."""
-    drive = burner_config.load(h.config).drives["sim0"]
+    config = burner_config.load(h.config)
+    drive = config.drives["sim0"]
+    commands = backends.for_drive(drive, config, logging.getLogger("test")).commands
     fd = os.open(lock_path(h.db, "sim0"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        argv = xorriso.burn_argv(XORRISO, drive, os.path.join(h.images, "slow.iso"), 1)
-        orphan = subprocess.Popen(argv, env={**xorriso.CLEAN_ENV, xorriso.RUN_VAR: token}, pass_fds=(fd,),
+        argv = commands.burn(os.path.join(h.images, "slow.iso"), 1)
+        orphan = subprocess.Popen(argv, env={**processes.CLEAN_ENV, processes.RUN_VAR: token}, pass_fds=(fd,),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
     finally:
@@ -120,4 +123,4 @@ def test_xorriso_gets_sigterm_when_the_helper_dies(helper):
         os.kill(pid, signal.SIGCONT)
         wait_for("xorriso to act on its SIGTERM", lambda: not group_alive(pid), timeout=60)
     finally:
-        xorriso.kill_group(pid, signal.SIGKILL)          # a stopped orphan would stay forever
+        processes.kill_group(pid, signal.SIGKILL)          # a stopped orphan would stay forever

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from clarens.burnerd.xorriso import group_alive
+from clarens.burnerd.processes import group_alive
 from clarens.db import open_db
 from tests.burnerd.support import wait_finished
 from tests.helpers import sha256_file, wait_for

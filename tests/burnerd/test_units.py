@@ -1,8 +1,10 @@
-"""The helper's parts on their own: configuration, image checks, xorriso output, read-back, socket, job store."""
+"""The helper's parts on their own: configuration, image checks, backends and xorriso, read-back, socket, job store."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -14,11 +16,12 @@ import threading
 import pytest
 
 from clarens import procfs
+from clarens.burnerd import backends, images, processes, sockets, verify, xorriso
 from clarens.burnerd import config as burner_config
-from clarens.burnerd import images, sockets, verify, xorriso
 from clarens.burnerd.config import ConfigError, DriveConfig
 from clarens.burnerd.errors import STATUS, Refused
 from clarens.burnerd.jobs import JobStore
+from clarens.burnerd.worker import DriveWorker
 from clarens.db import open_db
 from tests.burnerd.support import ROOT, XORRISO
 from tests.helpers import wait_for
@@ -199,11 +202,59 @@ def test_xorriso_reads_the_opened_inode_not_the_name(image_dir, tmp_path):
         assert out.stdout.split()[0] == original
 
 
-# -- xorriso ------------------------------------------------------------------------
+# -- backends and xorriso -----------------------------------------------------------
 
 
 def drive(kind: str, address: str) -> DriveConfig:
     return DriveConfig(name="d", kind=kind, address=address, capacity=10**9, max_speed=8, fifo_size="64m")
+
+
+def backend(d: DriveConfig):
+    """The backend of drive ``d``'s kind."""
+    return backends.BACKENDS[d.kind](d, XORRISO, 10, logging.getLogger("test"))
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    """Run a short command outside any worker (unrecorded, no drive lock)."""
+    return processes.finish(processes.Process(argv), 60)
+
+
+def test_every_kind_of_drive_has_a_backend():
+    assert set(burner_config.ADDRESSES) == set(backends.BACKENDS)
+    assert backend(drive("device", "/dev/sr0")).grace == 10 and backend(drive("stdio", "stdio:/d")).grace == 0
+
+
+def test_backends_start_processes_only_through_their_worker():
+    """What keeps the crash-safety rules for every backend: each process is recorded first, carries the run
+    token and the drive's lock, and is killed on cancel, all by the worker's Runner.started."""
+    with open(backends.__file__) as f:
+        tree = ast.parse(f.read())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+            {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert not names & {"Popen", "subprocess", "spawn", "system", "fork", "exec"} and "subprocess" not in imported
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "Process" not in calls
+
+
+def test_a_worker_records_each_process_before_it_starts_and_leaves_nothing_running(tmp_path):
+    """The Runner a backend gets: the run record (with the token the process carries, then its pid) exists
+    while it runs; a process still running when the backend's block ends is killed, and its record cleared."""
+    config = burner_config.load(write(tmp_path / "b.conf", MINIMAL.replace("[burnerd]", "[burnerd]\ndb = jobs.tdb")))
+    db = open_db(config.db)
+    try:
+        store = JobStore(db, 10)
+        worker = DriveWorker(config.drives["d"], config, store, logging.getLogger("test"))
+        with worker._drive_held(), pytest.raises(RuntimeError):
+            with worker.started("media", ["/bin/sleep", "60"]) as proc:
+                record = store.leftover_processes()["d"]
+                assert record["pid"] == proc.pid and record["purpose"] == "media"
+                wait_for("sleep to run", lambda: processes.run_token(proc.pid) == record["token"])
+                raise RuntimeError("the backend fails while its process runs")
+        assert not processes.group_alive(proc.pid) and proc.popen.wait(5) == -signal.SIGKILL   # stdio: at once
+        assert store.leftover_processes() == {}
+    finally:
+        db.close()
 
 
 def test_progress_lines():
@@ -217,30 +268,28 @@ def test_progress_lines():
 
 
 def test_argv_for_devices_bans_stdio_writes():
-    dev, sim = drive("device", "/dev/sr0"), drive("stdio", "stdio:/tmp/d")
-    burn = xorriso.burn_argv(XORRISO, dev, "/proc/self/fd/5", 4)
+    dev, sim = backend(drive("device", "/dev/sr0")).commands, backend(drive("stdio", "stdio:/tmp/d")).commands
+    burn = dev.burn("/proc/self/fd/5", 4)
     assert burn[:2] == [XORRISO, "-ban_stdio_write"] and "dev=/dev/sr0" in burn and "speed=4" in burn
     assert burn[-1] == "/proc/self/fd/5" and not any(a.startswith("stdio_sync") for a in burn)
-    for argv in (xorriso.readback_argv(XORRISO, dev, 1), xorriso.media_argv(XORRISO, dev),
-                 xorriso.eject_argv(XORRISO, dev)):
+    for argv in (dev.read_back(1), dev.media(), dev.eject()):
         assert argv[1] == "-ban_stdio_write"
-    burn = xorriso.burn_argv(XORRISO, sim, "/proc/self/fd/5", None)
+    burn = sim.burn("/proc/self/fd/5", None)
     assert "-ban_stdio_write" not in burn and "stdio_sync=end" in burn
     assert not any(a.startswith("speed=") for a in burn)
-    assert xorriso.readback_argv(XORRISO, sim, 2049)[-2] == "max_lba=1"      # two sectors: 0 and 1
+    assert sim.read_back(2049)[-2] == "max_lba=1"      # two sectors: 0 and 1
 
 
 def test_ban_stdio_write_really_refuses_files(tmp_path, iso_cache):
     target = tmp_path / "not-a-drive"
     misconfigured = drive("device", "stdio:%s" % target)       # config.load refuses this; xorriso too
-    argv = xorriso.burn_argv(XORRISO, misconfigured, iso_cache["small"], None)
-    rc, output = xorriso.run(argv, 60)
+    rc, output = run(backend(misconfigured).commands.burn(iso_cache["small"], None))
     assert rc != 0 and "banned" in output and not target.exists()
 
 
 def test_media_info_of_a_stdio_drive(tmp_path, iso_cache):
     d = drive("stdio", "stdio:%s/disc" % tmp_path)
-    rc, output = xorriso.run(xorriso.media_argv(XORRISO, d), 60)
+    rc, output = run(backend(d).commands.media())
     info = xorriso.parse_media(output)
     assert rc == 0 and info.status == "is blank" and info.free_bytes > 0 and "stdio" in info.current
     assert not (tmp_path / "disc").exists()                  # inspecting does not create the pseudo-disc
@@ -251,23 +300,23 @@ def test_xorriso_carries_its_token_and_dies_with_the_thread_that_started_it():
     started = []
 
     def start():
-        proc = xorriso.Process(["/bin/sleep", "60"], token="t0ken")
+        proc = processes.Process(["/bin/sleep", "60"], token="t0ken")
         started.append(proc)
         # Once sleep's environment is readable, setpriv has set the signal and exec'd (until exec has
         # set up the new environment, /proc/PID/environ reads empty).
         started.append(wait_for("the job to exec sleep",
-                                lambda: procfs.stat(proc.pid)[0] == "sleep" and xorriso.run_token(proc.pid)))
+                                lambda: procfs.stat(proc.pid)[0] == "sleep" and processes.run_token(proc.pid)))
 
     thread = threading.Thread(target=start)
     thread.start()
     thread.join()
     proc, token = started
     assert token == "t0ken" and proc.popen.wait(30) == -signal.SIGTERM
-    assert xorriso.run_token(os.getpid()) is None
+    assert processes.run_token(os.getpid()) is None
 
 
 def test_terminate_group_without_grace_kills_at_once():
-    proc = xorriso.Process(["/bin/sh", "-c", "trap '' TERM; sleep 60"])
+    proc = processes.Process(["/bin/sh", "-c", "trap '' TERM; sleep 60"])
     wait_for("the child to run sh", lambda: procfs.stat(proc.pid)[0] == "sh")
     proc.kill_group(0)
     assert proc.popen.wait(30) == -signal.SIGKILL
@@ -294,10 +343,10 @@ def test_procfs_environ_holders_and_group(tmp_path):
 
 
 def test_terminate_group_kills_children_too():
-    proc = xorriso.Process(["/bin/sh", "-c", "sleep 60 & sleep 60; wait"])
-    assert xorriso.group_alive(proc.pid)
+    proc = processes.Process(["/bin/sh", "-c", "sleep 60 & sleep 60; wait"])
+    assert processes.group_alive(proc.pid)
     proc.kill_group(2)
-    assert not xorriso.group_alive(proc.pid)
+    assert not processes.group_alive(proc.pid)
 
 
 # -- read-back ----------------------------------------------------------------------
@@ -307,21 +356,25 @@ def test_terminate_group_kills_children_too():
 def burnt(tmp_path, iso_cache):
     """A stdio: pseudo-disc with small.iso burnt onto it; (drive, image size, image sha256)."""
     d = drive("stdio", "stdio:%s/disc" % tmp_path)
-    rc, output = xorriso.run(xorriso.burn_argv(XORRISO, d, iso_cache["small"], None), 60)
+    rc, output = run(backend(d).commands.burn(iso_cache["small"], None))
     assert rc == 0, output
     data = open(iso_cache["small"], "rb").read()
     return d, len(data), hashlib.sha256(data).hexdigest()
+
+
+def read_back(d: DriveConfig, size: int, method: str, progress=None) -> str:
+    """The stdio backend's read-back (the file), or a real drive's (xorriso, which reads stdio: too)."""
+    if method == "file":
+        return verify.read_back_file(d.path, size, progress)
+    proc = processes.Process(backend(d).commands.read_back(size), merge_output=False)
+    return verify.read_back_xorriso(proc, size, progress)
 
 
 @pytest.mark.parametrize("method", ["file", "xorriso"])
 def test_read_back(burnt, method):
     d, size, expected = burnt
     seen = []
-    if method == "file":
-        got = verify.read_back_file(d.path, size, seen.append)
-    else:
-        got = verify.read_back_xorriso(XORRISO, d, size, seen.append)
-    assert got == expected and seen[-1] == size
+    assert read_back(d, size, method, seen.append) == expected and seen[-1] == size
 
 
 @pytest.mark.parametrize("method", ["file", "xorriso"])
@@ -332,8 +385,7 @@ def test_read_back_detects_a_flipped_byte(burnt, method):
         byte = f.read(1)
         f.seek(size // 2)
         f.write(bytes([byte[0] ^ 0x01]))
-    got = verify.read_back_file(d.path, size) if method == "file" else verify.read_back_xorriso(XORRISO, d, size)
-    assert got != expected
+    assert read_back(d, size, method) != expected
 
 
 def test_read_back_of_a_short_disc_fails(burnt):
