@@ -25,6 +25,11 @@ Directive names are case-insensitive.  ``#`` starts a comment only at the start
 of a line or after whitespace (DNs may contain ``#``).  Files are read in name
 order; a target may have only one entry across all files, and an entry may only
 name groups that are defined.  Errors carry the file and line.
+
+Each directive of an ``<Acl>`` block is one row of :data:`ACL_DIRECTIVES`: the
+entry field it sets, how its value is read and how it is written back (the
+parser and ``dump`` both follow the table, so a new rule kind is one row here;
+``docs/architecture.md``, "Adding an ACL rule kind", has the whole recipe).
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ import datetime
 import glob
 import os
 import re
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from clarens.acl.model import ORDERS, AclError, Entry, Policy, validate_pattern
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _OPEN = re.compile(r"<(Group|Acl)\s+(\S+)\s*>\Z", re.I)
 _CLOSE = re.compile(r"</(Group|Acl)\s*>\Z", re.I)
-_ACL_DIRECTIVES = ("order", "allow", "deny", "allowgroup", "denygroup", "notbefore", "notafter")
 
 
 def parse_time(text: str) -> float:
@@ -61,6 +67,39 @@ def format_time(seconds: float) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
+def parse_order(text: str) -> str:
+    """``allow,deny`` or ``deny,allow``, in any case and spacing."""
+    order = text.replace(" ", "").lower()
+    if order not in ORDERS:
+        raise AclError("Order must be allow,deny or deny,allow")
+    return order
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One directive of an ``<Acl>`` block: the :class:`~clarens.acl.model.Entry` field it sets, how its
+    value is read (AclError if it is invalid) and how it is written, so that ``parse(format(v)) == v``."""
+    name: str                          # as written ("AllowGroup"); read in any case
+    field: str                         # the Entry field
+    parse: Callable[[str], Any]        # the rest of the line (stripped, not empty) -> the stored value
+    format: Callable[[Any], str]       # a stored value -> the rest of the line
+    repeats: bool = False              # each line adds a value to a list (else a single value, the last line's)
+
+
+# In the order dump writes them.  Entry checks what a value may be (patterns, group names, windows)
+# wherever it comes from; a parser here reads the text form.
+ACL_DIRECTIVES = (
+    Directive("Order", "order", parse_order, str),
+    Directive("Allow", "allow", validate_pattern, str, repeats=True),
+    Directive("AllowGroup", "allow_groups", str, str, repeats=True),
+    Directive("Deny", "deny", validate_pattern, str, repeats=True),
+    Directive("DenyGroup", "deny_groups", str, str, repeats=True),
+    Directive("NotBefore", "not_before", parse_time, format_time),
+    Directive("NotAfter", "not_after", parse_time, format_time),
+)
+_DIRECTIVE = {d.name.lower(): d for d in ACL_DIRECTIVES}
+
+
 def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict[str, Entry]) -> None:
     """Parse one file's text into ``groups`` and ``entries`` (AclError with ``name:line``)."""
     block: tuple[str, str, int] | None = None    # (kind, target, line) of the open block
@@ -80,8 +119,7 @@ def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict
             block = (kind, opened.group(2), lineno)
             if kind == "Group":
                 groups.setdefault(block[1], [])
-            fields = {"order": "allow,deny", "allow": [], "deny": [], "allow_groups": [], "deny_groups": [],
-                      "not_before": None, "not_after": None}
+            fields = {d.field: [] for d in ACL_DIRECTIVES if d.repeats}     # the rest: Entry's defaults
             continue
         if closed:
             if not block or block[0].lower() != closed.group(1).lower():
@@ -100,27 +138,24 @@ def parse_text(text: str, name: str, groups: dict[str, list[str]], entries: dict
             continue
         if not block:
             raise AclError("%r outside a <Group> or <Acl> block" % line[:60], where)
-        directive, _, value = line.partition(" ")
-        directive, value = directive.lower(), value.strip()
+        word, _, value = line.partition(" ")
+        word, value = word.lower(), value.strip()
         if not value:
-            raise AclError("%s needs a value" % directive, where)
+            raise AclError("%s needs a value" % word, where)
         try:
             if block[0] == "Group":
-                if directive != "member":
-                    raise AclError("unknown directive %r in <Group> (expected Member)" % directive)
+                if word != "member":
+                    raise AclError("unknown directive %r in <Group> (expected Member)" % word)
                 groups[block[1]].append(validate_pattern(value))
-            elif directive not in _ACL_DIRECTIVES:
-                raise AclError("unknown directive %r in <Acl> (expected %s)" % (directive, ", ".join(_ACL_DIRECTIVES)))
-            elif directive == "order":
-                if value.replace(" ", "").lower() not in ORDERS:
-                    raise AclError("Order must be allow,deny or deny,allow")
-                fields["order"] = value.replace(" ", "").lower()
-            elif directive in ("allow", "deny"):
-                fields[directive].append(validate_pattern(value))
-            elif directive in ("allowgroup", "denygroup"):
-                fields[directive[:-5] + "_groups"].append(value)
+                continue
+            directive = _DIRECTIVE.get(word)
+            if directive is None:
+                raise AclError("unknown directive %r in <Acl> (expected %s)"
+                               % (word, ", ".join(d.name for d in ACL_DIRECTIVES)))
+            if directive.repeats:
+                fields[directive.field].append(directive.parse(value))
             else:
-                fields["not_before" if directive == "notbefore" else "not_after"] = parse_time(value)
+                fields[directive.field] = directive.parse(value)
         except AclError as e:
             raise AclError(str(e), where) from None
     if block:
@@ -159,14 +194,10 @@ def format_policy(policy: Policy) -> str:
         e = policy.entries[target]
         if e.source:
             out.append("# from %s\n" % e.source)
-        out.append("<Acl %s>\n    Order %s\n" % (target, e.order))
-        out.extend("    Allow %s\n" % p for p in e.allow)
-        out.extend("    AllowGroup %s\n" % g for g in e.allow_groups)
-        out.extend("    Deny %s\n" % p for p in e.deny)
-        out.extend("    DenyGroup %s\n" % g for g in e.deny_groups)
-        if e.not_before is not None:
-            out.append("    NotBefore %s\n" % format_time(e.not_before))
-        if e.not_after is not None:
-            out.append("    NotAfter %s\n" % format_time(e.not_after))
+        out.append("<Acl %s>\n" % target)
+        for directive in ACL_DIRECTIVES:
+            value = getattr(e, directive.field)
+            values = value if directive.repeats else [] if value is None else [value]
+            out.extend("    %s %s\n" % (directive.name, directive.format(v)) for v in values)
         out.append("</Acl>\n\n")
     return "".join(out)

@@ -35,6 +35,13 @@ TARGET_RE = re.compile(r"\*\Z|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?\Z"
 GROUP_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 
 
+# An entry's rules beside its order, by the kind of value each holds (its JSON form, acl.show, the
+# policy digest and the checks of clarens.acl.files' values follow these; the file format's own
+# table is clarens.acl.files.ACL_DIRECTIVES).
+LISTS = ("allow", "deny", "allow_groups", "deny_groups")      # lists of strings
+TIMES = ("not_before", "not_after")                          # seconds since the epoch, or None
+
+
 class AclError(ValueError):
     """A policy that cannot be used; ``where`` says which file and line, if known."""
 
@@ -137,32 +144,34 @@ class Entry:
     def in_force(self, now: float) -> bool:
         return (self.not_before is None or now >= self.not_before) and (self.not_after is None or now <= self.not_after)
 
-    def permits(self, identity: Identity) -> bool:
-        """:meth:`evaluate` without the explanation (the per-call fast path)."""
-        if self.order == "allow,deny":
-            return self._allow.matches(identity) is not None and self._deny.matches(identity) is None
-        return self._allow.matches(identity) is not None or self._deny.matches(identity) is None
+    def judge(self, identity: Identity) -> tuple[bool, str | None]:
+        """Whether this entry alone lets ``identity`` call, and the pattern (or ``group NAME``) that
+        decided it, None where the order's default did: the one evaluation of an entry, which both
+        the per-call check (:meth:`Policy.allows`) and the explanations (:meth:`evaluate`) use."""
+        if self.order == "allow,deny":      # a Deny match refuses; else an Allow match is needed
+            denied = self._deny.matches(identity)
+            if denied is not None:
+                return False, denied
+            allowed = self._allow.matches(identity)
+            return allowed is not None, allowed
+        allowed = self._allow.matches(identity)     # deny,allow: an Allow match admits; else a Deny refuses
+        if allowed is not None:
+            return True, allowed
+        denied = self._deny.matches(identity)
+        return denied is None, denied
 
     def evaluate(self, identity: Identity) -> tuple[bool, str]:
-        """(allowed, why) for ``identity`` under this entry alone."""
-        allowed = self._allow.matches(identity)
-        denied = self._deny.matches(identity)
-        if self.order == "allow,deny":
-            if allowed and not denied:
-                return True, "allowed by %s" % allowed
-            return False, ("denied by %s" % denied) if denied else "no allow rule matches (order allow,deny)"
-        if denied and not allowed:
-            return False, "denied by %s" % denied
-        return True, ("allowed by %s" % allowed) if allowed else "no deny rule matches (order deny,allow)"
+        """(allowed, why) for ``identity`` under this entry alone: :meth:`judge`, in words."""
+        allowed, by = self.judge(identity)
+        if by is not None:
+            return allowed, ("allowed by %s" if allowed else "denied by %s") % by
+        return allowed, ("no deny rule matches (order deny,allow)" if allowed
+                         else "no allow rule matches (order allow,deny)")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in tdb and returned by acl.show."""
-        out: dict[str, Any] = {"order": self.order, "allow": self.allow, "deny": self.deny,
-                               "allow_groups": self.allow_groups, "deny_groups": self.deny_groups}
-        if self.not_before is not None:
-            out["not_before"] = self.not_before
-        if self.not_after is not None:
-            out["not_after"] = self.not_after
+        out: dict[str, Any] = {"order": self.order, **{key: getattr(self, key) for key in LISTS}}
+        out.update((key, getattr(self, key)) for key in TIMES if getattr(self, key) is not None)
         if self.source:
             out["source"] = self.source
         return out
@@ -172,21 +181,20 @@ class Entry:
         """Build from the JSON form (AclError on anything unexpected)."""
         if not isinstance(data, dict):
             raise AclError("an ACL entry must be a struct")
-        known = {"order", "allow", "deny", "allow_groups", "deny_groups", "not_before", "not_after", "source"}
-        unknown = set(data) - known
+        unknown = set(data) - {"order", "source", *LISTS, *TIMES}
         if unknown:
             raise AclError("unknown ACL entry field(s): %s" % ", ".join(sorted(unknown)))
-        for key in ("allow", "deny", "allow_groups", "deny_groups"):
+        rules: dict[str, Any] = {}
+        for key in LISTS:
             value = data.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise AclError("%s must be an array of strings" % key)
-        for key in ("not_before", "not_after"):
-            value = data.get(key)
+            rules[key] = list(value)
+        for key in TIMES:
+            value = rules[key] = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise AclError("%s must be a number of seconds since the epoch" % key)
-        return cls(target, data.get("order", "allow,deny"), list(data.get("allow", [])), list(data.get("deny", [])),
-                   list(data.get("allow_groups", [])), list(data.get("deny_groups", [])),
-                   data.get("not_before"), data.get("not_after"), str(data.get("source", "")))
+        return cls(target, data.get("order", "allow,deny"), source=str(data.get("source", "")), **rules)
 
 
 @dataclass
@@ -218,9 +226,8 @@ class Policy:
         """What decides calls, and nothing else: every entry's rules and every group's members, as
         sets (their order and repeats decide nothing), without where an entry came from."""
         def rules(entry: Entry) -> dict[str, Any]:
-            return {"order": entry.order, "allow": sorted(set(entry.allow)), "deny": sorted(set(entry.deny)),
-                    "allow_groups": sorted(set(entry.allow_groups)), "deny_groups": sorted(set(entry.deny_groups)),
-                    "not_before": entry.not_before, "not_after": entry.not_after}
+            return {"order": entry.order, **{key: sorted(set(getattr(entry, key))) for key in LISTS},
+                    **{key: getattr(entry, key) for key in TIMES}}
         return {"entries": {target: rules(e) for target, e in self.entries.items()},
                 "groups": {name: sorted(set(members)) for name, members in self.groups.items()}}
 
@@ -251,35 +258,39 @@ class Policy:
                 self._groups_of[key] = groups
         return groups
 
-    def _chain(self, method: str) -> list[Entry]:
-        """The entries that could decide for ``method``, most specific first."""
+    def _deciding(self, method: str, clock: Callable[[], float]) -> tuple[Entry | None, bool]:
+        """The entry that decides for ``method`` now: the most specific of ``method``, its module and
+        ``*`` that is in force (the clock is read only for windowed entries), or None; and whether
+        the answer holds at any time (no entry looked at has a validity window)."""
         entries = self.entries
-        return [entries[k] for k in (method, method.partition(".")[0], "*") if k in entries]
+        timeless = True
+        for key in (method, method.partition(".")[0], "*"):
+            entry = entries.get(key)
+            if entry is not None:
+                timeless = timeless and entry.timeless
+                if entry.timeless or entry.in_force(clock()):
+                    return entry, timeless
+        return None, timeless
 
     def allows(self, identity: Identity, method: str, clock: Callable[[], float]) -> bool:
-        """Whether ``identity`` may call ``method`` now (the clock is read only for windowed entries).
-
-        Memoised per identity and method unless an entry with a validity window took part.
-        """
+        """Whether ``identity`` may call ``method`` now: :meth:`decide` without the explanation (the
+        per-call check).  Memoised per identity and method unless an entry with a validity window
+        took part."""
         key = (identity.name, identity.source, method)
         known = self._allowed.get(key)
         if known is not None:
             return known
-        allowed, timeless = False, True
-        for entry in self._chain(method):
-            timeless = timeless and entry.timeless
-            if entry.timeless or entry.in_force(clock()):
-                allowed = entry.permits(identity)
-                break
+        entry, timeless = self._deciding(method, clock)
+        allowed = entry is not None and entry.judge(identity)[0]
         if timeless and len(self._allowed) < 10000:   # bounded: identities come from outside
             self._allowed[key] = allowed
         return allowed
 
     def decide(self, identity: Identity, method: str, now: float) -> Decision:
         """Whether ``identity`` may call ``method`` at time ``now``, and why."""
-        for entry in self._chain(method):
-            if entry.in_force(now):
-                allowed, why = entry.evaluate(identity)
-                return Decision(allowed, entry.target, "%s (entry %s%s)" % (
-                    why, entry.target, ", " + entry.source if entry.source else ""))
-        return Decision(False, None, "no ACL entry in force covers %s" % method)
+        entry, _ = self._deciding(method, lambda: now)
+        if entry is None:
+            return Decision(False, None, "no ACL entry in force covers %s" % method)
+        allowed, why = entry.evaluate(identity)
+        return Decision(allowed, entry.target, "%s (entry %s%s)" % (
+            why, entry.target, ", " + entry.source if entry.source else ""))
