@@ -106,11 +106,11 @@ class _Xorriso:
     first: tuple[str, ...] = ()            # options every xorriso command starts with
     burn_options: tuple[str, ...] = ()     # more cdrecord options for a burn
 
-    def __init__(self, drive: DriveConfig, xorriso_path: str, cancel_grace: float, log: logging.Logger):
+    def __init__(self, drive: DriveConfig, config: BurnerConfig, log: logging.Logger):
         self.drive = drive
-        self.grace = cancel_grace
+        self.grace: float = config.cancel_grace
         self.log = log
-        self.commands = xorriso.Commands(xorriso_path, drive.address, drive.fifo_size, self.first, self.burn_options)
+        self.commands = xorriso.Commands(config.xorriso, drive.address, drive.fifo_size, self.first, self.burn_options)
 
     def _media(self, run: Runner) -> tuple[int, xorriso.MediaInfo]:
         with run.started("media", self.commands.media()) as proc:
@@ -179,8 +179,9 @@ class StdioBackend(_Xorriso):
 
     burn_options = ("stdio_sync=end",)
 
-    def __init__(self, drive: DriveConfig, xorriso_path: str, cancel_grace: float, log: logging.Logger):
-        super().__init__(drive, xorriso_path, 0, log)    # no hardware to stop cleanly: SIGKILL at once
+    def __init__(self, drive: DriveConfig, config: BurnerConfig, log: logging.Logger):
+        super().__init__(drive, config, log)
+        self.grace = 0       # no hardware to stop cleanly: SIGKILL at once
 
     def peek_medium(self) -> Medium | None:
         try:
@@ -196,8 +197,8 @@ class StdioBackend(_Xorriso):
         return verify.read_back_file(self.drive.path, size, progress, run.stopping)
 
 
-# kind -> backend(drive, xorriso executable, cancel_grace, log)
-BACKENDS: dict[str, Callable[[DriveConfig, str, float, logging.Logger], Backend]] = {
+# kind -> backend(drive, the helper's configuration, log)
+BACKENDS: dict[str, Callable[[DriveConfig, BurnerConfig, logging.Logger], Backend]] = {
     "device": DeviceBackend,
     "stdio": StdioBackend,
 }
@@ -205,4 +206,4 @@ BACKENDS: dict[str, Callable[[DriveConfig, str, float, logging.Logger], Backend]
 
 def for_drive(drive: DriveConfig, config: BurnerConfig, log: logging.Logger) -> Backend:
     """The backend of ``drive``, by its kind."""
-    return BACKENDS[drive.kind](drive, config.xorriso, config.cancel_grace, log)
+    return BACKENDS[drive.kind](drive, config, log)

@@ -209,9 +209,12 @@ def drive(kind: str, address: str) -> DriveConfig:
     return DriveConfig(name="d", kind=kind, address=address, capacity=10**9, max_speed=8, fifo_size="64m")
 
 
+SHIPPED = burner_config.load(os.path.join(ROOT, "conf", "burnerd.conf"))     # xorriso = XORRISO, cancel_grace = 10
+
+
 def backend(d: DriveConfig):
-    """The backend of drive ``d``'s kind."""
-    return backends.BACKENDS[d.kind](d, XORRISO, 10, logging.getLogger("test"))
+    """The backend of drive ``d``'s kind, under the shipped configuration."""
+    return backends.BACKENDS[d.kind](d, SHIPPED, logging.getLogger("test"))
 
 
 def run(argv: list[str]) -> tuple[int, str]:
