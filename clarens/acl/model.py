@@ -35,9 +35,9 @@ TARGET_RE = re.compile(r"\*\Z|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?\Z"
 GROUP_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 
 
-# An entry's rules beside its order, by the kind of value each holds (its JSON form, acl.show, the
-# policy digest and the checks of clarens.acl.files' values follow these; the file format's own
-# table is clarens.acl.files.ACL_DIRECTIVES).
+# An entry's rules beside its order, by the kind of value each holds: its JSON form (tdb, acl.show,
+# acl.set_entry) and the policy digest follow these.  The file format has its own table,
+# clarens.acl.files.ACL_DIRECTIVES.
 LISTS = ("allow", "deny", "allow_groups", "deny_groups")      # lists of strings
 TIMES = ("not_before", "not_after")                          # seconds since the epoch, or None
 

@@ -324,7 +324,7 @@ class DriveWorker:
         return {"state": INTERRUPTED, "error_code": "interrupted", "error": "the helper was shut down during the job"}
 
     def _check_abort(self) -> None:
-        if self._abort is not None:
+        if self.stopping():
             raise verify.Aborted()
 
     def _execute(self, job_id: int) -> dict | None:
