@@ -19,9 +19,13 @@ signs session tokens (``[server] session_key``; deploy the same to every host of
 cluster): once Apache has loaded it (``apachectl graceful``), every session signed
 with the old key has ended.
 
-``apache-conf`` prints the Apache include rendered from ``/etc/clarens/clarens.conf``,
-which carries its body limits and process pool: after changing those, write it to
-``/etc/apache2/conf-available/clarens.conf`` and restart Apache gracefully.
+``apache-conf`` writes the Apache settings that follow ``/etc/clarens/clarens.conf``
+and the machine (body limits, process pool) to ``/etc/clarens/apache-generated.conf``,
+which the package's include (a conffile, never to be overwritten) includes; then it
+checks the configuration and applies it: a graceful restart, or a full one when
+``ServerLimit`` changed or ``MaxRequestWorkers`` went down (a graceful restart
+cannot do either cleanly), or, when that cannot be done, the command that would.
+A configuration Apache rejects is not kept.
 
     clarens-admin user add NAME [--password-stdin]
     clarens-admin user passwd NAME [--password-stdin]
@@ -30,7 +34,12 @@ which carries its body limits and process pool: after changing those, write it t
     clarens-admin session list [--user NAME]
     clarens-admin session revoke ID | --user NAME
     clarens-admin session new-key FILE
-    clarens-admin apache-conf [--config FILE]
+    clarens-admin apache-conf [--config FILE] [--print | --no-restart]
+    clarens-admin apache-instance [dedicated [--port PORT] | shared]
+
+``apache-instance`` says whether Clarens runs in the system's Apache (``shared``, as
+installed) or in an Apache instance of its own that the system's proxies to
+(``dedicated``), and moves it from one to the other (:mod:`clarens.dedicated`).
 """
 
 from __future__ import annotations
@@ -43,8 +52,9 @@ import subprocess
 import sys
 import time
 
-from clarens import apacheconf, sessions
+from clarens import apacheconf, apachectl, sessions
 from clarens import config as config_mod
+from clarens import dedicated as dedicated_mod
 from clarens.db import open_db
 from clarens.identity import normal_name, reserved
 
@@ -223,13 +233,53 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def apache_conf(config: str, path: str = apacheconf.GENERATED_PATH, restart: bool = True, out=sys.stdout) -> None:
+    """Write the settings generated from ``config`` to ``path`` and (``restart``) apply them to every
+    Apache that includes them; AdminError if Apache rejects them (the old file is then kept)."""
+    text = apacheconf.generated_file(config)
+    try:
+        with open(path, encoding="utf-8") as f:
+            old: str | None = f.read()
+    except FileNotFoundError:
+        old = None
+    if text == old:
+        out.write("%s is up to date\n" % path)
+        return
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    apaches = apachectl.serving()
+    for apache in apaches:
+        problem = apache.configtest()
+        if problem:
+            if old is None:
+                os.unlink(path)
+            else:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(old)
+                os.replace(tmp, path)
+            raise AdminError("%s rejects the new settings, so %s was not changed:\n%s" % (apache.name, path, problem))
+    full = apacheconf.full_restart_needed(old, text)
+    out.write("wrote %s%s\n" % (path, " (%s: a full restart applies it)" % full if full and old else ""))
+    if not restart:
+        return
+    for apache in apaches:
+        try:
+            out.write(apache.apply("restart" if full else "reload") + "\n")
+        except apachectl.ApacheError as e:
+            raise AdminError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module's documentation); the exit status."""
     parser = argparse.ArgumentParser(prog="clarens-admin",
-                                     description="Clarens administration: password users, sessions, the Apache "
-                                                 "include.",
+                                     description="Clarens administration: password users, sessions, and Apache "
+                                                 "(its generated settings, a shared or a dedicated instance).",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[-9:]))
+                                     epilog=__doc__[__doc__.index("    clarens-admin user add"):
+                                                    __doc__.index("\n\n``apache-instance``")])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     user = commands.add_parser("user", help="password users (the htpasswd file of clarens.conf, %s)" % HTPASSWD)
     user.add_argument("action", choices=("add", "passwd", "del", "list"))
@@ -240,18 +290,40 @@ def main(argv: list[str] | None = None) -> int:
     session.add_argument("action", choices=("list", "revoke", "new-key"))
     session.add_argument("target", nargs="?", metavar="ID|FILE")
     session.add_argument("--user", help="a user's sessions")
-    conf = commands.add_parser("apache-conf", help="print the Apache include rendered from clarens.conf")
-    for command in (user, session, conf):
+    for command in (user, session):
         command.add_argument("--config", default=config_mod.SYSTEM_CONFIG, help="default: %(default)s")
+    conf = commands.add_parser("apache-conf", help="write the Apache settings that follow clarens.conf and this "
+                                                   "machine (%s) and apply them" % apacheconf.GENERATED_PATH)
+    conf.add_argument("--config", default=config_mod.SYSTEM_CONFIG, help="default: %(default)s")
+    what = conf.add_mutually_exclusive_group()
+    what.add_argument("--print", action="store_true", help="print them; change nothing")
+    what.add_argument("--no-restart", action="store_true", help="write them; restart nothing")
+    conf.add_argument("--file", default=apacheconf.GENERATED_PATH, help=argparse.SUPPRESS)     # for tests
+    instance = commands.add_parser("apache-instance", help="Clarens in the system's Apache (shared) or in an "
+                                                           "Apache of its own (dedicated)")
+    instance.add_argument("mode", nargs="?", choices=("dedicated", "shared"))
+    instance.add_argument("--port", type=int, default=dedicated_mod.DEFAULT_PORT,
+                          help="dedicated: the instance's port on 127.0.0.1 (default %(default)s)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "apache-instance":
+            if args.mode is None:
+                print("dedicated: %s, which the main Apache proxies to" % dedicated_mod.INSTANCE.confdir
+                      if dedicated_mod.dedicated() else "shared: in the system's Apache (%s)" % apachectl.MAIN.confdir)
+                return 0
+            done = dedicated_mod.make_dedicated(args.port) if args.mode == "dedicated" else dedicated_mod.make_shared()
+            print("\n".join(done))
+            return 0
         if args.command == "apache-conf":
-            sys.stdout.write(apacheconf.render_system(args.config, package=True))
+            if args.print:
+                sys.stdout.write(apacheconf.generated_file(args.config))
+            else:
+                apache_conf(args.config, args.file, restart=not args.no_restart)
         elif args.command == "session":
             _session(args, parser)
         else:
             _user(args, parser)
-    except (AdminError, config_mod.ConfigError, OSError) as e:
+    except (AdminError, config_mod.ConfigError, dedicated_mod.InstanceError, OSError) as e:
         print("clarens-admin: %s" % e, file=sys.stderr)
         return 1
     return 0

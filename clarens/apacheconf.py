@@ -1,24 +1,36 @@
-"""Apache's side of the configuration, rendered from ``clarens.conf`` so that the two never disagree.
+"""Apache's side of the configuration, rendered from ``clarens.conf`` and the machine so that they never disagree.
 
 Apache refuses a body over ``LimitRequestBody`` before the host sees the request,
 so its limits must follow the host's: RPC bodies get ``[server] max_body`` (plus
 some slack, so that the host, not Apache, answers an oversized call with a proper
 fault), and image uploads (``/clarens/images/``) get ``[module:burner]
 max_image_mb``, in a ``<Location>`` of their own, whose 413 carries a JSON error
-like the host's own.  Both the private instance
-(``clarens.dev.instance``) and the include shipped for the system Apache
-(``conf/apache/clarens.conf``, rendered from ``clarens.conf.in``) take their limits
-from :func:`body_limits`.
+like the host's own.  The prefork pool follows ``workers`` and ``spare_workers``,
+which are sized to the machine by default (:mod:`clarens.sizing`).
+
+Three parts, each rendered in one place:
+
+* :data:`GENERATED` (:func:`generated`): what follows the configuration and the
+  machine, the limits as ``Define CLARENS_LIMIT_BODY``/``CLARENS_LIMIT_IMAGES`` and
+  the pool;
+* :data:`SERVER_WIDE`: the server-wide settings (timeouts, what Apache says
+  about itself), the same everywhere;
+* the include, ``conf/apache/clarens.conf.in``: mod_python and the
+  ``<Location>``s, whose limits are ``${CLARENS_LIMIT_...}``.
+
+The private instance (``clarens.dev.instance``) and a checkout's include for the
+system Apache carry all three in one file; the Debian package's include (a
+conffile, rendered when the package is built) includes :data:`GENERATED_PATH`,
+which ``clarens-admin apache-conf`` writes at every install and upgrade and after
+a change, so that no administrator ever has to overwrite a conffile.
 
     python3 -m clarens.apacheconf [--config conf/clarens.conf] [--root /opt/clarens] > clarens.conf
-    python3 -m clarens.apacheconf --package [--config /etc/clarens/clarens.conf] > clarens.conf
+    python3 -m clarens.apacheconf --package > clarens.conf
 
-prints the system include for a configuration (the shipped file is this command's
-output for the shipped ``conf/clarens.conf``; a test keeps them equal).  With
-``--package`` it prints the one the Debian package installs (rendered when the
-package is built, and again by ``clarens-admin apache-conf`` after a change): it
-names ``/etc/clarens/clarens.conf``, needs no ``PythonPath`` (clarens is installed
-in Python's own path) and refuses any MPM but prefork.  Neither checks passwords:
+prints the system include for a checkout installed at ``--root``, sized to this
+machine, or with ``--package`` the one the Debian package installs: it names
+``/etc/clarens/clarens.conf``, needs no ``PythonPath`` (clarens is installed in
+Python's own path) and refuses any MPM but prefork.  Neither checks passwords:
 the host does (``[server] htpasswd``, :mod:`clarens.credentials`).
 """
 
@@ -34,6 +46,7 @@ import textwrap
 from typing import Mapping
 
 from clarens import config as config_mod
+from clarens import sizing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_SHARE = "/usr/share/clarens"
@@ -65,8 +78,9 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     return re.sub(r"@@([A-Z_]+)@@", sub, template)
 
 
-# Server-wide settings both configurations carry (placeholder @@SERVER_SETTINGS@@).
-SERVER_SETTINGS = """\
+# Server-wide settings every configuration carries (placeholder @@SERVER_WIDE@@): they apply
+# to the whole Apache they are in, every site of it (README, "A shared Apache").
+SERVER_WIDE = """\
 # Slow and idle clients.  Under prefork a connection holds a whole process while it
 # lasts, so every wait is bounded: a stalled read or write after Timeout, an idle
 # keep-alive connection after KeepAliveTimeout, and (mod_reqtimeout) a client sending
@@ -78,22 +92,38 @@ KeepAliveTimeout 3
 <IfModule reqtimeout_module>
     RequestReadTimeout handshake=5 header=5-20,MinRate=500 body=10,MinRate=8000
 </IfModule>
-# Processes ([server] spare_workers, workers in clarens.conf).  Slow clients arriving
-# together take idle processes; prefork forks more at no more than 32 a second, each
-# booting the host, so a burst larger than the idle pool waits seconds for them.  The
-# pool is kept at least spare_workers idle, at about 14 MB each.
-<IfModule mpm_prefork_module>
-    StartServers @@SPARE@@
-    MinSpareServers @@SPARE@@
-    MaxSpareServers @@MAX_SPARE@@
-    ServerLimit @@WORKERS@@
-    MaxRequestWorkers @@WORKERS@@
-    MaxConnectionsPerChild 0
-</IfModule>
 # Say no more than needed: no versions in headers and error pages, no TRACE.
 ServerTokens Prod
 ServerSignature Off
 TraceEnable Off"""
+
+# The settings that follow clarens.conf and the machine (placeholder @@GENERATED@@): the body
+# limits, as Defines the include's <Location>s use, and the process pool.  The Debian package
+# keeps them in a file of their own, GENERATED_PATH, which is not a conffile: the package's
+# include (a conffile) never changes with them, and upgrades write them again.
+GENERATED = """\
+# Body limits: [server] max_body + 64 KiB (so that the host, not Apache, answers an
+# oversized call with a proper fault), and [module:burner] max_image_mb for uploads.
+Define CLARENS_LIMIT_BODY @@LIMIT_BODY@@
+Define CLARENS_LIMIT_IMAGES @@LIMIT_IMAGES@@
+# Processes: at most `workers` at work, at least `spare_workers` kept idle (a burst of
+# slow clients takes idle processes; prefork forks more at no more than 32 a second,
+# each booting the host), at most twice that many idle after a burst.
+#   workers = @@WORKERS_HOW@@
+#   spare_workers = @@SPARE_HOW@@
+# ServerLimit is at least @@LIMIT_FLOOR@@ (a few hundred bytes of shared memory each), so that
+# raising workers below it needs only a graceful restart; changing ServerLimit, or lowering
+# workers, needs a full one (clarens-admin apache-conf does what the change needs).
+<IfModule mpm_prefork_module>
+    StartServers @@SPARE@@
+    MinSpareServers @@SPARE@@
+    MaxSpareServers @@MAX_SPARE@@
+    ServerLimit @@SERVER_LIMIT@@
+    MaxRequestWorkers @@WORKERS@@
+    MaxConnectionsPerChild 0
+</IfModule>"""
+GENERATED_PATH = "/etc/clarens/apache-generated.conf"
+SERVER_LIMIT_FLOOR = 256
 
 
 # Errors Apache answers by itself (a malformed request line or header, failed Basic
@@ -113,21 +143,52 @@ def error_documents() -> str:
     return "\n".join(lines)
 
 
-def server_settings(config: config_mod.ServerConfig) -> str:
-    """The server-wide block (timeouts, process pool, what the server tells about itself) for ``config``."""
-    return render_template(SERVER_SETTINGS, {"SPARE": str(config.spare_workers), "WORKERS": str(config.workers),
-                                             "MAX_SPARE": str(min(2 * config.spare_workers, config.workers))})
+# Apache's answer to an upload over the limit, which it makes from the request's Content-Length
+# before the host sees the request: a JSON error like the host's own.
+IMAGES_TOO_LARGE = '"%s"' % json.dumps(
+    {"error": {"code": 413, "message": "the image is larger than the limit of ${CLARENS_LIMIT_IMAGES} bytes"}},
+    separators=(",", ":")).replace('"', '\\"')
 
 
-def body_limits(config: config_mod.ServerConfig) -> dict[str, str]:
-    """``LIMIT_BODY`` (RPC calls) and ``LIMIT_IMAGES`` (image uploads), as Apache's ``LimitRequestBody``,
-    and ``IMAGES_TOO_LARGE``: the JSON error Apache answers an upload over the limit with (it
-    does so from the request's Content-Length, before the host sees the request)."""
-    images = config.for_module(IMAGES_MODULE).get_int(IMAGES_KEY, minimum=1) * 1000 * 1000
-    too_large = json.dumps({"error": {"code": 413, "message": "the image is larger than the limit of %d bytes"
-                                                              % images}}, separators=(",", ":"))
-    return {"LIMIT_BODY": str(config.max_body + RPC_SLACK), "LIMIT_IMAGES": str(images),
-            "IMAGES_TOO_LARGE": '"%s"' % too_large.replace('"', '\\"')}
+def body_limits(config: config_mod.ServerConfig) -> tuple[int, int]:
+    """Apache's ``LimitRequestBody`` for RPC calls (``max_body`` and some slack) and for image uploads."""
+    return (config.max_body + RPC_SLACK,
+            config.for_module(IMAGES_MODULE).get_int(IMAGES_KEY, minimum=1) * 1000 * 1000)
+
+
+def generated(config: config_mod.ServerConfig, machine: sizing.Machine | None = None) -> str:
+    """The settings that follow ``config`` and ``machine`` (by default this one): :data:`GENERATED`."""
+    machine = machine or sizing.this_machine()
+    size = config.pool_on(machine)
+    rpc, images = body_limits(config)
+    how = {"WORKERS_HOW": "%d%s" % (size.workers, "" if config.workers_setting is not None else
+                                    " (auto on %s: min(80 x cores, memory / 2 / 14 MB))" % machine),
+           "SPARE_HOW": "%d%s" % (size.spare, "" if config.spare_workers_setting is not None else
+                                  " (auto: min(48 x cores, memory / 5 / 28 MB))")}
+    return render_template(GENERATED, {
+        "LIMIT_BODY": str(rpc), "LIMIT_IMAGES": str(images), "SPARE": str(size.spare),
+        "MAX_SPARE": str(size.max_spare), "WORKERS": str(size.workers), "LIMIT_FLOOR": str(SERVER_LIMIT_FLOOR),
+        "SERVER_LIMIT": str(server_limit(size)), **how})
+
+
+def server_limit(size: sizing.Pool) -> int:
+    """Apache's ``ServerLimit`` for a pool: only a full restart changes it, so it has a floor."""
+    return max(size.workers, SERVER_LIMIT_FLOOR)
+
+
+def full_restart_needed(old: str | None, new: str) -> str | None:
+    """Why the configuration ``new`` needs a full restart of an Apache running ``old`` (None: a graceful
+    one does).  A graceful restart cannot change ``ServerLimit`` (AH00179), and one that lowers
+    ``MaxRequestWorkers`` loses track of the old children beyond it ("long lost child came home")."""
+    def number(name: str, text: str | None) -> int | None:
+        match = re.search(r"^\s*%s\s+(\d+)" % name, text or "", re.M)
+        return int(match.group(1)) if match else None
+    if number("ServerLimit", old) != number("ServerLimit", new):
+        return "ServerLimit changed"
+    before, after = number("MaxRequestWorkers", old), number("MaxRequestWorkers", new)
+    if before is not None and after is not None and after < before:
+        return "MaxRequestWorkers went down"
+    return None
 
 
 # What differs between the include for a checkout (served from ``root``) and the one the Debian
@@ -136,12 +197,13 @@ CHECKOUT_LAYOUT = {
     "HEADER": """\
 # Clarens service host for the system Apache (Debian layout).
 #
-# Rendered from conf/apache/clarens.conf.in and conf/clarens.conf, whose body
-# limits it carries: after changing max_body or max_image_mb there, render it again:
+# Rendered from conf/apache/clarens.conf.in, conf/clarens.conf (body limits, process
+# pool) and the size of the machine it was rendered on: after changing max_body,
+# max_image_mb, workers or spare_workers there, or on another machine, render it again:
 #   python3 -m clarens.apacheconf --root /opt/clarens > /etc/apache2/conf-available/clarens.conf
 #   a2dismod mpm_event && a2enmod mpm_prefork python && a2enconf clarens
 #   install -d -o www-data -g www-data -m 0700 /var/lib/clarens
-#   apachectl configtest && apachectl graceful
+#   apachectl configtest && apachectl graceful      (a full restart if ServerLimit changed)
 #
 # mod_python 3.5 with Python 3.11 must run under the prefork MPM.
 
@@ -161,17 +223,19 @@ PACKAGE_LAYOUT = {
 # Clarens service host for the system Apache, installed by the Debian package clarens
 # and enabled by it (a2enconf clarens).
 #
-# Rendered from /etc/clarens/clarens.conf, whose body limits (max_body, max_image_mb)
-# and process pool (workers, spare_workers) it carries.  After changing those, render
-# it again (it is a conffile: once changed, upgrades keep your copy) and restart:
-#   clarens-admin apache-conf > /etc/apache2/conf-available/clarens.conf
-#   apachectl configtest && apachectl graceful
+# What follows /etc/clarens/clarens.conf (body limits, process pool) and the size of
+# this machine is not in this file but in %(generated)s, which
+# "clarens-admin apache-conf" writes, checks and applies (a graceful restart, or a
+# full one when ServerLimit changes); installs and upgrades run it too.
 #
 # mod_python 3.5 with Python 3.11 crashes under the event and worker MPMs: the package
 # switched Apache to prefork, and this file refuses to run under any other.
 <IfModule !mpm_prefork_module>
     Error "Clarens needs the prefork MPM: a2dismod mpm_event mpm_worker && a2enmod mpm_prefork"
 </IfModule>""",
+    "GENERATED": """\
+# Generated: the body limits and the process pool (clarens-admin apache-conf).
+Include %(generated)s""",
     "PYTHON_PATH": "    # (clarens itself is in Python's own path, /usr/lib/python3/dist-packages)",
     "CLIENT_CERTIFICATES": """\
 # HTTPS, with client certificates (and passwords): the site clarens-ssl,
@@ -180,24 +244,35 @@ PACKAGE_LAYOUT = {
 
 
 def render_system(config_path: str = config_mod.DEFAULT_CONFIG, root: str = "/opt/clarens",
-                  package: bool = False) -> str:
+                  package: bool = False, machine: sizing.Machine | None = None) -> str:
     """The include for the system Apache (Debian's conf-available/) with the configuration at
     ``config_path``: serving the checkout at ``root`` (the shipped configuration is named inside
-    ``root``), or, with ``package``, as the Debian package installs it (it names
-    ``/etc/clarens/clarens.conf`` whichever file it was rendered from)."""
+    ``root``), with the settings of :func:`generated` for ``machine`` in it; or, with ``package``,
+    the one the Debian package installs: it names ``/etc/clarens/clarens.conf`` and includes
+    :data:`GENERATED_PATH`, so that it depends on neither the configuration nor the machine."""
     with open(SYSTEM_TEMPLATE, encoding="utf-8") as f:
         template = f.read()
-    config_path = os.path.abspath(config_path)
     if package:
-        named = PACKAGE_CONFIG
-        layout = dict(PACKAGE_LAYOUT)
+        values = {k: v % {"generated": GENERATED_PATH} for k, v in PACKAGE_LAYOUT.items()}
+        values["CONFIG"] = PACKAGE_CONFIG
     else:
-        named = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG else config_path
-        layout = {k: v % {"root": root} if "%(root)s" in v else v for k, v in CHECKOUT_LAYOUT.items()}
-    config = config_mod.load(config_path)
-    return render_template(template, {"CONFIG": named, "SERVER_SETTINGS": server_settings(config),
-                                      "ERROR_DOCUMENTS": textwrap.indent(error_documents(), " " * 8),
-                                      **layout, **body_limits(config)})
+        config_path = os.path.abspath(config_path)
+        values = {k: v % {"root": root} if "%(root)s" in v else v for k, v in CHECKOUT_LAYOUT.items()}
+        values["CONFIG"] = "${CLARENS_ROOT}/conf/clarens.conf" if config_path == config_mod.DEFAULT_CONFIG \
+            else config_path
+        values["GENERATED"] = generated(config_mod.load(config_path), machine)
+    return render_template(template, {"SERVER_WIDE": SERVER_WIDE, "IMAGES_TOO_LARGE": IMAGES_TOO_LARGE,
+                                      "ERROR_DOCUMENTS": textwrap.indent(error_documents(), " " * 8), **values})
+
+
+def generated_file(config_path: str, machine: sizing.Machine | None = None) -> str:
+    """:data:`GENERATED_PATH`'s text: :func:`generated` for the configuration at ``config_path``,
+    saying where it comes from."""
+    machine = machine or sizing.this_machine()
+    return ("# Generated by clarens-admin apache-conf from %s for this machine (%s).\n"
+            "# Do not edit: change that file and run clarens-admin apache-conf again (installs and\n"
+            "# upgrades of the package clarens do too).  Included by the include of conf-available/.\n"
+            % (config_path, machine)) + generated(config_mod.load(config_path), machine) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,28 @@
-"""Command-line client for the burner service, built on :mod:`clarens.client`.
+"""``clarens-burn``: burn ISO images on a Clarens host from the command line (built on clarens.client).
 
-    python3 -m clarens.burner_cli [CONNECTION] burn IMAGE.iso [--drive D] [--speed N] [--no-verify]
-    python3 -m clarens.burner_cli [CONNECTION] upload IMAGE.iso
-    python3 -m clarens.burner_cli [CONNECTION] images | drives | jobs | whoami
-    python3 -m clarens.burner_cli [CONNECTION] status JOB | cancel JOB | eject DRIVE | delete NAME
-    python3 -m clarens.burner_cli [CONNECTION] uploads | discard NAME [--uploader WHO]
+    clarens-burn [OPTIONS] burn IMAGE.iso [--drive D] [--speed N] [--no-verify]
+    clarens-burn [OPTIONS] upload IMAGE.iso
+    clarens-burn [OPTIONS] images         (also: drives, jobs, whoami, uploads)
+    clarens-burn [OPTIONS] status JOB     (also: cancel JOB, eject DRIVE, delete NAME)
+    clarens-burn [OPTIONS] discard NAME [--uploader WHO]
 
-``burn`` uploads the image unless the server already has it (same name and
-SHA-256), starts the burn, shows a live progress bar until the job ends, then
-prints the verification result; it exits 0 only if the disc verified.  ``uploads`` lists
-your unfinished uploads and ``discard`` removes one; an administrator sees everyone's and
-discards anyone's (``--uploader``), and ``delete`` removes any image.
+burn uploads the image unless the server already has it (same name and SHA-256),
+starts the burn, shows live progress until the job ends, then prints both
+digests; it exits 0 only if the disc verified.  uploads lists your unfinished
+uploads and discard removes one; an administrator sees everyone's and discards
+anyone's (--uploader), and delete removes any image.  The other commands print
+the server's answer as JSON.
 
-CONNECTION: ``--service NAME`` (a service of the client configuration, see
-:mod:`clarens.client.config`), or ``--url`` (default http://127.0.0.1:8080/clarens/)
-and either ``--user NAME`` (password from ``CLARENS_PASSWORD`` or a prompt, when a session must
-be opened: its token is kept in ``~/.cache/clarens/sessions``, see :mod:`clarens.cli`) or
-``--cert FILE --key FILE`` (a client certificate, over https); ``--cacert FILE``
-trusts the server's CA.  ``./run burn IMAGE`` runs ``burn`` against the private
-instance as its demo user.
+The host is --url URL (or $CLARENS_URL), or --service NAME, a service of the
+client configuration (/etc/clarens/client.conf, ~/.config/clarens/client.conf);
+with neither, the service "burner" there.  The other options are those of
+clarens(1): --user NAME (the password from $CLARENS_PASSWORD or a prompt, when
+a session must be opened: its token is kept in ~/.cache/clarens/sessions),
+--cert FILE --key FILE (a client certificate, over https), --ca FILE, --protocol,
+--timeout.  Options may come before or after the command.
+
+Exit status: 0 done (burn: and verified), 1 the server refused or the burn failed,
+2 a usage or configuration error.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import sys
 import time
 from typing import Any, Callable
 
-from clarens import resumable
-from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service, sessions
+from clarens import cli, resumable
+from clarens.client import ClientConfigError, Fault, Service, TransportError
 
+DESCRIPTION = "Burn ISO images on a Clarens host: upload, burn, follow the job, verify the disc."
+DEFAULT_SERVICE = "burner"      # the client configuration's service, when no host is named
 # "unreachable": a drive host that does not answer now; the job goes on there, and shows its true state again
 ACTIVE = ("queued", "burning", "verifying", "unreachable")
 
@@ -150,39 +156,40 @@ def job_id(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m clarens.burner_cli", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+# The options of clarens, and which host.
+OPTIONS = {**cli.CONNECTION_OPTIONS, "--url": 1, "--service": 1, "--cacert": 1}
+
+
+def main(argv: list[str] | None = None, prog: str = "python3 -m clarens.burner_cli") -> int:
+    """The command line (see the module's documentation); the exit status."""
+    parser = cli.connection_options(argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                                                            epilog=__doc__.split("\n\n", 1)[1]))
+    parser.add_argument("--url", help="the host's URL (default: $CLARENS_URL, else the service burner)")
     parser.add_argument("--service", help="a service named in the client configuration")
-    parser.add_argument("--url", default=os.environ.get("CLARENS_URL", "http://127.0.0.1:8080/clarens/"))
-    parser.add_argument("--user", default=os.environ.get("CLARENS_USER"))
-    parser.add_argument("--cert")
-    parser.add_argument("--key")
-    parser.add_argument("--cacert")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--cacert", dest="ca", help=argparse.SUPPRESS)          # the old name of --ca
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     b = sub.add_parser("burn", help="upload if needed, burn, follow, verify")
     b.add_argument("image")
     b.add_argument("--drive")
     b.add_argument("--speed", type=int)
     b.add_argument("--no-verify", action="store_true")
-    sub.add_parser("upload").add_argument("image")
-    for name in ("images", "drives", "jobs", "whoami", "uploads"):
-        sub.add_parser(name)
+    sub.add_parser("upload", help="upload only").add_argument("image")
+    for name, what in (("images", "the images on the server"), ("drives", "the drives and their media"),
+                       ("jobs", "your jobs (an admin sees all)"), ("whoami", "who the server says you are"),
+                       ("uploads", "your unfinished uploads (an admin sees all)")):
+        sub.add_parser(name, help=what)
     discard = sub.add_parser("discard", help="remove an unfinished upload (yours, or --uploader's: administrators)")
     discard.add_argument("name")
     discard.add_argument("--uploader")
     for name, arg in (("status", "job"), ("cancel", "job"), ("eject", "drive"), ("delete", "name")):
-        sub.add_parser(name).add_argument(arg, type=job_id if arg == "job" else str)
-    args = parser.parse_args(argv)
+        sub.add_parser(name, help="%s %s" % (name, arg.upper())).add_argument(arg, type=job_id if arg == "job" else str)
+    args = parser.parse_args(cli.hoist(sys.argv[1:] if argv is None else argv, OPTIONS))
+    target = args.url or args.service or os.environ.get("CLARENS_URL") or DEFAULT_SERVICE
     try:
-        tokens = sessions.default_token_file()      # signed in once for the next commands too (clarens.cli)
-        if args.service:
-            svc = service(args.service, token_file=tokens)
-        else:
-            svc = connect(args.url, user=args.user, password=sessions.asked_password(args.user or ""),
-                          cert=args.cert, key=args.key, ca=args.cacert, token_file=tokens)
+        svc = cli.open_service(target, args)
     except (ClientConfigError, ValueError, OSError) as e:
-        print("error: %s" % e, file=sys.stderr)
+        print("%s: %s" % (prog, e), file=sys.stderr)
         return 2
     try:
         if args.command == "burn":

@@ -1,6 +1,6 @@
 """``clarens``: call any method of a Clarens host from a shell or a script.
 
-    python3 -m clarens call URL|SERVICE METHOD [ARG ...]
+    python3 -m clarens call URL|SERVICE METHOD [ARG ...]      (and OPTIONS, anywhere)
     python3 -m clarens methods URL|SERVICE [METHOD ...]
     python3 -m clarens logout URL|SERVICE
 
@@ -30,7 +30,7 @@ import base64
 import datetime
 import json
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 from clarens.client import ClientConfigError, Fault, Service, TransportError, connect, service, sessions
 
@@ -93,9 +93,13 @@ def _methods(svc: Service, names: list[str], out) -> None:
             out.write("".join("    %s\n" % line for line in text.splitlines()) + "\n")
 
 
-def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
-    parser = argparse.ArgumentParser(prog="clarens", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+# The options that say how to reach and call a host (clarens, clarens-burn): how many values each takes.
+CONNECTION_OPTIONS = {"--protocol": 1, "--user": 1, "--cert": 1, "--key": 1, "--ca": 1, "--timeout": 1,
+                      "--idempotent": 1, "--max-answer": 1, "--remote": 1, "--ssh": 1}
+
+
+def connection_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add :data:`CONNECTION_OPTIONS` to ``parser``."""
     parser.add_argument("--protocol", choices=("xmlrpc", "jsonrpc"), help="default: xmlrpc, or the configured one")
     parser.add_argument("--user", help="Basic authentication (password from CLARENS_PASSWORD or a prompt)")
     parser.add_argument("--cert", help="client certificate (PEM), with --key")
@@ -108,6 +112,32 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     parser.add_argument("--remote", metavar="COMMAND", help="what ssh:// URLs run on the remote host, split into "
                         "words, no shell (default: /usr/bin/python3 -m clarens.stdio)")
     parser.add_argument("--ssh", metavar="COMMAND", help="the ssh command and its options (default: ssh)")
+    return parser
+
+
+def hoist(argv: list[str], options: Mapping[str, int]) -> list[str]:
+    """``argv`` with ``options`` (name: how many values it takes) moved, with their values, before the
+    rest, wherever they were: argparse takes a parser's options only before its subcommand, and a
+    command is typed as ``clarens call --user demo URL ...`` too.  ``--`` ends the options."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        taken = 1 + (options[name] if name in options and "=" not in arg else 0)
+        (front if name in options else rest).extend(argv[i:i + taken])
+        i += taken
+    return front + rest
+
+
+def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
+    parser = argparse.ArgumentParser(prog="clarens", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    connection_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     call = sub.add_parser("call", help="call METHOD with JSON arguments; print the result as JSON")
     call.add_argument("target", metavar="URL|SERVICE")
@@ -118,7 +148,7 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     methods.add_argument("names", nargs="*", metavar="METHOD")
     sub.add_parser("logout", help="end the session kept for URL|SERVICE (and its user)").add_argument(
         "target", metavar="URL|SERVICE")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist(sys.argv[1:] if argv is None else argv, CONNECTION_OPTIONS))
     try:
         svc = open_service(args.target, args)
     except (ClientConfigError, ValueError, OSError) as e:

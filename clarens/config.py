@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Iterator
 
-from clarens import proxies
+from clarens import proxies, sizing
 
 # The configuration used when none is named (PythonOption clarens.config, --config): the
 # checkout's own, or, where clarens is installed as a package (no checkout around it),
@@ -45,8 +45,8 @@ SERVER_DEFAULTS = {
     "admin_group": "admins",
     "acl_audit_keep": "1000",
     "acl_audit_days": "365",
-    "workers": "160",
-    "spare_workers": "96",
+    "workers": "auto",
+    "spare_workers": "auto",
     "cluster": "off",
     "trusted_proxies": "",
     "htpasswd": "/etc/clarens/htpasswd",
@@ -131,11 +131,12 @@ class ServerConfig:
         self.max_items = self.server.get_int("max_items", minimum=1)
         self.max_values = self.server.get_int("max_values", minimum=1)
         self.max_base64 = self.server.get_int("max_base64", minimum=1)
-        self.workers = self.server.get_int("workers", minimum=2)
-        self.spare_workers = self.server.get_int("spare_workers", minimum=1)
-        if self.spare_workers >= self.workers:
-            raise ConfigError("%s: spare_workers = %d must be below workers = %d"
-                              % (self.server._where, self.spare_workers, self.workers))
+        # Apache's pool as set: numbers, or None for auto (sized to the machine: clarens.sizing).
+        self.workers_setting = self._auto_int("workers", minimum=2)
+        self.spare_workers_setting = self._auto_int("spare_workers", minimum=1)
+        self._pool: sizing.Pool | None = None
+        if self.workers_setting is not None and self.spare_workers_setting is not None:
+            self.pool_on()        # ConfigError now if spare_workers is not below workers
         self.log_level = server["log_level"].upper()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("%s: log_level = %r is not a logging level" % (self.server._where, server["log_level"]))
@@ -163,6 +164,33 @@ class ServerConfig:
             self.trusted_proxies = proxies.parse(server["trusted_proxies"])
         except ValueError as e:
             raise ConfigError("%s: trusted_proxies: %s" % (self.server._where, e)) from None
+
+    def pool_on(self, machine: sizing.Machine | None = None) -> sizing.Pool:
+        """Apache's pool: the numbers set, or what ``auto`` gives on ``machine`` (by default this one,
+        once).  ConfigError if spare_workers is not below workers."""
+        if machine is None and self._pool is not None:
+            return self._pool
+        try:
+            pool = sizing.pool(self.workers_setting, self.spare_workers_setting, machine)
+        except ValueError as e:
+            raise ConfigError("%s: %s" % (self.server._where, e)) from None
+        if machine is None:
+            self._pool = pool
+        return pool
+
+    @property
+    def workers(self) -> int:
+        """The most requests Apache serves at once (MaxRequestWorkers) on this machine."""
+        return self.pool_on().workers
+
+    @property
+    def spare_workers(self) -> int:
+        """The idle processes Apache keeps ready (MinSpareServers) on this machine."""
+        return self.pool_on().spare
+
+    def _auto_int(self, key: str, minimum: int) -> int | None:
+        """``key`` as an integer, or None for ``auto``."""
+        return None if self.server[key].strip().lower() == "auto" else self.server.get_int(key, minimum=minimum)
 
     def for_module(self, name: str) -> Settings:
         """What ``_startup_init`` receives: server settings plus ``[module:NAME]`` (which wins)."""

@@ -29,7 +29,7 @@ EDITS = {
          "# package's are in /usr/share/clarens/modules.\n"),
         ("acl_dir = ../acl\n", "acl_dir = acl\n"),
         ("(python3 -m clarens.apacheconf; the private instance does it at every start)",
-         "(clarens-admin apache-conf > /etc/apache2/conf-available/clarens.conf)"),
+         "(clarens-admin apache-conf writes them and restarts Apache as the change needs)"),
         ("# Subject fields every client certificate must carry, FIELD = VALUE (like Spring\n"
          "# Python's verify_fields).  A verified certificate without them is refused.\n",
          "# Subject fields every client certificate must carry, FIELD = VALUE (like Spring\n"

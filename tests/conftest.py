@@ -9,7 +9,7 @@ import xmlrpc.client
 import pytest
 
 from clarens.web import reservations
-from tests.helpers import Raw, basic_proxy, cert_proxy, start_instance
+from tests.helpers import KEPT, Raw, basic_proxy, cert_proxy, keep, start_instance
 
 
 def _interrupted(signum, frame):
@@ -22,11 +22,17 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _interrupted)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The run's last lines name what it kept (tests.helpers.keep), so that nothing is left unsaid."""
+    for line in KEPT:
+        terminalreporter.write_line("kept: " + line, yellow=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_temporary_root(request, tmp_path_factory):
     """Every temporary directory of the run (instances, ACL files, images) under one, removed at the
-    end unless a test failed (then it is kept for a look, and named).  pytest's own (tmp_path) stays
-    where pytest keeps it, and cleans it as pytest does."""
+    end unless a test failed: then it is kept for a look, and named in the run's last lines.  pytest's
+    own (tmp_path) stays where pytest keeps it, and cleans it as pytest does."""
     tmp_path_factory.getbasetemp()   # placed before tempfile's default moves
     root = tempfile.mkdtemp(prefix="clarens-tests-")
     os.chmod(root, 0o755)            # Apache's children (www-data) traverse it
@@ -41,7 +47,7 @@ def _one_temporary_root(request, tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = cache
     tempfile.tempdir = None
     if request.session.testsfailed:
-        print("\nthe run's temporary files are kept in %s" % root)
+        keep(root, "the temporary files of a run with failures")
     else:
         shutil.rmtree(root, ignore_errors=True)
 

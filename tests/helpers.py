@@ -1,13 +1,15 @@
 """Helpers for tests against real private Apache + mod_python instances of this checkout.
 
 Each instance runs from a throw-away state directory on free ports, with the
-test-only modules of tests/modules/ loaded beside the shipped ones, and the
-shipped ACL files plus tests/acl/.
+test-only modules of tests/modules/ loaded beside the shipped ones (and never
+any other module of the checkout's modules/), and the shipped ACL files plus
+tests/acl/.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import glob
 import hashlib
 import http.client
@@ -28,7 +30,31 @@ from clarens.dev.instance import Instance, acl_dir, free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEST_MODULES = os.path.join(ROOT, "tests", "modules")
+# The service modules the project ships in modules/ (tests/package/test_layout.py holds this list to
+# what git tracks there).  The checkout's modules/ may also hold a service author's own, which no
+# test may load: one called like a test module shadowed it and broke a test with no hint.
+SHIPPED_MODULES = ("acl", "burner", "echo", "system", "validator1")
 ORG = devpki.ORG
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_modules() -> str:
+    """A directory of the shipped modules alone (links into modules/), for the tests' instances."""
+    path = make_state_dir("clarens-modules-")
+    for name in SHIPPED_MODULES:
+        os.symlink(os.path.join(ROOT, "modules", name), os.path.join(path, name))
+    return path
+
+
+# What the run leaves behind on purpose, for a look after a failure: named in its last lines.
+KEPT: list[str] = []
+
+
+def keep(path: str, what: str) -> None:
+    """Name ``path`` (``what`` it is, and its size) in the run's last lines: it is kept."""
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+               if not os.path.islink(os.path.join(d, f)))
+    KEPT.append("%s (%s, %.0f MB): rm -rf %s removes it" % (path, what, size / 1e6, path))
 
 
 def make_state_dir(prefix: str) -> str:
@@ -45,7 +71,7 @@ def make_acl_dir(*extra_files: str) -> str:
 
 
 def start_instance(prefix: str, **kwargs) -> Instance:
-    options = {"clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), TEST_MODULES),
+    options = {"clarens.server.modules_path": "%s:%s" % (shipped_modules(), TEST_MODULES),
                "clarens.module:probe.greeting": "hello from PythonOption",
                "clarens.server.log_level": "info",
                # a small process pool: many instances run at once in a test run (the hostile tests use the shipped one)

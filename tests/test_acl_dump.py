@@ -139,6 +139,27 @@ def test_no_command_prints_the_commands(capsys):
         assert command in err
 
 
+def test_check_answers_from_the_files_at_once_after_reload_and_says_when_they_differ(site, capsys):
+    """The issue: check right after editing a file (and a graceful restart, which loads it a moment
+    later, in a child) still answered from the old policy, without a word."""
+    acl, db_dir, _ = site
+
+    def check(who, method):
+        code = main(["--db-dir", str(db_dir), "--acl-dir", str(acl), "check", who, method], prog="clarens-acl")
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    assert check("alice", "burner.burn")[0] == 0 and check("alice", "burner.burn")[2] == ""
+    (acl / "60-dave.acl").write_text("<Group users>\n    Member dave\n</Group>\n")
+    code, out, err = check("dave", "burner.burn")
+    assert code == 1 and out.startswith("DENY") and "differs from the files in %s" % acl in err
+    assert "'clarens-acl reload' makes the files the live policy now" in err
+    assert main(["--db-dir", str(db_dir), "--acl-dir", str(acl), "reload"], prog="clarens-acl") == 0
+    capsys.readouterr()
+    code, out, err = check("dave", "burner.burn")
+    assert code == 0 and out.startswith("ALLOW") and err == ""
+
+
 @pytest.mark.parametrize("entry, members", [
     (Entry("validator1", allow=["/C=UK/O=Team#2/CN=Bob", "a#b", "ädmin"], not_before=EARLIEST, not_after=LATEST),
      ["/O=Clarens Demo/CN=C#", "名前"]),

@@ -82,13 +82,66 @@ def test_the_password_never_appears_on_a_command_line(tmp_path, monkeypatch):
     assert verifies(tmp_path / "h", "alice", "hunter2-secret")
 
 
-def test_apache_conf_renders_the_package_include_from_the_configuration(tmp_path):
+POOL = "[server]\nworkers = %d\nspare_workers = %d\n[module:burner]\nmax_image_mb = 7\n"
+
+
+class FakeApache:
+    """An Apache that includes the generated settings: what apache-conf asked of it."""
+
+    def __init__(self, name, rejects=None):
+        self.name, self.rejects, self.actions = name, rejects, []
+
+    def configtest(self):
+        return self.rejects
+
+    def apply(self, action):
+        self.actions.append(action)
+        return "%s: %s" % (self.name, action)
+
+
+def test_apache_conf_prints_the_generated_settings(tmp_path):
     conf = tmp_path / "clarens.conf"
-    conf.write_text("[server]\nmax_body = 1000\n[module:burner]\nmax_image_mb = 7\n")
-    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "apache-conf", "--config", str(conf)],
+    conf.write_text("[server]\nmax_body = 1000\nworkers = 20\nspare_workers = 5\n[module:burner]\nmax_image_mb = 7\n")
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "apache-conf", "--print", "--config", str(conf)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    text = out.stdout
-    assert "LimitRequestBody %d\n" % (1000 + 65536) in text and "LimitRequestBody 7000000\n" in text
-    assert "PythonOption clarens.config /etc/clarens/clarens.conf\n" in text and "PythonPath" not in text
-    assert "AuthUserFile" not in text and "<IfModule !mpm_prefork_module>" in text   # the host checks passwords
+    assert "Define CLARENS_LIMIT_BODY %d\n" % (1000 + 65536) in out.stdout
+    assert "Define CLARENS_LIMIT_IMAGES 7000000\n" in out.stdout
+    assert "StartServers 5\n" in out.stdout and "MaxRequestWorkers 20\n" in out.stdout
+
+
+def test_apache_conf_applies_a_growing_pool_gracefully_and_other_changes_fully(tmp_path, monkeypatch):
+    conf, generated = tmp_path / "clarens.conf", tmp_path / "apache-generated.conf"
+    apaches = [FakeApache("apache2-clarens"), FakeApache("apache2")]
+    monkeypatch.setattr(admin.apachectl, "serving", lambda: apaches)
+    conf.write_text(POOL % (20, 5))
+    admin.apache_conf(str(conf), str(generated))
+    assert oct(stat.S_IMODE(os.stat(generated).st_mode)) == "0o644"
+    assert [a.actions for a in apaches] == [["restart"], ["restart"]]       # there was none: ServerLimit is new
+    conf.write_text(POOL % (40, 9))      # more workers, ServerLimit stays 256: graceful
+    admin.apache_conf(str(conf), str(generated))
+    assert "MaxRequestWorkers 40\n" in generated.read_text()
+    assert [a.actions[-1] for a in apaches] == ["reload", "reload"]
+    conf.write_text(POOL % (30, 9))      # fewer: a full restart
+    admin.apache_conf(str(conf), str(generated))
+    assert [a.actions[-1] for a in apaches] == ["restart", "restart"]
+    conf.write_text(POOL % (300, 9))     # ServerLimit 256 -> 300
+    admin.apache_conf(str(conf), str(generated))
+    assert [a.actions[-1] for a in apaches] == ["restart", "restart"]
+    admin.apache_conf(str(conf), str(generated))                              # nothing changed: nothing done
+    assert [len(a.actions) for a in apaches] == [4, 4]
+
+
+def test_apache_conf_keeps_the_old_settings_when_apache_rejects_the_new_ones(tmp_path, monkeypatch):
+    conf, generated = tmp_path / "clarens.conf", tmp_path / "apache-generated.conf"
+    conf.write_text(POOL % (20, 5))
+    monkeypatch.setattr(admin.apachectl, "serving", lambda: [])
+    admin.apache_conf(str(conf), str(generated))
+    before = generated.read_text()
+    rejecting = FakeApache("apache2", rejects="AH00526: Syntax error")
+    monkeypatch.setattr(admin.apachectl, "serving", lambda: [rejecting])
+    conf.write_text(POOL % (30, 5))
+    with pytest.raises(admin.AdminError, match="apache2 rejects the new settings.*\n.*AH00526"):
+        admin.apache_conf(str(conf), str(generated))
+    assert generated.read_text() == before and rejecting.actions == []
+    assert sorted(os.listdir(tmp_path)) == ["apache-generated.conf", "clarens.conf"]

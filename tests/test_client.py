@@ -21,7 +21,7 @@ from clarens import Fault, resumable
 from clarens.client import TransportError, connect
 from clarens.client import transports as transports_mod
 from clarens.dev import devpki
-from tests.helpers import ROOT, free_port, make_acl_dir, make_iso
+from tests.helpers import ROOT, free_port, make_acl_dir, make_iso, shipped_modules
 
 PROTOCOLS = ("xmlrpc", "jsonrpc")
 
@@ -239,7 +239,7 @@ def local_conf(tmp_path_factory):
     directory = tmp_path_factory.mktemp("local-host")
     path = directory / "clarens.conf"
     path.write_text("[server]\nmodules_path = %s\nacl_dir = %s\ndb_dir = %s\nsession_db_dir = %s\nlog_level = error\n"
-                    % (os.path.join(ROOT, "modules"), make_acl_dir(), directory / "db", directory / "db"))
+                    % (shipped_modules(), make_acl_dir(), directory / "db", directory / "db"))
     return str(path)
 
 
@@ -295,6 +295,45 @@ def test_the_command_line_calls_and_lists_from_any_directory(server, tmp_path):
     assert unknown.returncode == 2 and "no-such-service" in unknown.stderr
     methods = run("methods", server.url, "echo.echo")
     assert methods.returncode == 0 and "echo.echo(string)" in methods.stdout and "unchanged" in methods.stdout
+    # Options after the command too (./run call passes what follows it), without undoing those before it.
+    after = run("--protocol", "jsonrpc", "call", "--user", "demo", server.url, "system.whoami", "--timeout", "20")
+    assert after.returncode == 0 and json.loads(after.stdout)["identity"] == "demo", after.stderr
+    listed = run("methods", server.url, "--user", "demo", "echo.echo")
+    assert listed.returncode == 0 and "echo.echo(string)" in listed.stdout
+    no_terminal = subprocess.run([clarens, "call", "--user", "demo", server.url, "system.whoami"], cwd=str(tmp_path),
+                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+                                 env={k: v for k, v in env.items() if k != "CLARENS_PASSWORD"})
+    assert no_terminal.returncode == 2 and "set CLARENS_PASSWORD" in no_terminal.stderr, no_terminal.stderr
+
+
+def test_a_local_call_prints_its_result_and_nothing_else(tmp_path):
+    """The issue: every local: call printed "WARNING ... images_dir ... does not exist" (the shipped
+    configuration's log level, the burner module's missing images directory)."""
+    conf = tmp_path / "clarens.conf"
+    conf.write_text("[server]\nmodules_path = %s\nacl_dir = %s\nsession_db_dir = %s\nlog_level = warning\n"
+                    "[module:burner]\nimages_dir = %s\nmax_image_mb = 100\n"
+                    % (shipped_modules(), make_acl_dir(), tmp_path / "db", tmp_path / "no-such-images"))
+    out = subprocess.run([os.path.join(ROOT, "bin", "clarens"), "call", "local:%s" % conf, "echo.echo", "hi"],
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout) == "hi" and out.stderr == "", out.stderr
+
+
+def test_the_burner_command_line_shares_the_option_names_and_names_no_checkout(server, tmp_path):
+    burn = [os.path.join(ROOT, "bin", "clarens-burn")]
+    help_text = subprocess.run(burn + ["--help"], capture_output=True, text=True, cwd=str(tmp_path)).stdout
+    assert "--ca CA" in help_text and "--cacert" not in help_text and "127.0.0.1:8080" not in help_text
+    assert ":mod:" not in help_text and "``" not in help_text
+    env = dict(os.environ, CLARENS_PASSWORD=devpki.credentials(server.state_dir)["demo"])
+    tls = [*burn, "whoami", "--url", server.tls_url, "--ca", os.path.join(server.pki_dir, "ca.crt"), "--user", "demo"]
+    out = subprocess.run(tls, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["identity"] == "demo", out.stderr
+    old_name = [*burn, "--cacert", os.path.join(server.pki_dir, "ca.crt"), "--url", server.tls_url, "whoami"]
+    out = subprocess.run(old_name, capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["identity"] == "anonymous", out.stderr
+    # No host named: the service "burner" of the client configuration, and the error says so.
+    nowhere = subprocess.run([*burn, "drives"], capture_output=True, text=True, cwd=str(tmp_path), timeout=60,
+                             env=dict(os.environ, CLARENS_CLIENT_CONF=str(tmp_path / "none.conf")))
+    assert nowhere.returncode == 2 and "burner" in nowhere.stderr, nowhere.stderr
 
 
 def test_a_configured_service_name_works_for_both_command_lines(server, tmp_path):

@@ -43,7 +43,16 @@ from clarens.burnerd.client import BurnerClient, BurnerError
 from clarens.client import Fault, Service, TransportError
 from clarens.db import open_db
 from clarens.dev.instance import HELPER_USER, Instance, _ensure_system_user
-from tests.helpers import ROOT, free_port, make_acl_dir, make_iso, make_state_dir, start_instance, wait_for
+from tests.helpers import (
+    ROOT,
+    free_port,
+    make_acl_dir,
+    make_iso,
+    make_state_dir,
+    shipped_modules,
+    start_instance,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: OS users, an sshd, helpers as their own user")
 
@@ -388,7 +397,7 @@ def cluster(request):
             os.symlink(os.path.join(ROOT, "tests", "modules", name), os.path.join(modules, name))
         counter_dir = make_state_dir("clarens-cluster-counter-")
         os.chown(counter_dir, apache.pw_uid, apache.pw_gid)
-        options = {"clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), modules),
+        options = {"clarens.server.modules_path": "%s:%s" % (shipped_modules(), modules),
                    "clarens.server.acl_dir": acl, "clarens.server.cluster": "on",
                    "clarens.server.trusted_proxies": PROXY_SOURCE, "clarens.module:counter.dir": counter_dir,
                    "clarens.module:burner.socket": "", "clarens.module:burner.images_dir": images,

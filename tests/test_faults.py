@@ -20,7 +20,17 @@ from clarens import faults, procfs
 from clarens.dev import devpki
 from clarens.web.uploads import CHUNK
 from tests.burning import wait_helper, wait_job
-from tests.helpers import ROOT, basic_proxy, basic_url, concurrently, make_acl_dir, make_iso, start_instance, upload
+from tests.helpers import (
+    ROOT,
+    basic_proxy,
+    basic_url,
+    concurrently,
+    make_acl_dir,
+    make_iso,
+    shipped_modules,
+    start_instance,
+    upload,
+)
 from tests.uploading import head, partials, put_range, send_head, serving_child, wait_unlocked
 
 CONNECTION_LOST = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
@@ -38,7 +48,7 @@ def instance():
     started = []
 
     def start(prefix, **options):   # only the shipped modules: the test-only ones log tracebacks by design
-        options.setdefault("clarens.server.modules_path", os.path.join(ROOT, "modules"))
+        options.setdefault("clarens.server.modules_path", shipped_modules())
         started.append(start_instance("clarens-fault-%s-" % prefix, options=options))
         return started[-1]
     yield start

@@ -15,7 +15,7 @@ import pytest
 from clarens import config as config_mod
 from clarens import faults, refusals
 from clarens.dev import devpki
-from tests.helpers import ROOT, basic_header, cert_proxy, concurrently, read_from, start_instance
+from tests.helpers import basic_header, cert_proxy, concurrently, read_from, shipped_modules, start_instance
 
 AUDIT_KEEP = 25
 
@@ -26,7 +26,7 @@ def inst():
     shipped = config_mod.load(config_mod.DEFAULT_CONFIG)
     instance = start_instance("clarens-hostile-", log_level="warn", options={   # the shipped modules, pool, logs
         "clarens.server.log_level": "warning", "clarens.server.log_lines": str(shipped.log_lines),
-        "clarens.server.modules_path": os.path.join(ROOT, "modules"),
+        "clarens.server.modules_path": shipped_modules(),
         "clarens.server.spare_workers": str(shipped.spare_workers), "clarens.server.workers": str(shipped.workers),
         "clarens.server.acl_audit_keep": str(AUDIT_KEEP)})
     yield instance

@@ -15,7 +15,7 @@ import pytest
 
 from clarens.burnerd.client import BurnerClient
 from clarens.dev import devpki
-from tests.helpers import ROOT, concurrently, make_state_dir, start_instance
+from tests.helpers import ROOT, concurrently, make_state_dir, shipped_modules, start_instance
 
 CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "hostile", "*.case")))
 SINGLE = {"target", "request", "auth", "expect-status", "expect-fault", "expect-each", "expect-id", "expect-result",
@@ -547,7 +547,7 @@ def corpus():
     os.symlink(os.path.join(ROOT, "tests", "modules", "probe"), os.path.join(modules, "probe"))
     inst = start_instance("clarens-corpus-", options={"clarens.server.max_base64": str(MAX_BASE64),
                                                        "clarens.server.modules_path": "%s:%s" % (
-                                                           os.path.join(ROOT, "modules"), modules)})
+                                                           shipped_modules(), modules)})
     marks = {path: os.path.getsize(path) if os.path.exists(path) else 0
              for path in (inst.error_log, inst.burnerd_log)}
     yield inst, marks

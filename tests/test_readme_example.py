@@ -6,7 +6,7 @@ import xmlrpc.client
 
 import pytest
 
-from tests.helpers import ROOT, basic_proxy, make_acl_dir, make_state_dir, start_instance
+from tests.helpers import ROOT, basic_proxy, make_acl_dir, make_state_dir, shipped_modules, start_instance
 
 
 def test_readme_notes_module(tmp_path):
@@ -21,7 +21,7 @@ def test_readme_notes_module(tmp_path):
     acl = tmp_path / "notes.acl"
     acl.write_text(re.search(r"```apache\n(<Acl notes>.*?)```", readme, re.S).group(1))
     inst = start_instance("clarens-readme-", options={
-        "clarens.server.modules_path": "%s:%s" % (os.path.join(ROOT, "modules"), modules),
+        "clarens.server.modules_path": "%s:%s" % (shipped_modules(), modules),
         "clarens.server.acl_dir": make_acl_dir(str(acl)),
         "clarens.module:notes.max_notes": "5"})
     try:

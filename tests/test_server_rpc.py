@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import re
 import xmlrpc.client
 
 import pytest
@@ -44,6 +45,10 @@ def test_discovery_page_lists_modules_methods_signatures_and_help(raw):
     assert "Return VALUE unchanged." in page
     # failed modules are listed; why they failed (often a path) only for administrators
     assert "broken" in page and "an administrator sees why" in page and "No module named" not in page
+    # Process ids are for the admin group: an anonymous caller is told nothing, not "process -".
+    assert "process" not in page.split("Call these methods")[0].split("Framework")[1]
+    admin = raw.request("GET", content_type=None, headers=basic_header(raw.inst, "admin")).body.decode()
+    assert re.search(r"Framework [^,<]+, process \d+\. Call these methods", admin)
 
 
 @pytest.mark.parametrize("value", [

@@ -6,7 +6,7 @@
     python3 -m clarens.acl dump [--output FILE]   the live changes the ACL files do not hold, as a file
                                                that validates beside them (e.g. acl/90-live.acl)
     python3 -m clarens.acl dump --all          the whole live policy, for reading
-    python3 -m clarens.acl check IDENTITY METHOD   who decides, and why
+    python3 -m clarens.acl check IDENTITY METHOD   who decides, and why (in the live policy)
     python3 -m clarens.acl audit [N]           the N most recent changes
 
 The database and ACL directory come from the server configuration (``--config``,
@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None, prog: str = "python3 -m clarens.acl") ->
             print("%s: %s may %scall %s\n  groups: %s\n  %s" % (
                 "ALLOW" if decision.allowed else "DENY", name, "" if decision.allowed else "not ", method,
                 ", ".join(who.groups) or "(none)", decision.reason))
+            if not _same(load_dir(acl_dir), store.read_policy(db)):
+                print("note: this is the live policy, which differs from the files in %s (changed since they "
+                      "were loaded, or changed live): '%s reload' makes the files the live policy now"
+                      % (acl_dir, parser.prog), file=sys.stderr)
             return 0 if decision.allowed else 1
         elif args.command == "audit":
             limit = int(args.args[0]) if args.args else 20

@@ -7,15 +7,20 @@
    the helper's user, lock and bind as that user, give the socket its group, and
    drop every privilege for good (:mod:`clarens.burnerd.privileges`);
 5. open the job database, mark jobs a dead predecessor left running ``interrupted``;
-6. serve until SIGTERM or SIGINT, then stop accepting requests, kill running
-   xorriso process groups (their jobs become ``interrupted``; queued jobs stay
-   queued for the next start), and remove the socket if the helper created it.
+6. tell its starter it is ready (systemd's notification protocol, which the init
+   script's ``start-stop-daemon --notify-await`` speaks), serve until SIGTERM or
+   SIGINT, then stop accepting requests, kill running xorriso process groups (their
+   jobs become ``interrupted``; queued jobs stay queued for the next start), and
+   remove the socket if the helper created it.
 
-A start that fails says why and what to do, and removes the socket it made.
+The process calls itself ``clarens-burnerd`` however it was started, so that the
+package's scripts find it.  A start that fails says why and what to do (to its
+starter too), and removes the socket it made.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import logging
@@ -33,8 +38,11 @@ from clarens.burnerd import privileges
 from clarens.burnerd.jobs import JobStore
 from clarens.burnerd.server import BurnerHTTPServer
 from clarens.burnerd.service import Burner
-from clarens.burnerd.sockets import SocketError, create_socket, systemd_socket
+from clarens.burnerd.sockets import Notifier, SocketError, create_socket, systemd_socket
 from clarens.db import Database, open_db
+
+PROCESS_NAME = b"clarens-burnerd"
+PR_SET_NAME = 15
 
 
 class StartupError(Exception):
@@ -132,12 +140,21 @@ def _remove_socket(path: str, sock: socket.socket) -> None:
         logging.getLogger("clarens.burnerd").warning("cannot remove the socket %s: %s", path, e.strerror)
 
 
+def _name_process() -> None:
+    """Call this process clarens-burnerd (its name in ps, and what the package's scripts stop),
+    however it was started (``python3 -m clarens.burnerd`` would be "python3")."""
+    ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME), 0, 0, 0)
+
+
 def run(config_path: str) -> int:
     """Run the helper in the foreground until SIGTERM/SIGINT; the exit status."""
+    _name_process()
+    notifier = Notifier()
     try:
         config = burner_config.load(config_path)
     except burner_config.ConfigError as e:
         print("clarens-burnerd: %s" % e, file=sys.stderr)
+        notifier.failed(str(e), errno.EINVAL)
         return 2
     log = clarens_log.setup(config.log_level).getChild("burnerd")
     os.umask(0o077)
@@ -158,6 +175,7 @@ def run(config_path: str) -> int:
         store = JobStore(_open_jobs(config.db), config.keep_jobs)
     except (StartupError, SocketError, privileges.PrivilegeError, OSError, RuntimeError) as e:
         log.error("cannot start: %s", e)
+        notifier.failed("cannot start: %s" % e, getattr(e, "errno", None) or errno.EIO)
         if owned and sock is not None:
             _remove_socket(config.socket, sock)
         return 1
@@ -170,6 +188,7 @@ def run(config_path: str) -> int:
     serving.start()
     log.info("listening on %s (%s), drives %s, pid %d", sock.getsockname(), "own socket" if owned else "from systemd",
              ", ".join(sorted(config.drives)) or "none", os.getpid())
+    notifier.ready("listening on %s" % sock.getsockname())
     stop.wait()
     log.info("shutting down")
     server.shutdown()

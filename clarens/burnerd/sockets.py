@@ -83,3 +83,42 @@ def create_socket(path: str, mode: int, uid: int = -1, gid: int = -1, backlog: i
             os.unlink(path)
         raise SocketError("cannot set up socket %s: %s" % (path, e.strerror or e), e.errno) from None
     return sock
+
+
+class Notifier:
+    """Tells whoever started the helper that it is ready to serve, or why it could not start:
+    systemd's notification protocol on ``$NOTIFY_SOCKET`` (``start-stop-daemon --notify-await``,
+    which the init script uses, speaks it too), and nothing without that variable.
+
+    It connects at once, while a helper started as root still is root: the starter's socket is
+    root's (start-stop-daemon's sits in a directory only root may enter).
+    """
+
+    def __init__(self) -> None:
+        path = os.environ.pop("NOTIFY_SOCKET", None)
+        self._sock: socket.socket | None = None
+        if path:
+            address = "\0" + path[1:] if path.startswith("@") else path      # "@": an abstract socket
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.connect(address)
+                self._sock = sock
+            except OSError:
+                sock.close()
+
+    def _send(self, message: str) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.send(message.encode("utf-8", "replace"))
+            except OSError:
+                pass                        # the starter gave up waiting: nothing to tell
+            self._sock.close()
+            self._sock = None
+
+    def ready(self, status: str) -> None:
+        """The helper serves: ``status`` is what it says about itself."""
+        self._send("READY=1\nSTATUS=%s" % status)
+
+    def failed(self, why: str, errno: int = 5) -> None:
+        """The helper could not start, because of ``why`` (an errno value for the starter's message)."""
+        self._send("STATUS=%s\nERRNO=%d" % (why.replace("\n", " "), errno))

@@ -6,7 +6,7 @@ Apache is always started with a clean environment: a pyenv Python on ``PATH``
 makes the embedded interpreter fail to find its standard library.
 
     python3 -m clarens.dev.instance serve [--debug] [--config FILE]   # foreground until Ctrl-C
-    python3 -m clarens.dev.instance start [--config FILE] | stop | status
+    python3 -m clarens.dev.instance start [--config FILE] | stop | restart | status
 
 ``--config FILE`` (default ``$CLARENS_CONFIG``, else the checkout's ``conf/clarens.conf``)
 is the server configuration the instance runs with, e.g. a copy with ``[server] cluster
@@ -24,6 +24,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -147,14 +148,13 @@ class Instance:
             cfg = self.server_config()
             if cfg.access_control:
                 load_acl_dir(cfg.acl_dir)
-            limits = apacheconf.body_limits(cfg)
-            settings = apacheconf.server_settings(cfg)
+            generated = apacheconf.generated(cfg)
         except (config_mod.ConfigError, AclError) as e:
             raise InstanceError("refusing to start: %s" % e) from None
         user = self.apache_user()
         for sub in ("", "run", "log", "htdocs"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o755, exist_ok=True)
-        os.chmod(self.state_dir, 0o755)
+        self._traversable()
         os.makedirs(self.db_dir, mode=0o700, exist_ok=True)
         os.chmod(self.db_dir, 0o700)
         if os.geteuid() == 0:
@@ -171,9 +171,10 @@ class Instance:
             "USER": "User %s\nGroup %s" % (user.pw_name, _group_name(user.pw_gid)) if os.geteuid() == 0 else "",
             "DEBUG": "On" if self.debug else "Off",
             "LOG_LEVEL": self.log_level,
-            "SERVER_SETTINGS": settings,
+            "GENERATED": generated,
+            "SERVER_WIDE": apacheconf.SERVER_WIDE,
+            "IMAGES_TOO_LARGE": apacheconf.IMAGES_TOO_LARGE,
             "ERROR_DOCUMENTS": apacheconf.error_documents(),
-            **limits,
             "OPTIONS": "\n".join("PythonOption %s %s" % (k, _quote(v)) for k, v in sorted(self.all_options().items())),
             "EXTRA": self.extra_conf,
         })
@@ -182,6 +183,15 @@ class Instance:
             f.write(conf)
         os.replace(tmp, self.conf_path)
         return credentials
+
+    def _traversable(self) -> None:
+        """As root, Apache's children (www-data) must reach the directories below the state directory:
+        give it o+x if it lacks it, and say so (nothing more: a directory of 0700 stays unlistable)."""
+        mode = stat.S_IMODE(os.stat(self.state_dir).st_mode)
+        if os.geteuid() == 0 and not mode & stat.S_IXOTH:
+            os.chmod(self.state_dir, mode | stat.S_IXOTH)
+            print("note: %s is now mode %04o (it was %04o): Apache's children (www-data) must traverse it"
+                  % (self.state_dir, mode | stat.S_IXOTH, mode), file=sys.stderr)
 
     def _prepare_burner(self, apache: pwd.struct_passwd) -> None:
         """The helper's user, its private directory, the shared images directory, its config."""
@@ -359,6 +369,37 @@ class Instance:
             raise InstanceError("not running")
         os.kill(pid, signal.SIGUSR1)
 
+    def restart(self, timeout: float = 30.0) -> str:
+        """``./run restart``: the configuration rendered and checked again, then a graceful restart,
+        whose new children import every module again (a new one in modules/ too), or a full one when
+        the pool needs it (:func:`clarens.apacheconf.full_restart_needed`); returns, saying which, once
+        the old children are gone and the new ones answer.  An instance that is not running is started."""
+        pid = self.running_pid()
+        if not pid:
+            self.start_detached(timeout)
+            return "was not running: started"
+        with open(self.conf_path) as f:
+            before = f.read()
+        self.prepare()
+        self.configtest()
+        with open(self.conf_path) as f:
+            full = apacheconf.full_restart_needed(before, f.read())
+        if full:
+            self.stop(timeout)
+            self.start_detached(timeout)
+            return "restarted (%s: a graceful restart would not do)" % full
+        old = [p for p in self.processes() if p != pid]
+        self._log_mark = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while [p for p in old if procfs.alive(p)]:
+            if time.monotonic() > deadline:
+                raise InstanceError("children of the old generation still run after %.0f s:\n%s"
+                                    % (timeout, self.log_tail()))
+            time.sleep(0.05)
+        self.wait_ready(timeout)
+        return "restarted gracefully"
+
     def banner(self) -> str:
         """What a user needs to reach the instance: URLs, demo certificates, demo users."""
         pki = self.pki_dir
@@ -447,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "stop":
             inst.stop()
             print("stopped")
+        elif args.action == "restart":
+            print(inst.restart())
         else:
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
             try:   # whatever interrupts us, from the first moment, Apache goes down with us

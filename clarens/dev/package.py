@@ -1,7 +1,7 @@
 """Build the Debian package from this checkout, and check it with lintian (``./run package``).
 
-The build runs in a copy of the files the package is made of (those git knows,
-tracked or not ignored), under ``.state/package/``, so that dpkg-buildpackage's
+The build runs in a copy of the files the package is made of (those git tracks: it
+refuses, listing them, files there that git does not), under ``.state/package/``, so that dpkg-buildpackage's
 leftovers (debian/clarens/, debian/files, ...) never land in the checkout and two
 builds never share a tree.  The version is debian/changelog's; ``--version``
 builds the same tree as another version (a changelog entry is added to the copy
@@ -46,20 +46,27 @@ def changelog_version(path: str = os.path.join(ROOT, "debian", "changelog")) -> 
 
 
 def source_files(root: str = ROOT) -> list[str]:
-    """The files the package is built from: under :data:`SOURCES`, known to git (tracked, or new and
-    not ignored), and present; without git, every file there but caches."""
+    """The files the package is built from: those git tracks under :data:`SOURCES` (committed or
+    added), present; without git, every file there but caches.  BuildError listing the files git does
+    not track there (and does not ignore): a service author's module in modules/ must not ship by
+    accident, nor a new file of the project be left out silently."""
+    def listed(*options: str) -> list[str]:
+        out = subprocess.run(["git", "-C", root, "ls-files", "-z", *options, "--", *SOURCES], capture_output=True,
+                             check=True)
+        return [n for n in out.stdout.decode().split("\0") if n]
     try:
-        out = subprocess.run(["git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                              "--", *SOURCES], capture_output=True, check=True)
-        names = [n for n in out.stdout.decode().split("\0") if n]
+        names, untracked = listed("--cached"), listed("--others", "--exclude-standard")
     except (OSError, subprocess.CalledProcessError):
-        names = []
+        names, untracked = [], []
         for top in SOURCES:
             for directory, dirs, files in os.walk(os.path.join(root, top)):
                 dirs[:] = [d for d in dirs if d != "__pycache__"]
                 names += [os.path.relpath(os.path.join(directory, f), root) for f in files]
             if os.path.isfile(os.path.join(root, top)):
                 names.append(top)
+    if untracked:
+        raise BuildError("git does not track these files, so they are not built into the package; add them "
+                         "(git add), remove them, or have .gitignore ignore them:\n  " + "\n  ".join(sorted(untracked)))
     return sorted(n for n in set(names) if os.path.isfile(os.path.join(root, n)) and not n.endswith(".pyc"))
 
 

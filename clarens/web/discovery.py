@@ -10,6 +10,11 @@ from clarens import __version__
 from clarens.context import CallContext
 
 
+def _process(server: dict) -> str:
+    """", process PID" for those who may see process ids (the admin group); nothing for others."""
+    return ", process %d" % server["pid"] if "pid" in server else ""
+
+
 def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
     """The page for the caller in ``ctx``; ``base`` is where the host is served, ``pages`` the
     modules' pages (route -> title) for the navigation."""
@@ -35,9 +40,9 @@ def render(ctx: CallContext, base: str, pages: Mapping[str, str]) -> str:
         "<header class=top><h1>Clarens services</h1><span id=whoami>You are <b>%s</b></span>"
         "<nav>%s%s</nav></header><main>" % (escape(identity), nav, _account(ctx, base)),
         "<section class='card wide'><div id=messages></div>",
-        "<p>Framework %s, process %s. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
+        "<p>Framework %s%s. Call these methods with XML-RPC (<code>POST text/xml</code>) or "
         "JSON-RPC 2.0 (<code>POST application/json</code>) at <code>%s/</code>.</p>" % (
-            escape(__version__), ctx.server().get("pid", "-"), escape(base)),
+            escape(__version__), _process(ctx.server()), escape(base)),
         "<h2 class=spaced>Try a method</h2><form id=try class=form><label for=try-method>Method</label>"
         "<select id=try-method>%s</select><label for=try-params>Parameters</label>"
         "<textarea id=try-params rows=3 spellcheck=false>%s</textarea>"

@@ -73,7 +73,9 @@ def _startup_init(config, dbs, log):
                      admin_group=config.get("admin_group", "admins"), log=log,
                      store=ImageStore(images_dir, db, uploads, log), swept=time.monotonic())
     if not os.path.isdir(images_dir):
-        log.warning("images_dir %s does not exist: uploads and burns will fail until it does", images_dir)
+        # Not a warning: every local: call and SSH session boots a host, most of them never touching
+        # images; a call that does fails, and that is logged with the path.
+        log.info("images_dir %s does not exist: uploads and burns will fail until it does", images_dir)
     once_per_server("burner-sweep", _sweep)
 
 
@@ -418,12 +420,18 @@ def upload(web: WebRequest) -> WebResponse:
     return WebResponse.json({"image": result}, 201)
 
 
+# What the page offers, by the method each needs: it shows only what the caller may do.
+PAGE_ACTIONS = ("images", "drives", "jobs", "burn", "upload", "cancel", "eject", "delete_image")
+
+
 def page(web: WebRequest) -> WebResponse:
-    """GET /clarens/burner: the burner page (its data comes from the burner.* methods, as the caller)."""
+    """GET /clarens/burner: the burner page (its data comes from the burner.* methods, as the caller),
+    told which of them the caller may call, so that it offers nothing the policy would refuse."""
     if web.method not in ("GET", "HEAD"):
         return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
     if not web.path:
-        return WebResponse.html(_PAGE.replace("@BASE@", escape(web.base)))
+        may = " ".join(a for a in PAGE_ACTIONS if web.ctx.may_call("burner." + a))
+        return WebResponse.html(_PAGE.replace("@BASE@", escape(web.base)).replace("@MAY@", may))
     return static_file(_WEB, web.path)
 
 

@@ -11,6 +11,7 @@ import grp
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 
@@ -158,3 +159,42 @@ def test_a_failure_while_handing_the_socket_over_removes_it(helper_factory):
     out = subprocess.run([PYTHON, "-c", script, h.config], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "refused by the test" in out.stderr, out.stderr
     assert os.path.isdir(os.path.dirname(h.socket)) and not os.path.lexists(h.socket)
+
+
+def _notify_socket(directory: str) -> tuple[socket.socket, str]:
+    """A socket of root's, 0600, where the helper's notifications arrive (as start-stop-daemon's do)."""
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.settimeout(30)
+    return sock, path
+
+
+def test_it_tells_its_starter_when_it_is_ready_and_goes_by_its_name(helper_factory, tmp_path):
+    """The init script's start-stop-daemon --notify-await returns when the helper serves (it is
+    told after the helper dropped root, on a socket only root may use), and stops it by name."""
+    h = helper_factory()
+    _as(h)
+    sock, path = _notify_socket(str(tmp_path))
+    with sock:
+        h.start(env={"NOTIFY_SOCKET": path})
+        assert sock.recv(4096).decode().startswith("READY=1\nSTATUS=listening on %s" % h.socket)
+    with open("/proc/%d/comm" % h.proc.pid) as f:
+        assert f.read() == "clarens-burnerd\n"           # started as python3 -m clarens.burnerd
+    assert _status(h.proc.pid)["Uid"].split()[0] == str(NOBODY.pw_uid)
+    assert h.stop() == 0
+
+
+def test_a_start_that_fails_tells_its_starter_why(helper_factory, tmp_path):
+    h = helper_factory()
+    _as(h)
+    h.start()
+    sock, path = _notify_socket(str(tmp_path))
+    with sock:
+        out = subprocess.run([PYTHON, "-m", "clarens.burnerd", "--config", h.config], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path})
+        assert out.returncode == 1 and "another helper is running" in out.stderr
+        message = sock.recv(4096).decode()
+    assert "STATUS=cannot start: another helper is running" in message and "\nERRNO=5" in message
+    assert h.stop() == 0

@@ -15,7 +15,8 @@ import pytest
 from tests.helpers import ROOT
 
 LAYERS = [
-    ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.config", "clarens.log", "clarens.db",
+    ("stores", {"clarens", "clarens.faults", "clarens.procfs", "clarens.sizing", "clarens.config", "clarens.log",
+                "clarens.db",
                 "clarens.faultlog", "clarens.refusals", "clarens.once", "clarens.identity", "clarens.signatures",
                 "clarens.acl", "clarens.acl.model", "clarens.acl.files", "clarens.web", "clarens.web.uploads",
                 "clarens.web.digests", "clarens.web.reservations", "clarens.text", "clarens.framing",
@@ -31,7 +32,7 @@ LAYERS = [
 # Beside the host: command lines, clients, the private instance, the burner helper.
 TOOLS = ("clarens.__main__", "clarens.cli", "clarens.client", "clarens.burner_cli", "clarens.resumable",
          "clarens.apacheconf", "clarens.dev", "clarens.burnerd", "clarens.acl.__main__", "clarens.admin",
-         "clarens.cluster")
+         "clarens.cluster", "clarens.apachectl", "clarens.dedicated")
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
 
 

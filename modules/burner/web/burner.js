@@ -7,8 +7,17 @@
   const $ = (id) => document.getElementById(id);
   const ACTIVE = new Set(["queued", "burning", "verifying"]);
   const base = Clarens.endpoint.replace(/\/$/, "");   // absolute, without credentials
+  // The burner.* methods the policy lets this caller call (the server says, with the page): the page
+  // offers nothing else, and says why instead of showing the refusals.
+  const may = new Set(document.documentElement.dataset.may.split(" ").filter(Boolean));
   let me = null;
   let pollError = null;
+
+  // Why a part of the page is empty: the caller may not see it.
+  function notAllowed(what) {
+    return el("li", {class: "empty"}, me && me.authenticated ? "Your account may not see the " + what + "."
+                                                          : "Sign in to see the " + what + ".");
+  }
 
   function setOptions(select, values, empty) {
     const keep = select.value;
@@ -44,7 +53,8 @@
         el("div", {class: "head"},
           el("span", {class: "title"}, image.name),
           el("span", {class: "muted small"}, bytes(image.size)),
-          el("button", {type: "button", class: "danger", onclick: () => removeImage(image.name)}, "Delete")),
+          el("button", {type: "button", class: "danger", disabled: !may.has("delete_image"),
+                        onclick: () => removeImage(image.name)}, "Delete")),
         el("dl", {class: "kv small"},
           el("dt", {}, "SHA-256"), el("dd", {class: "mono hash"}, image.hashing
             ? "being computed (" + image.hashing.percent + "%)" : image.sha256),
@@ -54,6 +64,10 @@
   }
 
   async function loadImages() {
+    if (!may.has("images")) {
+      setOptions($("burn-image"), [], "(no images)");
+      return $("images").replaceChildren(notAllowed("images"));
+    }
     try { renderImages(await call("burner.images")); } catch (err) { fail(err); renderImages([]); }
   }
 
@@ -195,7 +209,7 @@
         el("div", {class: "head"},
           el("b", {}, drive.name),
           el("span", {class: "badge" + (drive.busy ? " burning" : "")}, drive.busy ? "busy" : "idle"),
-          el("button", {type: "button", class: "secondary", disabled: drive.busy,
+          el("button", {type: "button", class: "secondary", disabled: drive.busy || !may.has("eject"),
                         onclick: () => eject(drive.name)}, "Eject")),
         el("p", {class: "muted small"}, (drive.reachable === false ? "" : drive.kind + " · holds " +
            bytes(drive.capacity) + " · ") + medium(drive) +
@@ -220,7 +234,7 @@
         el("span", {class: "title"}, "#" + job.id + " " + job.image),
         el("span", {class: "muted"}, "→ " + job.drive),
         el("span", {class: "badge " + job.state, "data-role": "state"}, job.state),
-        ACTIVE.has(job.state) ? el("button", {type: "button", class: "danger",
+        ACTIVE.has(job.state) ? el("button", {type: "button", class: "danger", disabled: !may.has("cancel"),
                                               onclick: () => cancel(job.id)}, "Cancel") : null),
       el("progress", {max: 100, value: progress.percent, "aria-label": "progress of job " + job.id}),
       el("div", {class: "figures small muted"},
@@ -313,13 +327,16 @@
   }
 
   async function pollOnce() {
+    const wanted = ["jobs", "drives"].filter((name) => may.has(name));
+    if (!wanted.length) return;
     let results;
     try {
-      results = await batch([["burner.jobs"], ["burner.drives"]]);
+      results = await batch(wanted.map((name) => ["burner." + name]));
     } catch (err) {
-      results = [{error: err}, {error: err}];
+      results = wanted.map(() => ({error: err}));
     }
-    const [jobs, drives] = results;
+    const [jobs, drives] = ["jobs", "drives"].map((name) => wanted.includes(name) ? results[wanted.indexOf(name)]
+                                                                              : {result: null});
     if (jobs.result) renderJobs(jobs.result);
     if (drives.result) renderDrives(drives.result);
     const error = jobs.error || drives.error;
@@ -336,10 +353,24 @@
     }
   }
 
+  // What the caller may not do is not offered (and the parts it may not see say so).
+  function offer() {
+    for (const id of ["burn-image", "burn-drive", "burn-speed", "burn-verify", "burn-button"]) {
+      $(id).disabled = !may.has("burn");
+    }
+    $("upload-file").disabled = $("upload-button").disabled = !may.has("upload");
+    if (!may.has("jobs")) $("jobs").replaceChildren(notAllowed("jobs"));
+    if (!may.has("drives")) {
+      $("drives").replaceChildren(notAllowed("drives"));
+      setOptions($("burn-drive"), [], "(no drives)");
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", async () => {
     $("burn").addEventListener("submit", burn);
     $("upload").addEventListener("submit", upload);
     await showIdentity();
+    offer();
     await loadImages();
     // One second after each poll ends: a slow server is never asked twice at once.
     const loop = () => poll().finally(() => setTimeout(loop, 1000));
