@@ -94,6 +94,9 @@ def test_restart_loads_a_new_module_and_restarts_fully_only_when_the_pool_needs_
         inst.stop()
         shutil.rmtree(inst.state_dir, ignore_errors=True)
         shutil.rmtree(modules, ignore_errors=True)
+    # ./run restart reaches it (the command is known: only the made-up option is refused).
+    out = subprocess.run([RUN, "restart", "--no-such-option"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "unrecognized arguments: --no-such-option" in out.stderr, out.stderr
 
 
 def test_a_private_state_directory_gets_only_the_traverse_bit_it_needs_and_says_so(capsys):

@@ -16,7 +16,7 @@ SHIPPED = {
     "system.listMethods": ["array"], "system.methodSignature": ["array,string", "string,string"],
     "system.methodHelp": ["string,string"], "system.multicall": ["array,array"],
     "system.getCapabilities": ["struct"], "system.listModules": ["array"], "system.whoami": ["struct"],
-    "system.serverInfo": ["struct"],
+    "system.mayCall": ["struct,array"], "system.serverInfo": ["struct"],
     "validator1.arrayOfStructsTest": ["int,array"], "validator1.countTheEntities": ["struct,string"],
     "validator1.easyStructTest": ["int,struct"], "validator1.echoStructTest": ["struct,struct"],
     "validator1.manyTypesTest": ["array,int,boolean,string,double,dateTime.iso8601,base64"],
@@ -201,3 +201,15 @@ def test_whoami_and_server_info(anon, proxy):
     caps = proxy.system.getCapabilities()
     assert {"introspection", "system.multicall", "faults_interop"} <= set(caps)
     assert caps["faults_interop"]["specVersion"] == 20010516
+
+
+def test_may_call_says_what_the_policy_lets_the_caller_call(anon, proxy):
+    """What the burner page asks to offer only what the caller may do; the discovery page's marks."""
+    names = ["echo.echo", "burner.burn", "burner.upload", "acl.show", "no.such"]
+    assert anon.system.mayCall(names) == {"echo.echo": True, "burner.burn": False, "burner.upload": False,
+                                          "acl.show": False, "no.such": False}
+    assert proxy.system.mayCall(names) == {"echo.echo": True, "burner.burn": True, "burner.upload": True,
+                                           "acl.show": False, "no.such": False}
+    with pytest.raises(xmlrpc.client.Fault) as too_many:
+        anon.system.mayCall(["echo.echo"] * 101)
+    assert too_many.value.faultCode == faults.INVALID_PARAMS and "at most 100" in too_many.value.faultString

@@ -457,7 +457,7 @@ def _tail(path: str, lines: int = 20, offset: int = 0) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m clarens.dev.instance", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["serve", "start", "stop", "status", "render"])
+    parser.add_argument("action", choices=["serve", "start", "stop", "restart", "status", "render"])
     parser.add_argument("--debug", action="store_true", help="one process (-X) with PythonDebug On")
     parser.add_argument("--state", default=os.environ.get("CLARENS_STATE", DEFAULT_STATE))
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLARENS_PORT", "8080")))

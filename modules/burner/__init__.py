@@ -420,18 +420,12 @@ def upload(web: WebRequest) -> WebResponse:
     return WebResponse.json({"image": result}, 201)
 
 
-# What the page offers, by the method each needs: it shows only what the caller may do.
-PAGE_ACTIONS = ("images", "drives", "jobs", "burn", "upload", "cancel", "eject", "delete_image")
-
-
 def page(web: WebRequest) -> WebResponse:
-    """GET /clarens/burner: the burner page (its data comes from the burner.* methods, as the caller),
-    told which of them the caller may call, so that it offers nothing the policy would refuse."""
+    """GET /clarens/burner: the burner page (its data comes from the burner.* methods, as the caller)."""
     if web.method not in ("GET", "HEAD"):
         return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
     if not web.path:
-        may = " ".join(a for a in PAGE_ACTIONS if web.ctx.may_call("burner." + a))
-        return WebResponse.html(_PAGE.replace("@BASE@", escape(web.base)).replace("@MAY@", may))
+        return WebResponse.html(_PAGE.replace("@BASE@", escape(web.base)))
     return static_file(_WEB, web.path)
 
 

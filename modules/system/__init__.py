@@ -93,6 +93,21 @@ def logout():
     return context.current().close_session()
 
 
+MAY_CALL_AT_ONCE = 100     # names one mayCall asks about
+
+
+def mayCall(names):
+    """Return whether the access-control policy lets the caller call each of NAMES (an array of
+    method names, or names the policy knows, such as burner.upload), as {name: boolean}: what the
+    discovery page marks, for a page to offer only what the caller may do.  At most 100 names."""
+    if not all(isinstance(name, str) for name in names):
+        raise Fault(INVALID_PARAMS, "names must be strings")
+    if len(names) > MAY_CALL_AT_ONCE:
+        raise Fault(INVALID_PARAMS, "at most %d names at once" % MAY_CALL_AT_ONCE)
+    ctx = context.current()
+    return {name: ctx.may_call(name) for name in names}
+
+
 def serverInfo():
     """Return facts about this server process: versions, when it started, its modules (and, for
     administrators, its pid), whether access control is on, off or failed, and the digests of
@@ -113,6 +128,7 @@ methods_list = {
     "whoami": whoami,
     "auth": auth,
     "logout": logout,
+    "mayCall": mayCall,
     "serverInfo": serverInfo,
 }
 
@@ -126,5 +142,6 @@ methods_sig = {
     "whoami": ["struct"],
     "auth": ["struct"],
     "logout": ["boolean"],
+    "mayCall": ["struct,array"],
     "serverInfo": ["struct"],
 }

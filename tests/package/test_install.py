@@ -568,13 +568,15 @@ def memory_cgroup(limit: int) -> str | None:
 
 def apache_memory(r: Root) -> tuple[int, float, float]:
     """How many Apache processes run in the root, and the sum of their PSS and RSS, in MB."""
-    pss = rss = 0
-    pids = processes_named(r, "apache2")
-    for pid in pids:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            fields = dict(line.split(":", 1) for line in f if line[0].isupper())
-        pss, rss = pss + int(fields["Pss"].split()[0]), rss + int(fields["Rss"].split()[0])
-    return len(pids), pss / 1024, rss / 1024
+    pss = rss = count = 0
+    for pid in processes_named(r, "apache2"):
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                fields = dict(line.split(":", 1) for line in f if line[0].isupper())
+        except OSError:                     # it has just exited (prefork trims its idle processes)
+            continue
+        pss, rss, count = pss + int(fields["Pss"].split()[0]), rss + int(fields["Rss"].split()[0]), count + 1
+    return count, pss / 1024, rss / 1024
 
 
 BURST = """\

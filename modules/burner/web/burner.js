@@ -7,9 +7,10 @@
   const $ = (id) => document.getElementById(id);
   const ACTIVE = new Set(["queued", "burning", "verifying"]);
   const base = Clarens.endpoint.replace(/\/$/, "");   // absolute, without credentials
-  // The burner.* methods the policy lets this caller call (the server says, with the page): the page
-  // offers nothing else, and says why instead of showing the refusals.
-  const may = new Set(document.documentElement.dataset.may.split(" ").filter(Boolean));
+  // What the page offers, by the burner.* name each needs: the policy lets the caller do some of them
+  // (system.mayCall says which); the page offers nothing else, and says why instead of showing refusals.
+  const ACTIONS = ["images", "drives", "jobs", "burn", "upload", "cancel", "eject", "delete_image"];
+  let may = new Set(ACTIONS);
   let me = null;
   let pollError = null;
 
@@ -30,6 +31,8 @@
   async function showIdentity() {
     try {
       me = await call("system.whoami");
+      const allowed = await call("system.mayCall", [ACTIONS.map((name) => "burner." + name)]);
+      may = new Set(ACTIONS.filter((name) => allowed["burner." + name]));
     } catch (err) {
       $("whoami").textContent = "identity unknown";
       return fail(err);
