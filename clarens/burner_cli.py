@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None, prog: str = "python3 -m clarens.burner_c
     except (TransportError, OSError, resumable.UploadRefused) as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
+    except ClientConfigError as e:      # no password to sign in with
+        print("%s: %s" % (prog, e), file=sys.stderr)
+        return 2
     finally:
         svc.close()
     return 0

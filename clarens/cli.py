@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     except TransportError as e:
         err.write("clarens: %s\n" % e)
         return TRANSPORT
-    except TypeError as e:        # an argument or result JSON/XML-RPC cannot carry
+    except (TypeError, ClientConfigError) as e:    # an argument or result JSON/XML-RPC cannot carry; no password
         err.write("clarens: %s\n" % e)
         return USAGE
     finally:

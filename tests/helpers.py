@@ -33,7 +33,7 @@ TEST_MODULES = os.path.join(ROOT, "tests", "modules")
 # The service modules the project ships in modules/ (tests/package/test_layout.py holds this list to
 # what git tracks there).  The checkout's modules/ may also hold a service author's own, which no
 # test may load: one called like a test module shadowed it and broke a test with no hint.
-SHIPPED_MODULES = ("acl", "burner", "echo", "system", "validator1")
+SHIPPED_MODULES = ("acl", "burner", "echo", "session", "system", "validator1")
 ORG = devpki.ORG
 
 

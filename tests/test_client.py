@@ -302,7 +302,8 @@ def test_the_command_line_calls_and_lists_from_any_directory(server, tmp_path):
     assert listed.returncode == 0 and "echo.echo(string)" in listed.stdout
     no_terminal = subprocess.run([clarens, "call", "--user", "demo", server.url, "system.whoami"], cwd=str(tmp_path),
                                  capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
-                                 env={k: v for k, v in env.items() if k != "CLARENS_PASSWORD"})
+                                 env={**{k: v for k, v in env.items() if k != "CLARENS_PASSWORD"},
+                                      "XDG_CACHE_HOME": str(tmp_path / "no-tokens")})     # no session kept
     assert no_terminal.returncode == 2 and "set CLARENS_PASSWORD" in no_terminal.stderr, no_terminal.stderr
 
 

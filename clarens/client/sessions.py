@@ -21,12 +21,13 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 import threading
 import time
 from typing import Callable, Mapping
 
 from clarens.client import wire as wire_mod
-from clarens.client.errors import TransportError
+from clarens.client.errors import ClientConfigError, TransportError
 from clarens.client.transports import Answer, Http, basic_authorization
 from clarens.faults import METHOD_NOT_FOUND, SERVICE_UNAVAILABLE, Fault
 
@@ -36,8 +37,17 @@ NO_SESSIONS = ""                  # what a host without sessions is remembered a
 
 def asked_password(user: str) -> Callable[[], str]:
     """The command lines' password of ``user``: ``$CLARENS_PASSWORD``, else asked on the terminal, only when
-    a session must be opened (a token kept from an earlier run needs none)."""
-    return lambda: os.environ.get("CLARENS_PASSWORD") or getpass.getpass("password for %s: " % user)
+    a session must be opened (a token kept from an earlier run needs none); ClientConfigError when there is
+    neither (a script, a pipe)."""
+    def ask() -> str:
+        password = os.environ.get("CLARENS_PASSWORD")
+        if password:
+            return password
+        if not sys.stdin.isatty():
+            raise ClientConfigError("no password for %s: set CLARENS_PASSWORD (there is no terminal to ask on)"
+                                    % user)
+        return getpass.getpass("password for %s: " % user)
+    return ask
 
 
 def default_token_file() -> str:
