@@ -382,7 +382,8 @@ def test_basic_users_and_client_certificates_over_https(root, pki):
     me = call(r, HTTPS, "system.whoami", auth=ALICE)
     assert (me["identity"], me["authenticated"], me["groups"]) == ("alice", True, ["users"]), me
     assert call(r, HTTPS, "burner.drives", auth=ALICE) == []          # allowed; the helper has no drive yet
-    wrong = clarens(r, *ALICE, "call", HTTPS, "system.whoami", env={"CLARENS_PASSWORD": "wrong"})
+    wrong = clarens(r, *ALICE, "call", HTTPS, "system.whoami",           # without alice's session, kept by now
+                    env={"CLARENS_PASSWORD": "wrong", "XDG_CACHE_HOME": "/tmp/no-session-kept"})
     assert wrong.returncode != 0
 
     me = call(r, HTTPS, "system.whoami", auth=cert("user"))
