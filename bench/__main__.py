@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``/usr/bin/python3 -m bench``: measure Clarens against references served by the same Apache
 and against the standard library's threaded XML-RPC server, then print and save one table.
 

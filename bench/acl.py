@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Development tool: the ACL enforcing path (``Policy.allows``) in-process, per case.
 
     /usr/bin/python3 -m bench.acl                  # nanoseconds per check, each case

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The front end, measured: echo through HAProxy against echo straight to Apache, and idle clients held.
 
 Why: HAProxy in front of the hosts (conf/haproxy/) costs something on every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Load generation with wrk: build the request script, run wrk, parse what it prints."""
 
 from __future__ import annotations

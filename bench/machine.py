@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The machine and software a run was measured on, recorded beside the results."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Measurements that are not a request under steady load, each giving one table row.
 
 :data:`PROBES` lists them; a probe is a function of a :class:`ProbeEnv` returning a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Development tool: time and profile the request handlers in-process, without Apache.
 
     /usr/bin/python3 -m bench.profile                 # microseconds per request, each row

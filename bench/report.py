@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Aggregate the rounds, check the targets, and render the table (terminal, markdown, JSON)."""
 
 from __future__ import annotations

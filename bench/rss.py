@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The resident memory of an Apache instance's children over a run, and whether it stayed flat.
 
 A leak in the host shows as children that keep growing while they serve.  Prefork

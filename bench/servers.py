@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The servers under test: one private Apache (Clarens plus the references) and the stdlib server."""
 
 from __future__ import annotations

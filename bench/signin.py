@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sessions and password guessing, measured: what signing in once saves, and what guessing costs others.
 
 Why: a password check is bcrypt (about 50 ms of CPU); a session token is checked in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``./run soak [SECONDS]``: a bounded soak of a private instance under a realistic mix of work at once.
 
 The bench measures one kind of request at a time; a soak looks for what only

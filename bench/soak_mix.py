@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The soak's request mix: one wrk run whose connections interleave every kind of call.
 
 One wrk (not one per kind) so that every keep-alive connection, and so every

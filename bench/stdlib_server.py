@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The alternative a user would pick: the standard library's threaded XML-RPC server.
 
 ``SimpleXMLRPCServer`` with ``socketserver.ThreadingMixIn`` (a thread per

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What is measured: one :class:`Target` per table row, and how to check it answers correctly.
 
 Every row is one HTTP request sent over and over by wrk.  Adding a row is one

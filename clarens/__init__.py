@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Clarens: a service host for Apache and mod_python.
 
 The public API for service modules:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``python3 -m clarens``: the command line of :mod:`clarens.cli`."""
 
 import sys

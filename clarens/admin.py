@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``clarens-admin``: the administrator's chores on a host where Clarens is installed as a package.
 
 Password users live in the htpasswd file named by ``[server] htpasswd`` in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Apache's side of the configuration, rendered from ``clarens.conf`` and the machine so that they never disagree.
 
 Apache refuses a body over ``LimitRequestBody`` before the host sees the request,

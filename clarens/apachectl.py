@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Apaches of this host that serve Clarens, as an administrator drives them.
 
 Which Apache that is depends on how Clarens is installed: in the system's own

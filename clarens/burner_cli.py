@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``clarens-burn``: burn ISO images on a Clarens host from the command line (built on clarens.client).
 
     clarens-burn [OPTIONS] burn IMAGE.iso [--drive D] [--speed N] [--no-verify]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``clarens``: call any method of a Clarens host from a shell or a script.
 
     python3 -m clarens call URL|SERVICE METHOD [ARG ...]      (and OPTIONS, anywhere)

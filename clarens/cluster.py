@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Several Clarens hosts behind HAProxy: the digests a front end expects, its configuration, checks, draining.
 
 Why: every host of a cluster must decide alike, serve the same code and believe the

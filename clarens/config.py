@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Server configuration: an INI file, overridable key by key from Apache.
 
 The file (``conf/clarens.conf``) has a ``[server]`` section, an optional

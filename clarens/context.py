@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The call context: what service code may know and ask about the call it is serving.
 
 This is the service modules' API at call time (with what ``_startup_init``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The credentials a request carries, and the caller they make: a password (Basic), checked by the
 host, or a session token (``Authorization: Bearer``, or the pages' cookie: :mod:`clarens.sessions`).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A process-wide registry of tdb files whose values are JSON.
 
 libtdb refuses a second open of the same file in one process (EBUSY: fcntl

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Clarens in an Apache of its own, so that the administrator's Apache stays as it was.
 
 mod_python needs the prefork MPM, and the package's include sets server-wide

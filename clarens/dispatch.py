@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The dispatcher: decides what a call means and runs it.
 
 Protocol-neutral: the XML-RPC and JSON-RPC adapters decode a request into a

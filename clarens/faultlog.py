@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Logging the faults of a request in proportion to it, not to what an attacker sends.
 
 Every refused or failed call is worth a line in the error log, but a request can

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fault codes and the exception service code raises to answer with a fault.
 
 The codes follow the XML-RPC fault-code interoperability spec

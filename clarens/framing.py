@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Messages on a byte stream (the pipes of an SSH session), one after another.
 
 Each message is a header block and a body, as in HTTP and the Language Server

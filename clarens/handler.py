@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The mod_python entry point: ``PythonHandler clarens.handler``.
 
 Adapts an Apache request for the dispatcher and writes its answer:

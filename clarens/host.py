@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The host: one per process, built once at child start by :mod:`clarens.startup`.
 
 It holds the configuration, the tdb registry, the loaded service modules with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Who is calling: the identity the host establishes for each request.
 
 Sources, in order:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What makes a file an ISO 9660 image: the one definition the web tier and the helper share.
 
 An ISO 9660 file system begins with 16 sectors (32 KiB) of system area; the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reusing a kept-alive connection: whether the other side has closed it.
 
 A client that keeps connections open between calls (the RPC client's HTTP

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Discover, import and register service modules.
 
 A service module is a Python package (a directory with ``__init__.py``) in one

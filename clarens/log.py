@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Logging to Apache's error log (or to stderr outside Apache).
 
 Every logger under ``clarens`` (the host's, and ``clarens.module.NAME`` given to

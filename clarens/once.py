@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run a block exactly once per server start, across all Apache children.
 
 Every child calls :func:`once_per_server` from its ``_startup_init``; the first

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Passwords, checked by the host against the htpasswd file ``clarens-admin`` keeps.
 
 Apache's ``mod_auth_basic`` ran bcrypt (about 50 ms of CPU) for every request that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Facts about processes, from Linux's /proc."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Requests that reach the host through a trusted front end: HAProxy terminating TLS.
 
 Why this exists: behind a front end that terminates TLS (conf/haproxy/clarens.cfg),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Refused requests, logged in proportion to the server, not to what attackers send.
 
 Every refusal (a denied call, credentials refused, a request line that is not

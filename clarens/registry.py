@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The registry of exported methods: what the loader builds and the dispatcher serves.
 
 Methods are reached only through this table, by their full name

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client side of resumable uploads (the protocol is described in :mod:`clarens.web.uploads`).
 
 :func:`upload` sends a file with ``PUT``, asking the server first how much of it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A request's way through the dispatcher, whatever carried it.
 
 Apache (:mod:`clarens.handler`), a ``local:`` client in the same process

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Revocations reach every host of a cluster: each host fetches the others' every few seconds.
 
 A session token is valid on every host that holds the session key

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sessions: a caller proves who it is once (a password, a client certificate) and carries a token after.
 
 A token is signed, not looked up: ``cs1.SID.ISSUED.EXPIRES.SEEN.SOURCE.FP.NAME.MAC``,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Method signatures (``methods_sig``) and the parameter check derived from them.
 
 A signature is ``"ret,arg1,arg2"`` using XML-RPC type names.  Each method's

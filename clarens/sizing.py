@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How many Apache processes this machine can hold: the pool's size from its memory and cores.
 
 Under prefork every connection holds a whole process, and an idle process of the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``PythonImport clarens.startup INTERPRETER``: boot the host in every Apache child at child start.
 
 Loading here, rather than on the first request, means no request pays for

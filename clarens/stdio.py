@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The host in a one-shot process on standard input and output: calls over SSH with no server running.
 
     ssh alice@host /usr/bin/python3 -m clarens.stdio [--config PATH] [-o SECTION.KEY=VALUE ...]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which text may be a name: one rule for image names (web tier and helper) and for identities.
 
 A name is shown to people (pages, listings, logs) and stored (tdb keys, file names), so

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Password guessing throttled before any password is checked, in one table every child shares.
 
 A password check costs about 50 ms of CPU (bcrypt, cost 10), so an attacker who may

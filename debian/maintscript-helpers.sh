@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Functions the maintainer scripts share: debian/rules puts this file in place of the line
 # "#CLARENS_HELPERS#" in the built postinst, prerm and postrm (a postrm cannot source a file
 # of the package: it may be gone by then).

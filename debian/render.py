@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Render what the package installs under /etc from the checkout's own files, at build time.
 
 The checkout's configuration (conf/, acl/) is the one source: it documents every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Waiting on the burner through a real Apache: a job reaching a state, a helper answering.
 Shared by the burner tests and the fault tests (which kill the helper mid-burn)."""
 

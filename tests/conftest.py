@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures: the session's Apache instance and callers of each kind."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for tests against real private Apache + mod_python instances of this checkout.
 
 Each instance runs from a throw-away state directory on free ports, with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``clarens-acl dump``: live changes kept in a file that validates beside the ACL files.
 
 The round trip through a real server (dump, graceful restart, the same decisions)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ACL semantics, the file format, and the tdb store, on their own."""
 
 import logging

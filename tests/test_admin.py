@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``clarens-admin``: Basic-authentication users in an htpasswd file Apache's group alone may read."""
 
 import grp

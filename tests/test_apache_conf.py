@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Apache configuration rendered from clarens.conf and the machine: accepted by apachectl,
 limits and pool following the configuration, the pool sized to the machine."""
 

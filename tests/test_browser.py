@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The burner page and the discovery page in a real browser (Debian's headless Chromium).
 
 Screenshots go to tests/output/ (git-ignored): the burner page mid-burn and after

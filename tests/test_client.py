@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client library (clarens.client) against the real Apache instance: both protocols, every kind of
 credential, faults and transport errors, keep-alive, threads, uploads, and local: giving what https gives."""
 

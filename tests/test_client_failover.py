@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client's failover pool against three real instances: spreading, losing one, getting it back, losing all.
 
 The instances tell themselves apart by their probe greeting, and share one

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client library against servers that misbehave: slow, huge, endless, malformed, redirecting.
 
 A small hostile server (one thread per connection, on loopback) reads each request and answers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client's failover pool without servers: the policy on a fake clock, and Service over fake transports.
 
 The rule under test (issue 12): a call goes to another server only if it provably

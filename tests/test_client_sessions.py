@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client library and command lines in sessions, through Apache: the password goes once, the token
 after; a session ended by the host is opened again once, transparently; uploads carry the token; the
 command lines keep the token for the next command.  (The layer alone: tests/unit/test_client_sessions.py.)"""

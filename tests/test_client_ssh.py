@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Calls over SSH with no server running: a real OpenSSH sshd, real OS users, clarens.stdio.
 
 The module starts a private instance (for its burner helper and ACL files), an

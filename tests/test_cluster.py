@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Several hosts behind HAProxy, drives on another machine over SSH, one policy: the cluster end to end.
 
 Three private instances are the Clarens hosts, on ports of their own, in cluster mode, with the

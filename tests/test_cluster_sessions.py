@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A session across three hosts behind HAProxy: opened through the front end, valid on every host, and
 ended on every host within the stated bound when it is signed out or revoked on one.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Configuration loading and PythonOption overrides."""
 
 import os

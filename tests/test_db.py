@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tdb registry: one handle per file per process, JSON values, transactions."""
 
 import multiprocessing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fault injection through the real Apache, helper and xorriso: killed children, killed or hung helper, full disk."""
 
 import glob

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile clients through the real Apache: slow clients cannot starve the host, bytes that are not
 UTF-8 get a plain 400, logs stay in proportion, defaults say little, one request's cost is bounded."""
 

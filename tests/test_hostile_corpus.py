@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The hostile-input corpus (tests/hostile/*.case, format in tests/hostile/README.md) against Apache and the helper."""
 
 import base64

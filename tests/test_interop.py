@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Third-party XML-RPC clients (Perl's RPC::XML, xmlrpc-api-utils) against the real server."""
 
 import subprocess

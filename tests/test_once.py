@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """once_per_server: exactly one process runs the block per server start, even if one dies in it."""
 
 import multiprocessing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Passwords checked by the host, through Apache: UTF-8 names, the access log, HTTPS only, and the
 throttle that stops password guessing before bcrypt runs (shared by every child, per address)."""
 

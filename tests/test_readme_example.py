@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The service module shown in the README works as documented, in the real Apache."""
 
 import os

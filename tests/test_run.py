@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``./run`` as a developer uses it: ``test PATH`` runs only those, ``restart`` loads a new module, and a
 failed run names the temporary files it kept."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A test run stopped with SIGTERM (a CI timeout, a closed terminal) leaves nothing running."""
 
 from __future__ import annotations

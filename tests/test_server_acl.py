@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Identities and ACLs through the real Apache, over HTTPS with real client certificates."""
 
 import base64

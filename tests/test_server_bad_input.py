@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bad input through the real Apache: a precise fault, logged, and the child keeps serving."""
 
 import json

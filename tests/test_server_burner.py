@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The burner service through the real Apache, with the real helper, xorriso and a stdio: drive."""
 
 import hashlib

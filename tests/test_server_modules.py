@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Module loading in the real Apache: failures isolated, _startup_init once per child,
 the once-per-server block once per start, config and tdb handed to modules."""
 

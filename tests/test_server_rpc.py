@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """XML-RPC and JSON-RPC through the real Apache + mod_python: discovery, echo, multicall, faults."""
 
 import datetime

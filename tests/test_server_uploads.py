@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image uploads through the real Apache: refusals before the body is sent, resuming after
 dropped connections and killed children, expiry of what nobody resumes, and real sizes."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sessions through Apache: opened with a password or a certificate, in both protocols, carried as a
 header by any client (the standard library's xmlrpc.client too), valid in every child and after a
 restart; expired, signed-out, revoked, forged and other hosts' tokens refused; a new password, an

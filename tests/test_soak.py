@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A 15 s soak through the same code as ``./run soak`` (bench/soak.py): a private instance under the
 whole mix at once (echoes, multicalls, calls by name, refused calls, burner polling, policy changes,
 burns) must answer every call correctly, verify its burns, apply every policy change, and keep its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Resumable uploads (clarens.web.uploads) on a real filesystem, without Apache: the request
 body is a function handing out bytes, as mod_python's req.read does."""
 

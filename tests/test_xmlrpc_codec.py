@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The XML-RPC codec on its own: strict, safe decoding and faithful encoding."""
 
 import datetime

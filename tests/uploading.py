@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image uploads on the wire, for the tests that upload to a real Apache: a PUT's head sent
 alone, byte ranges, HEAD, the partial files and the child writing one.  Shared by the
 upload tests and the fault tests (which kill children mid-upload)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reference: a bare mod_python handler writing a fixed XML-RPC response without reading the request.
 
 The response is byte for byte what Clarens answers to ``echo.echo('hi')``, so the

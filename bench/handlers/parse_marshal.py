@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reference: parse the XML-RPC request and marshal the reply with the standard library, nothing else.
 
 Echoes the parameters back (``xmlrpc.client.loads`` then ``dumps``): no access

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Administer the access-control policy on the server host.
 
     python3 -m clarens.acl validate            check the ACL files (file:line of the first problem)

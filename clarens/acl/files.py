@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ACL file format: parse ``acl/*.acl`` into a Policy, and write a Policy back.
 
 The syntax follows Apache's own configuration, one directive per line::

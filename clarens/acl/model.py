@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Access-control entries, groups, and the decision for one call.
 
 An entry is keyed by a method (``burner.burn``), a module (``burner``) or the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The live policy in ``acl.tdb``, and the per-process guard the dispatcher consults.
 
 Records (JSON values, readable with ``tdbdump``):

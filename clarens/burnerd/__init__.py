@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The burner helper: burns ISO images to CD/DVD writers for the web tier, without giving Apache the drive.
 
 A separate process, running as a user that may open the drives, listening on a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command line: run the helper, or ask a running one for its status.
 
     python3 -m clarens.burnerd --config PATH                    # run (foreground)

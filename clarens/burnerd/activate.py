@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Exec a program the way systemd socket activation does: the socket at fd 3, ``LISTEN_PID`` = own pid.
 
     python3 -m clarens.burnerd.activate FD PROGRAM ARGS...

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Drive backends: what a drive of each ``kind`` does, behind the one interface the worker uses.
 
 The worker (:mod:`~clarens.burnerd.worker`) keeps what every kind shares: the

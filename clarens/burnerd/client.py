@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Client library for the burner helper (the web tier's ``burner`` module and the admin CLI).
 
 Plain standard library: :mod:`http.client` over an AF_UNIX socket.  Two kinds of

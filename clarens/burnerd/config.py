@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The helper's configuration: an INI file with ``[burnerd]`` and one ``[drive:NAME]`` per writer.
 
 Relative paths are relative to the directory holding the file.  Every key is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start-up and shutdown of the helper process.
 
 1. read the configuration, set umask 077 (state files are the helper's alone);

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One writer per drive: an exclusive ``flock`` on a lock file per drive, held by every xorriso that touches it.
 
 libburn takes no lock on a ``stdio:`` target (two xorriso processes writing one

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Refusals: every error the helper answers with has a code, a reason and an HTTP status.
 
 The codes are part of the API (the web tier maps them to messages for users);

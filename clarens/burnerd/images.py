@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sanitising image names and opening images safely.
 
 An image is one file name in ``images_dir``, the web tier's upload directory.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The job database: one JSON record per job in a tdb file (through :mod:`clarens.db`).
 
 Every change is a tdb transaction, so a crash leaves each record as it was

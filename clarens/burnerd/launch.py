@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start the helper as systemd would: the socket made with its configured owner, group and
 mode by a privileged parent, the helper itself run as its own unprivileged user, and
 restarted when it fails (:mod:`clarens.burnerd.supervise`).

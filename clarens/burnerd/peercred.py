@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Who is at the other end of a Unix socket connection (SO_PEERCRED).
 
 The kernel records the credentials of the process that called ``connect()``;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Starting the helper as root where there is no systemd (containers, chroots, a plain init script).
 
 systemd makes the socket and the state directory and starts the helper as its

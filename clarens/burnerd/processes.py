@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The processes the helper starts on a drive: each in its own session, with a run token, never outliving us unnoticed.
 
 Every command is an argv list run without a shell, in a clean environment with

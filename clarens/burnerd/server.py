@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """HTTP/1.1 with JSON bodies over the Unix socket (the standard library's http.server).
 
 Every connection's peer credentials are read once (SO_PEERCRED); a uid not in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the helper does, independent of HTTP: drives, jobs, cancel, eject, status.
 
 Every method either returns JSON-ready data or raises

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The listening Unix socket: created by the helper, or handed over by systemd.
 
 File permissions on the socket are the first barrier (only its owner and group

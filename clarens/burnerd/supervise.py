@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keep the burner helper running, as systemd does with ``Restart=on-failure``, where there is no systemd.
 
     python3 -m clarens.burnerd.supervise SOCKET_FD USER CONFIG

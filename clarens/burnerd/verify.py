@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SHA-256 of an image and of what a drive reads back.
 
 The disc is read back for exactly the image's size: a burn pads the written

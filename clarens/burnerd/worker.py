@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One worker thread per drive: everything that touches the drive happens in it, one thing at a time.
 
 It runs the drive's queued jobs oldest first, ejects, and (when the drive's

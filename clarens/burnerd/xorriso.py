@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """xorriso's side of a drive: the argument lists of its commands and the meaning of its output.
 
 Both shipped backends (:mod:`clarens.burnerd.backends`) drive xorriso; they run

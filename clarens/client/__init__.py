@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Python client of a Clarens host.
 
     from clarens.client import connect, service

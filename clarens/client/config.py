@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Services named by configuration, not code: ``clarens.client.service("burner")``.
 
 The client configuration is an INI file: ``$CLARENS_CLIENT_CONF`` if set (that

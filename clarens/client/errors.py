@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the client library raises besides :class:`clarens.Fault` (all exported by :mod:`clarens.client`).
 
 Besides these: ``ValueError`` for arguments that cannot work (an unknown protocol, a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which server a call goes to, and when a failed call may go to another.
 
 Round-robin over the servers that are up.  A server that fails is marked down

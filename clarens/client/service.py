@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A remote (or local) Clarens host as a Python object: calls, batches, uploads, failover."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sign in once: a password user's calls carry a session token, not the password.
 
 A host checks a password with bcrypt (about 50 ms of CPU) and throttles the

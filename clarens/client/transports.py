@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How request bytes reach a host and its answer comes back: HTTP(S), in-process, or SSH.
 
 Each transport has ``url``, ``exchange(body, content_type, timeout, headers) -> Answer``

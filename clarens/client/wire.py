@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client's side of the two protocols: requests as bytes, answers back as values or Faults.
 
 Both wires have the same shape: ``CONTENT_TYPE``, :meth:`call` and :meth:`result`

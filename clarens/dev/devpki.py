@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Demo credentials for the private instance: a small test CA and htpasswd users.
 
 Created once, under the instance's state directory, with ``openssl`` and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A private Apache instance serving this checkout: render its config, start, stop.
 
 Used by ``./run serve|start|stop`` and by the test fixtures.  All state (the

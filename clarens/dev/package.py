@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Build the Debian package from this checkout, and check it with lintian (``./run package``).
 
 The build runs in a copy of the files the package is made of (those git tracks: it

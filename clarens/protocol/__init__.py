@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wire protocols: each decodes a request into calls for the dispatcher and encodes the answers.
 
 Both codecs (:mod:`~clarens.protocol.xmlrpc`, :mod:`~clarens.protocol.jsonrpc`) have

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """JSON-RPC 2.0 over HTTP POST: single calls, batches and notifications.
 
 Values map to the XML-RPC types as JSON allows: base64 results travel as

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """XML-RPC: decode a methodCall, encode a methodResponse or a fault; :func:`respond` does all three.
 
 Decoding is strict and safe by construction: any document type declaration is

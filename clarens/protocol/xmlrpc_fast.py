@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The XML-RPC decoder's fast paths: performance machinery, fenced off from the rules.
 
 Small bodies are first read here, as long as they stay inside a strict subset of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SHA-256 of the files in a directory that were not hashed on the way in, computed in the background.
 
 Uploads are hashed as they arrive (:mod:`clarens.web.uploads`).  A file put into the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The discovery page: every module with its status, every method with signatures and help,
 marked when the caller may not call it, and a form to try any method with JSON arguments."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Space promised to the uploads being written, so that concurrent uploads cannot overrun the reserve.
 
 Every upload checks, before it reads its body, that the filesystem has room for the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Web routes: plain-HTTP endpoints that service modules add under the host's URL.
 
 A module exports ``web_routes = {"images": handle}`` to serve

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Resumable uploads of large files (ISO images of 700 MB to 50 GB) into one directory.
 
 The HTTP protocol, for a file NAME (a web route adapts requests to :class:`Uploads`):

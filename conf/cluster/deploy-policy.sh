@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Deploy the ACL files to every Clarens host of a cluster, and the matching digest to every
 # HAProxy front end, without taking the cluster down (docs/scaling.md).
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """acl: inspect and change the access-control policy (admins only by default).
 
 Changes take effect at once in every Apache child, and last until the next

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """burner: burn ISO images to CD/DVD writers, verify the disc, eject it.
 
 The work is done by the burner helper (``python3 -m clarens.burnerd``), a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The images directory as the web tier sees it: listing, uploads, deletion.
 
 Uploads go through :class:`clarens.web.uploads.Uploads` (resumable, streamed to

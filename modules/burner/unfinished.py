@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unfinished uploads as callers see them: their own, or everyone's for administrators.
 
 The partial files and their records are :class:`clarens.web.uploads.Uploads`'s; this

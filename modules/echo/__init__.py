@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """echo: return what you send, for testing clients and the transport."""
 
 from clarens.signatures import TYPE_NAMES

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """session: the administrators' view of the sessions this host knows (system.auth opens them).
 
 Each session is known by its id (a digest of the token's secret part, never the token

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """system: introspection, multicall and facts about the server and the caller."""
 
 import platform

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """validator1: the classic XML-RPC interoperability suite (the Userland validator1 methods),
 with their published semantics, so that any third-party client can check this server."""
 

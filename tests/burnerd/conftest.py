@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures for the burner helper tests (the machinery is in :mod:`tests.burnerd.support`)."""
 
 from __future__ import annotations

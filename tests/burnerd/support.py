@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the burner helper tests: a real helper process, real xorriso, stdio: pseudo-drives.
 
 Everything lives in a fresh directory under /tmp that other users may traverse

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Who may talk to the helper, and what it refuses: socket permissions, peer uids, sanitising."""
 
 from __future__ import annotations

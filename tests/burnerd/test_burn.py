@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Burning, verifying, queueing, cancelling, and surviving restarts, through the real helper."""
 
 from __future__ import annotations

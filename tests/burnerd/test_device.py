@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Real drives answer quickly too: the medium from a cache, eject and cancel that answer 202.
 
 There is no optical drive here: the drive ``dvd0`` is ``kind = device`` with a

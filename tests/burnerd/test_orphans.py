@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No xorriso outlives its helper unnoticed: each layer on its own (test_race.py has them together).
 
 xorriso 1.5.4 ignores SIGPIPE, so an xorriso whose helper died finishes its burn,

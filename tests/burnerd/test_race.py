@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The regression test for the orphan race, against the helper as a black box.
 
 The helper used to record ``burning``, start xorriso, and only then record its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The helper started as root without systemd: it sets up for its user, drops to it, and cleans up.
 
 Containers and chroots have no systemd to make the socket and the state directory

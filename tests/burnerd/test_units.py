@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The helper's parts on their own: configuration, image checks, backends and xorriso, read-back, socket, job store."""
 
 from __future__ import annotations

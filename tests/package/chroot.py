@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A fresh Debian 12 root to install the package in, isolated from this machine and from other tests.
 
 The root is made by mmdebstrap (variant ``apt``: Essential packages and apt, the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Debian package, installed the way an administrator would, on a fresh Debian 12 (``./run test-package``).
 
 Builds the package (and the same tree as a newer version, for the upgrade),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the Debian package installs agrees with itself, checked without building it (fast, in ./run test).
 
 tests/package/test_install.py installs the real package in a fresh Debian root;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Small stand-ins for mod_python and Apache, and a real host booted without them, for the unit tests."""
 
 from __future__ import annotations

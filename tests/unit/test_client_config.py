@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Services named by configuration (clarens.client.config): found, merged, and every mistake named by file and line."""
 
 from __future__ import annotations

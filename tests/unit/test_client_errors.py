@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every exception the client library defines is exported by clarens.client and listed in the README."""
 
 import inspect

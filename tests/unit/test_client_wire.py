@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client's side of the protocols (clarens.client.wire), checked against the host's own codecs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Many hosts, without Apache: trusted front ends, digests, the health route, cluster mode, the HAProxy template."""
 
 import io

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the codecs' shared respond(body, call, report, limits) reports, beyond tests/test_*_codec.py."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Digests of files put into a directory by hand: computed by a background process, never in a listing."""
 
 import hashlib

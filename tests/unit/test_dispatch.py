@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The dispatcher (clarens.dispatch) on a hand-built method table, without Apache."""
 
 import logging

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults are logged in proportion to the request: one line per code, with caller-controlled text cut."""
 
 from clarens import faultlog

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The mod_python handler (clarens.handler) on a fake request and a real host booted without Apache."""
 
 import json

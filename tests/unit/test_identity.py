@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Who is calling (clarens.identity): DN parsing, the slash form, certificate checks, from_request."""
 
 import re

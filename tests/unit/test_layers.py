@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Dependencies point one way: adapter -> codecs -> dispatcher -> registry/ACL -> stores.
 
 Every import in the host's own modules, at any depth (lazy ones included), names a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Service module discovery, validation and loading (clarens.loader), on fake modules and temporary packages."""
 
 import logging

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Refusals are counted by every process of a server together: lines within budgets, the rest summarised."""
 
 import logging

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Signature parsing and the compiled parameter check (clarens.signatures), without Apache."""
 
 import datetime

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The discovery page's try-it form: call any method with JSON parameters, show the result or fault.
 "use strict";
 

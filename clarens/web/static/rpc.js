@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared helpers for the Clarens pages: JSON-RPC calls, DOM building, messages.
 // Everything shown from the server goes through textContent, never innerHTML.
 "use strict";

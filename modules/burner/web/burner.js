@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The burner page: who you are, images (upload, delete), drives (eject), the burn form, and
 // your jobs with live progress, polled once a second with one JSON-RPC batch.
 "use strict";

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """counter: a test-only module that counts how often each call ran, for the client's failover tests.
 
 The failover rule is that a call which is not idempotent never runs twice.  A

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """initfail: a test-only module whose _startup_init raises."""
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """probe: a test-only module that records how and when the host initialised it."""
 
 import _xxsubinterpreters as interpreters  # CPython's own registry of this process's interpreters
