@@ -15,11 +15,12 @@ import sys
 import tempfile
 import traceback
 
-from bench import front, load, machine, probes, report, servers, signin, targets
+from bench import crowds, front, load, machine, probes, report, servers, signin, targets
 from clarens.dev.instance import ROOT, InstanceError
 
 GROUP_ORDER = (targets.REFERENCE, targets.PRODUCT, targets.ALTERNATIVE)
-ALL_PROBES = probes.PROBES + front.PROBES + signin.PROBES     # through HAProxy (bench/front.py), sessions
+# front: through HAProxy; signin: sessions and passwords; crowds: hostile crowds and refused bursts
+ALL_PROBES = probes.PROBES + front.PROBES + signin.PROBES + crowds.PROBES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

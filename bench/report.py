@@ -130,6 +130,16 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
         check = flood["detail"]["check_cpu_share"]
         goal("... and the host spends < %d %% of one core on password checks" % (100 * signin.MAX_CHECK_CPU), check,
              check < signin.MAX_CHECK_CPU, "%.1f %%" % (100 * check))
+    if "slow_crowd" in rows:
+        slow = rows["slow_crowd"]
+        uploads = [r["upload"][0] for r in slow["detail"].values()]
+        goal("200 slow clients (9 kB/s bodies, 1 B/s headers; from 1 and 200 addresses): echo p99 < 2 s, "
+             "uploads at 1 MB/s complete", slow["p50_ms"], slow["ratio"] < 1.0 and set(uploads) == {201},
+             "worst p99 %.2f s; uploads %s" % (slow["p50_ms"] / 1000, uploads))
+    if "log_ratio" in rows:
+        logs = rows["log_ratio"]
+        goal("error-log bytes per request byte < 0.2 for 1,000 refused requests of each kind (1 and 400 addresses)",
+             logs["ratio"], logs["ratio"] < 0.2, "worst %.3f" % logs["ratio"])
     if "first_request" in rows:
         first = rows["first_request"]
         goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,

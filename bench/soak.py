@@ -10,8 +10,11 @@ as the demo administrator about once a second (and checks that each change is
 enforced at once), and another burns a small image again and again on the
 simulated drive at 1x, checking each verification.  The resident memory of every
 Apache child is sampled at the start, after a warm-up and at the end
-(:mod:`bench.rss`).  It prints a short report, writes ``bench-results/soak.json``,
-and exits 0 only if there were no errors and the children's memory stayed flat.
+(:mod:`bench.rss`).  Then comes a slow-crowd phase (:mod:`clarens.dev.crowd`): 200
+clients sending their bodies at 9 kB/s from 200 addresses while echo is called every
+0.25 s (the p99 is reported against the 2 s target, for information).  It prints a
+short report, writes ``bench-results/soak.json``, and exits 0 only if there were no
+errors and the children's memory stayed flat.
 
     /usr/bin/python3 -m bench.soak [SECONDS] [--port PORT] [--keep]
 """
@@ -34,7 +37,7 @@ from typing import Any
 
 from bench import load, rss, servers, soak_mix
 from clarens import resumable
-from clarens.dev import devpki
+from clarens.dev import crowd, devpki
 from clarens.dev.instance import ROOT, Instance, InstanceError
 
 DRIVE = "sim0"
@@ -42,6 +45,7 @@ ACL_GROUP = "soak-scratch"            # toggled between the demo user and nobody
 ACL_GUARDED = "validator1.countTheEntities"   # allowed to that group only, for the run
 ACL_SCRATCH = "soakscratch"           # an entry rewritten at every tick
 FINISHED = ("done", "failed", "cancelled", "interrupted")
+CROWD, CROWD_RATE, CROWD_P99_S = 200, 9000, 2.0   # the slow-crowd phase, and the p99 target it reports against
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Settings:
     connections: int = 16
     iso_mb: float = 4.0               # about 3 s a burn at 1x (1.3 MB/s), verification included
     acl_interval: float = 1.0
+    crowd_seconds: int = 30           # the slow-crowd phase's probing (0: none)
     criterion: rss.Criterion = dataclasses.field(default_factory=rss.Criterion)
 
     @property
@@ -320,7 +325,18 @@ def _soak(inst: Instance, settings: Settings, tmp: str) -> dict:
         burns.errors.append("the last burn was still running %.0f s after the load" % burns.timeout)
     return {"seconds": round(elapsed, 1), "load": _load_summary(counts), "acl": churn.summary(),
             "burns": burns.summary(), "server_log": scan_log(inst.error_log, log_offset),
-            "rss": _memory(settings, watch, start, end)}
+            "rss": _memory(settings, watch, start, end), "crowd": _crowd(inst, settings)}
+
+
+def _crowd(inst: Instance, settings: Settings) -> dict | None:
+    """The slow-crowd phase: other callers' times while CROWD slow bodies come from as many addresses."""
+    if not settings.crowd_seconds:
+        return None
+    workers = inst.server_config().workers
+    _progress("soak: slow crowd, %d bodies at %d B/s from %d addresses" % (CROWD, CROWD_RATE, CROWD))
+    measured = crowd.under_crowd(inst.port, "body", CROWD, CROWD_RATE, CROWD, settings.crowd_seconds,
+                                 settled=lambda: len(inst.processes()) > workers)
+    return dict(measured.probes.summary(), settle_s=measured.settle_s, workers=workers, **measured.counts)
 
 
 def _memory(settings: Settings, watch: Watch, start: dict[rss.Key, rss.Child], end: dict[rss.Key, rss.Child]) -> dict:
@@ -351,6 +367,8 @@ def _verdict(result: dict) -> dict:
                "rss_flat": result["rss"]["warm_to_end"]["flat"]}
     verdict["passed"] = verdict["errors_total"] == 0 and verdict["burn_verified"] and verdict["acl_applied"] \
         and verdict["rss_flat"]
+    if result["crowd"] is not None:     # for information: on a loaded machine the queue behind the pool grows
+        verdict["crowd_p99_under_2s"] = result["crowd"]["failed"] == 0 and result["crowd"]["p99_s"] < CROWD_P99_S
     return verdict
 
 
@@ -419,8 +437,15 @@ def text(result: dict) -> str:
               " largest %s MB" % (warm["survivors"], warm["busy_survivors"], warm["young"], warm["median_growth_mb"],
                                   warm["max_growth_mb"]),
         "  flat (median < %.1f MB and largest < %.1f MB): %s" % (crit["median_mb"], crit["max_mb"],
-                                                                 "yes" if warm["flat"] else "NO"),
-        "", "errors: %d (%s); burn verified: %s; ACL changes applied: %s; RSS flat: %s => %s" % (
+                                                                 "yes" if warm["flat"] else "NO")]
+    slow = result["crowd"]
+    if slow is not None:
+        lines += ["slow crowd: %d bodies at %d B/s from %d addresses (workers %d, settled after %.1f s): echo "
+                  "p50 %.2f s, p99 %.2f s, max %.2f s, %d of %d failed (target p99 < %.0f s: %s)" % (
+                      CROWD, CROWD_RATE, CROWD, slow["workers"], slow["settle_s"], slow["p50_s"], slow["p99_s"],
+                      slow["max_s"], slow["failed"], slow["calls"], CROWD_P99_S,
+                      "met" if v.get("crowd_p99_under_2s") else "NOT met")]
+    lines += ["", "errors: %d (%s); burn verified: %s; ACL changes applied: %s; RSS flat: %s => %s" % (
         v["errors_total"], ", ".join("%s %d" % kv for kv in v["errors"].items()), v["burn_verified"],
         v["acl_applied"], v["rss_flat"], "PASS" if v["passed"] else "FAIL")]
     if result.get("state_kept"):

@@ -85,13 +85,17 @@ SERVER_WIDE = """\
 # Slow and idle clients.  Under prefork a connection holds a whole process while it
 # lasts, so every wait is bounded: a stalled read or write after Timeout, an idle
 # keep-alive connection after KeepAliveTimeout, and (mod_reqtimeout) a client sending
-# its headers or body too slowly: headers within 5 s, extended while at least 500 B/s
-# arrive, 20 s at most; a body within 10 s, extended while at least 8 kB/s arrive (any
-# upload on a LAN is far faster, and a dropped upload keeps what arrived and resumes).
+# its headers or body too slowly: headers within 2 s, extended while at least 500 B/s
+# arrive, 20 s at most; a body within 2 s, extended while at least 64 kB/s arrive.  A
+# crowd of slow clients is thus cut within about 2 s each (and mod_reqtimeout shortens
+# Apache's lingering close after a cut to 2 s), so that the processes they hold turn
+# over fast enough for everyone else's turn.  A request on a LAN sends its headers at
+# once and its body far faster (an upload at 1 MB/s is 16 times the minimum), and a
+# dropped upload keeps what arrived and resumes.
 Timeout 20
 KeepAliveTimeout 3
 <IfModule reqtimeout_module>
-    RequestReadTimeout handshake=5 header=5-20,MinRate=500 body=10,MinRate=8000
+    RequestReadTimeout handshake=5 header=2-20,MinRate=500 body=2,MinRate=65536
 </IfModule>
 # Say no more than needed: no versions in headers and error pages, no TRACE.
 ServerTokens Prod
