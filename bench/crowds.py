@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile crowds (:mod:`clarens.dev.crowd`) against the product as shipped, each giving one table row.
 
 * ``slow_crowd``: 200 slow-body clients (9 kB/s) and 200 slow-header clients (1 B/s), each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile crowds against a private instance, and what they cost everyone else (tests, bench, soak).
 
 A crowd is many slow clients at once (:class:`Crowd`): each keeps one connection open
