@@ -165,7 +165,6 @@ class Sessions:
         self.entry = entry
         self.clock = clock
         self.cluster = cluster
-        self._fingerprints: dict[tuple[str, bytes], str] = {}
         # token -> (session, the table's change counter then, until when, the user's htpasswd entry)
         self._verified: dict[str, tuple[Session, int, float, bytes | None]] = {}
 
@@ -179,14 +178,7 @@ class Sessions:
         entry = self.entry(name)
         if entry is None:
             return None
-        memo = self._fingerprints.get((name, entry))
-        if memo is None:
-            memo = _b64(hmac.new(self.key, b"htpasswd\0%s\0%s" % (name.encode("utf-8"), entry),
-                                 hashlib.sha256).digest()[:12])
-            if len(self._fingerprints) > 1024:      # names come and go: stay bounded
-                self._fingerprints.clear()
-            self._fingerprints[(name, entry)] = memo
-        return memo
+        return _b64(hmac.digest(self.key, b"htpasswd\0%s\0%s" % (name.encode("utf-8"), entry), "sha256")[:12])
 
     def _token(self, sid: str, issued: float, expires: int, seen: int, source: str, fingerprint: str,
                name: str) -> str:
