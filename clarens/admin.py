@@ -12,7 +12,9 @@ standard input, never on a command line.  Names are UTF-8 (``ädmin``, ``管理�
 stored in Unicode normal form C, as the host compares them.
 
 A new password or a deleted user ends every session of that user at once (the
-session tokens carry a digest of the user's entry).  ``session list`` shows the
+session tokens carry a digest of the user's entry; the revocation is also published
+to the other hosts of a cluster, which end them within the bound ``docs/scaling.md``
+states, before the new file reaches them).  ``session list`` shows the
 sessions this host has seen, ``session revoke`` ends one (by its id, or a prefix of
 it) or every session of a user, on this host and, in a cluster, on the others within
 the bound ``docs/scaling.md`` states; ``session new-key FILE`` writes a new key that
@@ -174,7 +176,18 @@ def new_key(path: str, group: str = APACHE_GROUP) -> None:
         raise AdminError("cannot give %s to root:%s: run clarens-admin as root" % (path, group)) from None
 
 
+def _end_sessions(config: str, name: str) -> None:
+    """Revoke user ``name``'s sessions in the host's own table too: the other hosts of a cluster fetch
+    the revocation, so the sessions end there within the bound of docs/scaling.md, before the new
+    htpasswd file is deployed to them.  (On this host the changed entry has ended them already.)"""
+    try:
+        _sessions(config).revoke_user(name)
+    except AdminError:
+        pass                # no session was ever opened here
+
+
 def _user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    host_file = args.file is None       # the host's own file (--file: another, for tests)
     args.file = args.file or htpasswd_path(args.config)
     if args.action == "list":
         if args.name:
@@ -186,6 +199,8 @@ def _user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("user %s needs a NAME" % args.action)
     if args.action == "del":
         delete(args.name, args.file)
+        if host_file:
+            _end_sessions(args.config, normal_name(args.name))
         print("deleted %s (and ended every session of that user)" % args.name)
         return
     args.name = check_name(args.name)
@@ -196,6 +211,8 @@ def _user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.action == "passwd" and not exists:
         raise AdminError("no user %r in %s (clarens-admin user add %s)" % (args.name, args.file, args.name))
     set_password(args.name, read_password(args.password_stdin), args.file)
+    if exists and host_file:
+        _end_sessions(args.config, args.name)
     print("changed the password of %s (and ended every session of that user)" % args.name if exists
           else "added %s" % args.name)
 

@@ -158,7 +158,8 @@ class Credentials:
             if len(self._identities) >= MEMO:
                 self._identities.clear()
             identity = self._identities[session.id] = Identity(session.name, session.source, session=session.id)
-        return Proof(identity, self.sessions.renewal(token, session), session.expires - int(self.sessions.clock()))
+        now = self.sessions.clock()
+        return Proof(identity, self.sessions.renewal(token, session, now), int(session.expires - now))
 
     def _hold(self, wait: float) -> float:
         """Sleep until a throttled attempt's turn comes, up to TARPIT seconds, if a tarpit is free; the

@@ -165,8 +165,8 @@ class Sessions:
         self.entry = entry
         self.clock = clock
         self.cluster = cluster
-        # token -> (session, the table's change counter then, until when, the user's htpasswd entry)
-        self._verified: dict[str, tuple[Session, int, float, bytes | None]] = {}
+        # token -> (session, the table's change counter then, until when)
+        self._verified: dict[str, tuple[Session, int, float]] = {}
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -225,23 +225,23 @@ class Sessions:
     def verify(self, token: str) -> Session:
         """The session ``token`` stands for; SessionRefused saying why it is not one (any more).
 
-        A token this process verified lately is taken on a few comparisons while the table has not
+        A token this process verified lately is taken on two comparisons while the table has not
         changed since (its change counter: a revocation, a last use written, a session opened, in any
-        process), its session can be neither over nor idle yet, and the user's htpasswd entry is the
-        same: what the full check would find then is what it found.
+        process) and its session can be neither over nor idle yet: what the full check would find then
+        is what it found.  Within a minute, when the session's last use is due to be written, it is
+        checked in full again, the user's htpasswd entry included: a password changed with
+        ``clarens-admin`` revokes the user's sessions in the table too (at once), one changed by other
+        means (the file edited or copied in) ends them within that minute.
         """
         now = self.clock()
         memo = self._verified.get(token)
-        if memo is not None:
-            session, seqnum, until, entry = memo
-            if seqnum == self.db.seqnum and now < until and (entry is None or self.entry(session.name) == entry):
-                return session
+        if memo is not None and memo[1] == self.db.seqnum and now < memo[2]:
+            return memo[0]
         seqnum = self.db.seqnum
         session, until = self._verify(token, now)
         if len(self._verified) >= MEMO:
             self._verified.clear()
-        entry = self.entry(session.name) if session.source == "basic" else None
-        self._verified[token] = (session, seqnum, until, entry)
+        self._verified[token] = (session, seqnum, until)
         return session
 
     def _verify(self, token: str, now: float) -> tuple[Session, float]:
@@ -279,14 +279,13 @@ class Sessions:
             if not record.get("revoked"):
                 self.db.put(key, dict(record, seen=now))
 
-    def renewal(self, token: str, session: Session) -> str | None:
-        """A new token for ``session`` (a later SEEN, nothing else changed) if the one it came with was
-        handed out over a sixth of the idle timeout ago; None if it is fresh enough."""
-        now = int(self.clock())
+    def renewal(self, token: str, session: Session, now: float) -> str | None:
+        """A new token for ``session`` (SEEN ``now``, nothing else changed) if the one it came with was
+        handed out over a sixth of the idle timeout before; None if it is fresh enough."""
         if now - session.seen < self.idle / 6:
             return None
         sid, issued, expires, _, source, fingerprint, name = self._parse(token)
-        return self._token(sid, issued, expires, now, source, fingerprint, name)
+        return self._token(sid, issued, expires, int(now), source, fingerprint, name)
 
     # -- ending -------------------------------------------------------------------------------
 

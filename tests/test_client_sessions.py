@@ -40,12 +40,18 @@ def test_a_session_the_host_ended_is_opened_again_once(server, admin, tmp_path):
         assert admin.session.revoke(first) is True
         second = svc.system.whoami()["session"]                  # signed in again, the call sent again
         assert second != first and svc.echo.echo("still here") == "still here"
-    # a password that changed meanwhile: the fault, after one try
+    # a password changed meanwhile (clarens-admin on the host): the fault, after one try
     htpasswd_user(server, "add", "dora", password="first")
+    conf = tmp_path / "clarens.conf"
+    conf.write_text("[server]\ndb_dir = %s\nhtpasswd = %s\n" % (server.db_dir,
+                                                               os.path.join(server.state_dir, "htpasswd")))
     try:
         with connect(server.url, user="dora", password="first") as svc:
             assert svc.system.whoami()["identity"] == "dora"
-            htpasswd_user(server, "passwd", "dora", password="second")
+            out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", "passwd", "dora",
+                                  "--password-stdin", "--config", str(conf)], input="second\n", capture_output=True,
+                                 text=True)
+            assert out.returncode == 0, out.stderr
             with pytest.raises(Fault) as info:
                 svc.system.whoami()
             assert info.value.code == faults.ACCESS_DENIED and "wrong user name or password" in info.value.message

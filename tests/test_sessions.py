@@ -22,7 +22,8 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import faults
+from clarens import faults, sessions
+from clarens.db import open_db
 from clarens.dev import devpki
 from tests.helpers import ROOT, basic_header, concurrently, htpasswd_user, start_instance, tls_context
 
@@ -311,3 +312,22 @@ def test_a_flood_of_bad_tokens_is_refused_cheaply_and_logged_in_proportion(serve
         f.seek(mark)
         logged = sum(len(line) for line in f if b"] clarens" in line)
     assert logged / (1000 * (len(body) + 100)) < 0.2, logged
+
+
+def test_a_new_password_is_published_to_the_other_hosts(server, tmp_path):
+    """clarens-admin user passwd on a host also revokes the user's sessions in its table, which the other
+    hosts of a cluster fetch (tests/test_cluster_sessions.py): they end there before the file reaches them."""
+    htpasswd_user(server, "add", "erin", password="first")
+    conf = tmp_path / "clarens.conf"
+    conf.write_text("[server]\ndb_dir = %s\nhtpasswd = %s\n" % (server.db_dir, os.path.join(server.state_dir,
+                                                                                           "htpasswd")))
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", "passwd", "erin", "--password-stdin",
+                          "--config", str(conf)], input="second\n", capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    table = open_db(os.path.join(server.db_dir, sessions.DB_NAME + ".tdb"))
+    try:
+        published = sessions.Sessions(table, b"", 1800, 43200, lambda name: None).events(0)["events"]
+    finally:
+        table.close()
+    assert any(event.get("user") == "erin" for event in published)
+    htpasswd_user(server, "del", "erin")

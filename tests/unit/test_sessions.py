@@ -78,7 +78,7 @@ def test_a_session_ends_when_unused_and_at_the_latest_when_its_lifetime_is_over(
     token, session = store.open("alice", "basic")
     for _ in range(int(LIFETIME / (IDLE / 2)) - 1):       # used every 15 minutes, renewed as it goes
         store.now.now += IDLE / 2
-        token = store.renewal(token, store.verify(token)) or token
+        token = store.renewal(token, store.verify(token), store.now.now) or token
     store.now.now += IDLE / 2
     assert "it lasts 12 hours" in refused(store, token)
 
@@ -95,8 +95,8 @@ def test_the_last_use_is_written_at_most_once_a_minute(store):
 
 
 def test_a_token_verified_before_is_checked_in_full_after_any_change(store):
-    """A process takes a token it verified lately on a few comparisons: never past a revocation made by
-    another process, a new password, or the session's end."""
+    """A process takes a token it verified lately on two comparisons: never past a revocation made by
+    another process or the session's end, nor a minute past a password changed in the file alone."""
     token, session = store.open("alice", "basic")
     store.verify(token)
     other = Sessions(store.db, KEY, IDLE, LIFETIME, store.entries.get, store.now)      # another process
@@ -104,7 +104,9 @@ def test_a_token_verified_before_is_checked_in_full_after_any_change(store):
     assert "signed out" in refused(store, token)
     token, _ = store.open("alice", "basic")
     store.verify(token)
-    store.entries["alice"] = b"$2y$10$a-new-hash"
+    store.entries["alice"] = b"$2y$10$a-new-hash"     # the file changed by other means than clarens-admin:
+    store.verify(token)
+    store.now.now += sessions.SEEN_EVERY                # within the minute
     assert "password changed" in refused(store, token)
     token, _ = store.open("ädmin", "basic")
     store.verify(token)
@@ -122,9 +124,9 @@ def test_a_token_verified_before_is_checked_in_full_after_any_change(store):
 def test_a_renewed_token_carries_the_last_use_to_any_host(store, tmp_path):
     """A host that never saw a session tells an idle one from one in use elsewhere by the token."""
     token, session = store.open("alice", "basic")
-    assert store.renewal(token, session) is None                         # fresh
+    assert store.renewal(token, session, store.now.now) is None                         # fresh
     store.now.now += IDLE / 6 + 1
-    renewed = store.renewal(token, store.verify(token))
+    renewed = store.renewal(token, store.verify(token), store.now.now)
     assert renewed is not None and store.verify(renewed).id == session.id
     elsewhere = Sessions(db.open_db(str(tmp_path / "other.tdb")), KEY, IDLE, LIFETIME, store.entries.get, store.now)
     store.now.now += IDLE - 60
