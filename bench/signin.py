@@ -137,7 +137,7 @@ def session_echo(env: ProbeEnv) -> ProbeRow:
 
 # -- 100 open pages -----------------------------------------------------------------------------
 
-async def _page(port: int, cookie: str, start: float, window: tuple[float, float], latencies: list[float],
+async def _page(port: int, cookie: str, start: float, window: list[float], latencies: list[float],
                 errors: list[str]) -> None:
     """One open page: its poll once a second on one kept-alive connection, from ``start`` until the
     ``window`` in which latencies are recorded ends."""
@@ -167,9 +167,24 @@ async def _page(port: int, cookie: str, start: float, window: tuple[float, float
         writer.close()
 
 
-def open_pages(env: ProbeEnv, pages: int = PAGES, settle: float = 5.0) -> ProbeRow:
+async def _settled(inst: Instance, quiet: float = 3.0, timeout: float = 60.0) -> None:
+    """Once Apache's process count has held for ``quiet`` seconds: prefork has forked what the open pages
+    need (a new child boots the host: its CPU is not the pages')."""
+    deadline = time.monotonic() + timeout
+    count, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_count = len(inst.processes())
+        if now_count != count:
+            count, since = now_count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        await asyncio.sleep(0.25)
+    raise RuntimeError("Apache kept forking children for %.0f s under the open pages" % timeout)
+
+
+def open_pages(env: ProbeEnv, pages: int = PAGES) -> ProbeRow:
     """``pages`` burner pages polling once a second with their cookies: the host's CPU and the p99, measured
-    once every page is open (``settle`` seconds after the first: prefork has forked a process for each)."""
+    once every page is open and prefork has stopped forking."""
     inst = servers.instance(env.state_dir, env.port, burner=True)
     seconds = 2 * env.load.duration
     inst.start()
@@ -179,32 +194,36 @@ def open_pages(env: ProbeEnv, pages: int = PAGES, settle: float = 5.0) -> ProbeR
         errors: list[str] = []
         helper = inst.helper_pid()
 
-        async def run() -> float:
+        async def run() -> tuple[float, float]:
             begin = time.monotonic() + 1.0
-            window = (begin + settle, begin + settle + seconds)
+            window = [float("inf"), float("inf")]           # set once the pages are open and Apache settled
             polling = asyncio.gather(*(_page(inst.port, cookie, begin + n / pages, window, latencies, errors)
                                        for n, cookie in enumerate(cookies)))
-            await asyncio.sleep(window[0] - time.monotonic())
-            pids = inst.processes() + ([helper] if helper else [])
-            before = _cpu_seconds(pids)
+            await asyncio.sleep(begin + 1.0 - time.monotonic())
+            await _settled(inst)
+            window[:] = [time.monotonic(), time.monotonic() + seconds]
+            apache, helpers = inst.processes(), [helper] if helper else []
+            before = _cpu_seconds(apache), _cpu_seconds(helpers)
             await asyncio.sleep(window[1] - time.monotonic())
             # (a process forked meanwhile counts whole: it started within the window)
-            spent = _cpu_seconds(sorted(set(pids + inst.processes()))) - before
+            spent = _cpu_seconds(sorted(set(apache + inst.processes()))) - before[0], _cpu_seconds(helpers) - before[1]
             await polling
             return spent
-        cpu = asyncio.run(run())
+        apache_cpu, helper_cpu = asyncio.run(run())
     finally:
         inst.stop()
     cores = os.cpu_count() or 1
+    cpu = apache_cpu + helper_cpu
     share = cpu / seconds / cores
     p50, p99 = statistics.median(latencies), statistics.quantiles(latencies, n=100)[98]
-    note = ("%d pages polled %d times in %d s (%d errors): the host (Apache, the burner helper) used %.1f %% of %d "
-            "cores (%.2f s of CPU a second); p50 %.2f ms, p99 %.2f ms" % (
-                pages, len(latencies), seconds, len(errors), 100 * share, cores, cpu / seconds, p50, p99))
+    note = ("%d pages polled %d times in %d s (%d errors): the host used %.1f %% of %d cores (%.2f s of CPU a "
+            "second: Apache %.2f, the burner helper %.2f; %.2f ms a poll); p50 %.2f ms, p99 %.2f ms" % (
+                pages, len(latencies), seconds, len(errors), 100 * share, cores, cpu / seconds, apache_cpu / seconds,
+                helper_cpu / seconds, 1000 * cpu / max(1, len(latencies)), p50, p99))
     return ProbeRow("open_pages", "%d open burner pages polling once a second with their cookies" % pages,
                     targets.PRODUCT, p50, share, note,
                     {"cpu_share": share, "cores": cores, "p99_ms": p99, "polls": len(latencies), "errors": errors[:5],
-                     "error_count": len(errors)})
+                     "error_count": len(errors), "apache_cpu_s": apache_cpu, "helper_cpu_s": helper_cpu})
 
 
 # -- the password-guess flood -----------------------------------------------------------------------
