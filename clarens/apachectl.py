@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 MAIN_CONFDIR = "/etc/apache2"
 INSTANCE = "clarens"
-INSTANCE_CONFDIR = "/etc/apache2-" + INSTANCE
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 

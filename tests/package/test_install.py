@@ -771,6 +771,36 @@ def test_a_dedicated_instance_leaves_the_main_apache_alone(root):
         out.stdout + out.stderr + tail(r, "/var/log/apache2-clarens/error.log")
 
 
+def test_the_dedicated_instance_is_upgraded_and_can_be_given_back(root, debs):
+    """A reinstall (what an upgrade does) restarts the instance with the new code and keeps the main Apache
+    proxying; 'shared' puts Clarens back in the main Apache and removes the instance; 'dedicated' again."""
+    r = root
+    log = r.file("/var/log/apache2-clarens/error.log")
+    mark = os.path.getsize(log)
+    output = r.run(["apt-get", "install", "-y", "--reinstall", "/root/" + os.path.basename(debs[debs["new"]])])
+    assert printed_commands(output.stdout + output.stderr) == [], output.stdout + output.stderr
+    assert r.run(["a2query", "-M"]).stdout.strip() == "event"           # the main Apache left as it is
+    with open(log) as f:
+        f.seek(mark)
+        assert "Graceful restart requested" in f.read()                 # the instance: new children, new code
+    assert whoami(r, HTTPS, certificate="user")["identity"] == USER_DN
+
+    out = r.run(["clarens-admin", "apache-instance", "shared"]).stdout
+    assert "apache2-clarens removed" in out and "apache2: restarted" in out, out
+    assert r.run(["a2query", "-M"]).stdout.strip() == "prefork"
+    assert r.run(["a2query", "-c", "clarens"], check=False).returncode == 0
+    assert r.run(["a2query", "-c", "clarens-proxy"], check=False).returncode != 0
+    for gone in ("/etc/apache2-clarens", "/etc/init.d/apache2-clarens", "/etc/clarens/apache-dedicated.conf"):
+        assert not os.path.lexists(r.file(gone)), gone
+    serving(r, HTTPS, auth=("--ca", PKI + "/ca.crt"))
+    assert whoami(r, HTTPS, certificate="user")["identity"] == USER_DN
+
+    out = r.run(["clarens-admin", "apache-instance", "dedicated"]).stdout
+    assert "apache2-clarens: started" in out, out
+    serving(r, HTTPS, auth=("--ca", PKI + "/ca.crt"))
+    assert whoami(r, HTTPS, certificate="user")["identity"] == USER_DN
+
+
 def test_purge_removes_everything_stops_the_helper_and_its_apache_and_leaves_apache_working(root):
     """After the dedicated instance's test: purge stops that instance and removes it too."""
     r = root
