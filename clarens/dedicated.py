@@ -20,10 +20,12 @@ that no other local user can pass for the owner of a certificate.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
+import time
 from typing import Callable
 
 from clarens import apacheconf, apachectl
@@ -129,12 +131,27 @@ def _make_instance(port: int) -> None:
         _write(INIT_SCRIPT, INIT % {"name": INSTANCE.name, "confdir": confdir}, 0o755)
 
 
-def _remove_instance() -> None:
-    """Stop the instance and remove what :func:`_make_instance` made (its logs stay)."""
+def _port() -> int | None:
+    """The instance's port, as :data:`SETTINGS` says (None without it)."""
+    try:
+        with open(SETTINGS) as f:
+            match = re.search(r"^Define CLARENS_INSTANCE_PORT (\d+)$", f.read(), re.M)
+    except FileNotFoundError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _remove_instance(timeout: float = 60.0) -> None:
+    """Stop the instance and remove what :func:`_make_instance` made (its logs stay).  Returns once its
+    port is free (its last children may outlive its parent for a moment), or ``timeout`` has passed."""
+    port = _port()
     if apachectl.systemd_running():
         subprocess.run(["systemctl", "disable", "--now", INSTANCE.unit + ".service"], capture_output=True)
     elif INSTANCE.running():
         subprocess.run(INSTANCE.command("stop"), capture_output=True)
+    deadline = time.monotonic() + timeout
+    while port is not None and not _port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if os.path.exists(INIT_SCRIPT):
         subprocess.run(["update-rc.d", INSTANCE.name, "remove"], capture_output=True)
     shutil.rmtree(INSTANCE.confdir, ignore_errors=True)
