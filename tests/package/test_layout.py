@@ -160,7 +160,7 @@ def test_the_install_message_and_the_readme_list_every_server_wide_change():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     section = readme[readme.index("### A shared Apache"):]
-    section = section[:section.index("\n## ")]
+    section = section[:section.index("\n### ")]
     for change in SERVER_WIDE_CHANGES:
         assert change in message, change
         assert change in section, change
