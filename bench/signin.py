@@ -266,11 +266,10 @@ def password_flood(env: ProbeEnv) -> ProbeRow:
             bcrypt_ms = _bcrypt_ms(inst)
             # A first flood, not measured: each guess held for its turn pins a worker, and prefork forks
             # as many more to keep its idle ones (each booting the host); the pool then stays that size.
-            pool, apache = len(inst.processes()), inst.processes()
+            apache = inst.processes()
             before = _cpu_seconds(apache)
             load.run(url, guess, 10, flood_load)
-            first = {"processes": [pool, len(inst.processes())],
-                     "cpu_s": _cpu_seconds(sorted(set(apache + inst.processes()))) - before}
+            first_cpu, grown = _cpu_seconds(sorted(set(apache + inst.processes()))) - before, len(inst.processes())
             time.sleep(credentials.TARPIT)      # its last guesses, held after it stopped, answered
             for _ in range(env.load.rounds):
                 _forget_attempts(inst)
@@ -294,10 +293,11 @@ def password_flood(env: ProbeEnv) -> ProbeRow:
                 statistics.median(a.p50_ms for a in alone), statistics.median(f.p50_ms for f in flooded), ratio,
                 FLOOD_CONNECTIONS, FLOOD_SECONDS, format(round(statistics.median(f.requests for f in floods)), ","),
                 format(round(statistics.median(f.errors for f in floods)), ","), statistics.median(checks),
-                bcrypt_ms, 100 * check_cpu, first["processes"][0], first["processes"][1], first["cpu_s"]))
+                bcrypt_ms, 100 * check_cpu, len(apache), grown, first_cpu))
     return ProbeRow("password_flood", "anonymous echo during a password-guess flood (32 connections, 20 s)",
                     targets.PRODUCT, statistics.median(f.p50_ms for f in flooded), ratio, note,
-                    {"check_cpu_share": check_cpu, "checks": checks, "bcrypt_ms": bcrypt_ms, "first_flood": first,
+                    {"check_cpu_share": check_cpu, "checks": checks, "bcrypt_ms": bcrypt_ms,
+                     "first_flood": {"processes": [len(apache), grown], "cpu_s": first_cpu},
                      **{name: [dataclasses.asdict(r) for r in rs]
                         for name, rs in (("alone", alone), ("flooded", flooded), ("floods", floods))}})
 

@@ -86,6 +86,7 @@ class Peers:
     def _sync_peer(self, url: str) -> None:
         db = self.sessions.db
         cursor = db.get("p:" + url) or {}
+        kept = dict(cursor)
         try:
             while True:
                 answer = self._fetch(url, cursor.get("seq", 0))
@@ -102,7 +103,9 @@ class Peers:
                 if ended:
                     self.log.info("session revocations from %s ended %d session(s) seen here", url, ended)
                 cursor["seq"] = max([cursor.get("seq", 0)] + [int(e["seq"]) for e in events])
-                db.put("p:" + url, dict(cursor, ok=time.time()))
+                if cursor != kept:      # (a write changes the table's counter: every process checks tokens anew)
+                    db.put("p:" + url, cursor)
+                    kept = dict(cursor)
                 if len(events) < PAGE or cursor["seq"] >= answer["seq"]:
                     break
         except (OSError, ValueError, KeyError, TypeError) as e:

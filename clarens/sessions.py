@@ -34,7 +34,7 @@ What the host keeps, in ``db_dir/sessions.tdb`` (digests of session ids, never a
 ``e:SEQ``     the revocations made on this host, numbered (``first`` to ``seq``), for the
               other hosts of a cluster to fetch (:mod:`clarens.session_peers`); each is kept
               for a session lifetime, after which every session it concerns has ended;
-``p:URL``     how far this host has read another host's revocations;
+``p:URL``     how far this host has read another host's revocations (written when it moves);
 ``host``      this table's random name (a host that finds its own in a peer's answer
               skips that peer: every host may list every host).
 """
@@ -167,6 +167,7 @@ class Sessions:
         self.cluster = cluster
         # token -> (session, the table's change counter then, until when)
         self._verified: dict[str, tuple[Session, int, float]] = {}
+        self._host_id: str | None = None
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -378,12 +379,13 @@ class Sessions:
 
     def host_id(self) -> str:
         """This table's random name (made on first use)."""
-        with self.db.locked():
-            name = self.db.get("host")
-            if name is None:
-                name = secrets.token_hex(8)
-                self.db.put("host", name)
-        return name
+        if self._host_id is None:
+            with self.db.locked():
+                self._host_id = self.db.get("host")
+                if self._host_id is None:
+                    self._host_id = secrets.token_hex(8)
+                    self.db.put("host", self._host_id)
+        return self._host_id
 
     def events(self, since: int, limit: int = 1000) -> dict:
         """The revocations made here after number ``since``, at most ``limit``:
