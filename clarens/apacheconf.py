@@ -167,7 +167,7 @@ def generated(config: config_mod.ServerConfig, machine: sizing.Machine | None = 
     size = config.pool_on(machine)
     rpc, images = body_limits(config)
     how = {"WORKERS_HOW": "%d%s" % (size.workers, "" if config.workers_setting is not None else
-                                    " (auto on %s: min(80 x cores, memory / 2 / 14 MB))" % machine),
+                                    " (auto on %s: min(512, memory / 2 / 14 MB))" % machine),
            "SPARE_HOW": "%d%s" % (size.spare, "" if config.spare_workers_setting is not None else
                                   " (auto: min(48 x cores, memory / 5 / 28 MB))")}
     return render_template(GENERATED, {

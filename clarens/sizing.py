@@ -9,14 +9,17 @@ configuration is generated (``clarens-admin apache-conf``, the package's
 postinst), from the memory and cores this process may use: a container's or
 service's cgroup limits count, not only what the hardware has::
 
-    workers        = min(80 x cores, memory / 2 / 14 MB)          at least 8
+    workers        = min(512, memory / 2 / 14 MB)                 at least 8
     spare_workers  = min(48 x cores, memory / 5 / (2 x 14 MB))    at least 2, below workers
     idle at most   = min(2 x spare_workers, workers)              (MaxSpareServers)
 
 Half the memory for processes at work, a fifth for idle ones even after a burst
-(the most prefork keeps idle is twice spare_workers).  On 1 GB and 1 core: 36
-workers, 7 spare, at most 14 idle (about 200 MB); on 2 cores and 24 GB: 160 and
-96, the pool the benchmarks were tuned with.
+(the most prefork keeps idle is twice spare_workers).  ``workers`` is bounded by
+memory, not by cores: a slow client holds a process while costing no CPU, so the
+pool is what a crowd of slow clients must exhaust before others wait (200 of them
+took every process of a pool of 160).  On 1 GB and 1 core: 36 workers, 7 spare, at
+most 14 idle (about 200 MB); on 2 cores and 24 GB: 512 and 96, 96 to 192 of them
+idle.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 from dataclasses import dataclass
 
 PROCESS_MB = 14              # what the budget counts per process (idle ones measured 11-14 MB PSS)
-WORKERS_PER_CORE = 80
+MAX_WORKERS = 512           # past this, a crowd is a front end's to hold (HAProxy, scaling.md)
 SPARE_PER_CORE = 48
 MIN_WORKERS, MIN_SPARE = 8, 2
 UNLIMITED = 1 << 60          # a cgroup limit at least this large is no limit ("max", or v1's 2^63 rounded)
@@ -69,7 +72,7 @@ def pool(workers: int | None, spare: int | None, machine: Machine | None = None)
 
 def auto_workers(machine: Machine) -> int:
     """``workers = auto`` on ``machine`` (the formula of this module's documentation)."""
-    return max(MIN_WORKERS, min(WORKERS_PER_CORE * machine.cores, machine.memory_mb // 2 // PROCESS_MB))
+    return max(MIN_WORKERS, min(MAX_WORKERS, machine.memory_mb // 2 // PROCESS_MB))
 
 
 def auto_spare(machine: Machine, workers: int) -> int:

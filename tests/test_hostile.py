@@ -254,21 +254,13 @@ def test_a_stalled_upload_is_answered_within_the_timeout(inst):
 
 # -- slow crowds ---------------------------------------------------------------------------------
 
-CROWD = 200                # slow clients at once: more than the shipped pool's 160 processes
+CROWD = 200                # slow clients at once (they once took every process of a pool of 160)
 PROBE_P99 = 2.0            # seconds: what the others' calls may take, at the 99th percentile
 UPLOAD_RATE = 10**6        # bytes a second: a legitimate upload on a slow LAN
 
 
-# Not met for slow bodies on the 2-core VM this was written on (shared with other test runs): each such
-# connection holds a process about 4.4 s (cut at 2.3 s, then Apache's short lingering close), and with
-# 200 of them for 160 processes the others queue behind 40: p99 4-6 s at load averages of 20-35 (README,
-# Hostile clients).  Recorded, not hidden: it shows as XPASS where the machine keeps up.
-BODY_QUEUE = pytest.mark.xfail(strict=False, reason="200 slow bodies for 160 processes: the others queue (p99 4-6 s "
-                                                    "measured on a loaded 2-core VM)")
-
-
 @pytest.mark.parametrize("spread", [1, CROWD], ids=["one-address", "200-addresses"])
-@pytest.mark.parametrize("kind, rate", [pytest.param("body", 9000, marks=BODY_QUEUE), ("header", 1)],
+@pytest.mark.parametrize("kind, rate", [("body", 9000), ("header", 1)],
                          ids=["slow-body", "slow-header"])
 def test_a_slow_crowd_does_not_starve_the_others(inst, tmp_path, kind, rate, spread):
     """200 clients sending their body at 9 kB/s (or their headers at 1 B/s), from one address or from 200:
@@ -277,10 +269,11 @@ def test_a_slow_crowd_does_not_starve_the_others(inst, tmp_path, kind, rate, spr
     every process: calls timed out.)"""
     name = "lan-%s-%d.iso" % (kind, spread)
     image = crowd.sparse_image(str(tmp_path / name))
-    workers = inst.server_config().workers
+    pool = inst.server_config().pool_on()
+    grown = min(pool.workers, CROWD + pool.spare // 2)   # prefork forks to keep spare processes idle beside the crowd
     measured = crowd.under_crowd(inst.port, kind, CROWD, rate, spread, 40,
                                  (image, name, UPLOAD_RATE, basic_header(inst, "demo")["Authorization"]),
-                                 settled=lambda: len(inst.processes()) > workers)   # the whole pool forked
+                                 settled=lambda: len(inst.processes()) >= grown)
     probes, counts = measured.probes, measured.counts
     try:
         assert probes.failed == 0 and probes.p(99) < PROBE_P99, probes.summary()

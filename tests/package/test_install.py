@@ -529,7 +529,11 @@ def test_pool_changes_apply_with_the_restart_they_need(root):
         return r.run(["clarens-admin", "apache-conf"]).stdout
 
     parent, log_mark = apache_parent(r), os.path.getsize(r.file("/var/log/apache2/error.log"))
-    out = pool("40", "3")                       # fewer workers: a full restart
+    out = pool("200", "3")                      # from auto (512 and ServerLimit 512 on a big machine)
+    assert "apache2: restarted" in out, out     # fully where ServerLimit went down to its floor
+    serving(r)
+    parent = apache_parent(r)
+    out = pool("40", "3")                       # fewer workers, the same ServerLimit: a full restart
     assert "MaxRequestWorkers went down: a full restart applies it" in out and "apache2: restarted\n" in out
     serving(r)
     assert apache_parent(r) != parent
