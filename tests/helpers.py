@@ -244,6 +244,24 @@ class CuttingProxy:
                 pass
 
 
+def on_many_children(make_proxy, call, n: int) -> list:
+    """``call(proxy)`` on ``n`` fresh connections at once, so that several Apache children answer:
+    each connection is kept open (keep-alive) until every call has been answered, because a
+    prefork child serves one connection at a time, and one fast child could otherwise answer
+    every call in turn.  The results, in no particular order."""
+    answered = threading.Barrier(n)
+
+    def one():
+        proxy = make_proxy()
+        try:
+            result = call(proxy)
+            answered.wait(timeout=30)
+            return result
+        finally:
+            proxy("close")()
+    return concurrently(one, n)
+
+
 def make_iso(directory: str, name: str, megabytes: float) -> str:
     """``directory/name.iso``: an ISO 9660 image holding one file of random bytes."""
     src = os.path.join(directory, name + ".d")

@@ -28,6 +28,7 @@ from tests.helpers import (
     concurrently,
     make_acl_dir,
     make_iso,
+    on_many_children,
     shipped_modules,
     start_instance,
     upload,
@@ -91,7 +92,7 @@ def assert_healthy(inst, broken_pipes=False):
     """Children serve fresh connections, the policy is there, every tdb file checks out, no partial upload
     stays locked or is left over, and no log holds a traceback (but, with ``broken_pipes``, the helper's
     for answers to callers that had given up waiting)."""
-    served = concurrently(lambda: basic_proxy(inst, "admin").system.serverInfo()["pid"], 48)
+    served = on_many_children(lambda: basic_proxy(inst, "admin"), lambda proxy: proxy.system.serverInfo()["pid"], 48)
     assert len(served) == 48 and len(set(served)) > 1
     assert "*" in basic_proxy(inst, "admin").acl.show()["entries"]
     files = tdb_files(inst)

@@ -14,7 +14,7 @@ import pytest
 from clarens import faults
 from clarens.dev import devpki
 from clarens.dev.instance import InstanceError
-from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, concurrently, make_acl_dir, start_instance
+from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, make_acl_dir, on_many_children, start_instance
 
 
 def fault_of(call):
@@ -111,23 +111,27 @@ def test_acl_check_explains_the_decision(admin):
 
 
 def test_acl_change_is_enforced_by_every_child_at_its_next_request(server, admin):
-    def probe():
-        out = xmlrpc.client.ServerProxy(server.url).system.multicall(
+    def call(proxy):
+        out = proxy.system.multicall(
             [{"methodName": "probe.info", "params": []}, {"methodName": "probe.pid", "params": []}])
         return out[1][0], isinstance(out[0], list)
 
-    before = concurrently(probe, 48)
+    def probe(n):
+        return on_many_children(lambda: xmlrpc.client.ServerProxy(server.url), call, n)
+
+    before = probe(48)
     assert all(ok for _, ok in before)
     warm = {pid for pid, _ in before}
     assert len(warm) > 1
     try:
         assert admin.acl.set_entry("probe.info", {"allow": ["authenticated"]}) is True
-        after = concurrently(probe, 48)
+        after = probe(48)
         assert not any(ok for _, ok in after)
         assert warm & {pid for pid, _ in after}, "children that cached the old policy must enforce the new one"
     finally:
+        admin("close")()   # its kept-alive connection may have outlived KeepAliveTimeout meanwhile
         admin.acl.delete_entry("probe.info")
-    assert all(ok for _, ok in concurrently(probe, 16))
+    assert all(ok for _, ok in probe(16))
     audit = admin.acl.audit(5)
     assert [r["what"]["action"] for r in audit[-2:]] == ["set_entry", "delete_entry"]
     assert audit[-1]["who"] == ORG + "/CN=Demo Administrator"

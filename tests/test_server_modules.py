@@ -3,14 +3,13 @@
 the once-per-server block once per start, config and tdb handed to modules."""
 
 import os
-import threading
 import time
 import urllib.request
 import xmlrpc.client
 
 import pytest
 
-from tests.helpers import concurrently, start_instance
+from tests.helpers import on_many_children, start_instance
 
 
 def test_failed_modules_are_reported_and_the_rest_work(proxy, admin, server):
@@ -39,21 +38,8 @@ def raw_page(inst) -> str:
 
 
 def _probe_many(inst, n=12):
-    """Call probe.info on many fresh connections at once, so several children answer.
-
-    Each connection is kept open (keep-alive) until every call has been answered: a
-    prefork child serves one connection at a time, so one fast child cannot answer all."""
-    answered = threading.Barrier(n)
-
-    def call():
-        proxy = xmlrpc.client.ServerProxy(inst.url)
-        try:
-            result = proxy.probe.info()
-            answered.wait(timeout=30)
-            return result
-        finally:
-            proxy("close")()
-    return concurrently(call, n)
+    """Call probe.info on many fresh connections at once, so several children answer."""
+    return on_many_children(lambda: xmlrpc.client.ServerProxy(inst.url), lambda proxy: proxy.probe.info(), n)
 
 
 def _lines(path):
