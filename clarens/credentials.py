@@ -10,9 +10,14 @@ less than the next:
    shared table, :mod:`clarens.throttle`): too soon, a wait or 429 (below);
 3. a password this process found right lately (:class:`clarens.passwords.Checker`):
    accepted, microseconds;
-4. the attempt counted (refused, 429, if another process counted one just before);
-5. bcrypt, in one of the host's few turns (503 if none came), and the attempt given back
-   if the password was right.
+4. one of the host's few turns to run bcrypt in (503 if none came: nothing was counted);
+5. in the turn, the attempt counted (refused, 429, if the checks that finished meanwhile
+   made it too soon), then bcrypt, and the attempt given back if the password was right.
+
+Counting inside the turn makes the count hold every check that finished before this one:
+48 calls arriving at once with the right password, each in a child that has not checked
+it yet, never throttle each other (counted before their turn, the sixth got 429), and
+32 guesses arriving at once still stop at the free ones.
 
 An attempt that comes too soon waits for its turn, up to :data:`TARPIT` seconds, while
 no more than a quarter of the workers are waiting so (the process sleeps: free for
@@ -111,15 +116,17 @@ class Credentials:
                 raise _throttled(wait - held, who)
         if self.checker.remembered(name, password):
             return Identity(name, "basic")
-        wait = self.throttle.attempt(address, name)
-        if wait > 0:                      # another process took the turn that had come
-            raise _throttled(wait, who)
         try:
-            outcome = self.checker.check(name, password)
+            with self.checker.turn():
+                wait = self.throttle.attempt(address, name)
+                if wait > 0:              # the checks that finished meanwhile made this one too soon
+                    raise _throttled(wait, who)
+                outcome = self.checker.verify(name, password)
+                if outcome == RIGHT:      # given back before the next check counts
+                    self.throttle.succeeded(address, name)
         except BusyError as e:
             raise IdentityRefused(str(e), 503, {"Retry-After": "1"}) from None
         if outcome == RIGHT:
-            self.throttle.succeeded(address, name)
             return Identity(name, "basic")
         kind = ("unusable hash" if outcome == UNUSABLE else
                 "wrong password" if self.checker.htpasswd.entry(name) else "no such user")

@@ -35,7 +35,8 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import bcrypt
 
@@ -151,22 +152,32 @@ class Checker:
             return False
         return hmac.compare_digest(digest, self._digest(hashed, password))
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """One of the host's few turns to run bcrypt in, for the block (BusyError if none came)."""
+        turn = self.turns.take()
+        try:
+            yield
+        finally:
+            self.turns.give_back(turn)
+
     def check(self, name: str, password: bytes) -> str:
-        """RIGHT, WRONG (or no such user) or UNUSABLE (the entry is not a bcrypt hash), by bcrypt,
-        in a turn (BusyError if none came)."""
+        """:meth:`verify`, in a turn of its own."""
+        with self.turn():
+            return self.verify(name, password)
+
+    def verify(self, name: str, password: bytes) -> str:
+        """RIGHT, WRONG (or no such user) or UNUSABLE (the entry is not a bcrypt hash), by bcrypt.
+        Call it in a :meth:`turn`."""
         hashed = self.htpasswd.entry(name)
         usable = hashed is not None and hashed.startswith(BCRYPT_PREFIXES)
         if b"\0" in password:
             return WRONG              # bcrypt refuses it, and no htpasswd entry can hold one
-        turn = self.turns.take()
+        self.checks += 1
         try:
-            self.checks += 1
-            try:
-                right = bcrypt.checkpw(password, hashed if usable and hashed else _DUMMY) and usable
-            except ValueError:        # a malformed bcrypt hash
-                right, usable = False, False
-        finally:
-            self.turns.give_back(turn)
+            right = bcrypt.checkpw(password, hashed if usable and hashed else _DUMMY) and usable
+        except ValueError:            # a malformed bcrypt hash
+            right, usable = False, False
         if hashed is not None and not usable:
             return UNUSABLE
         if not right:

@@ -4,6 +4,7 @@ and the handler's answers (on a fake request and a real host booted without Apac
 through Apache: tests/test_passwords.py."""
 
 import base64
+import concurrent.futures
 import json
 import os
 import threading
@@ -258,6 +259,37 @@ def test_a_throttled_attempt_waits_for_its_turn_while_a_tarpit_is_free(creds, tm
     start = time.monotonic()
     assert creds.password("alice", b"right", "192.0.2.1", True) == Identity("alice", "basic")
     assert time.monotonic() - start >= throttle.FIRST_DELAY - 0.05   # held until its turn, then checked
+
+
+def test_right_passwords_arriving_at_once_never_throttle_each_other(checker, table, tmp_path):
+    """Each child checks a password it has not seen with bcrypt, one at a time on the host: counted
+    before its turn, the sixth of many calls arriving at once got 429 although every one was right."""
+    def child():   # a process of its own: its own memory of passwords, the host's shared turns and table
+        own = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 30.0))
+        return Credentials(own, throttle.Throttle(table), passwords.Turns(str(tmp_path), "tarpit", 0), None)
+    children = [child() for _ in range(3 * throttle.FREE_PER_USER)]
+    with concurrent.futures.ThreadPoolExecutor(len(children)) as pool:
+        callers = list(pool.map(lambda c: c.password("alice", b"right", "192.0.2.1", True), children))
+    assert callers == [Identity("alice", "basic")] * len(children)
+    assert sum(c.checker.checks for c in children) == len(children)
+    # Guesses arriving at once still stop at the free ones: bcrypt runs for those only.
+    guessers = [child() for _ in range(3 * throttle.FREE_PER_USER)]
+    with concurrent.futures.ThreadPoolExecutor(len(guessers)) as pool:
+        statuses = list(pool.map(lambda c: refusal(lambda: c.password("alice", b"guess", "192.0.2.2", True)).status,
+                                 guessers))
+    assert sorted(statuses) == [401] * throttle.FREE_PER_USER + [429] * (len(guessers) - throttle.FREE_PER_USER)
+    assert sum(c.checker.checks for c in guessers) == throttle.FREE_PER_USER
+
+
+def test_a_busy_host_counts_nothing_against_the_caller(creds, tmp_path):
+    creds.checker.turns = passwords.Turns(str(tmp_path), "turn", 1, wait=0.05)
+    held = passwords.Turns(str(tmp_path), "turn", 1).take()      # another process holds the only turn
+    try:
+        for _ in range(2 * throttle.FREE_PER_USER):
+            assert refusal(lambda: creds.password("alice", b"right", "192.0.2.1", True)).status == 503
+    finally:
+        passwords.Turns.give_back(held)
+    assert creds.password("alice", b"right", "192.0.2.1", True) == Identity("alice", "basic")
 
 
 def test_a_host_without_passwords_says_so(table, tmp_path):
