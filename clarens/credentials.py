@@ -8,11 +8,14 @@ less than the next:
 1. refused over plain HTTP unless ``[server] passwords_over_http = on`` (403);
 2. the throttle's verdict for the user name at the client's address (one read of a
    shared table, :mod:`clarens.throttle`): too soon, a wait or 429 (below);
-3. a password this process found right lately (:class:`clarens.passwords.Checker`):
-   accepted, microseconds;
+3. a password this process, or another of the host's, found right lately
+   (:class:`clarens.passwords.Checker`): accepted, microseconds (a few milliseconds the
+   first time in this process);
 4. one of the host's few turns to run bcrypt in (503 if none came: nothing was counted);
-5. in the turn, the attempt counted (refused, 429, if the checks that finished meanwhile
-   made it too soon), then bcrypt, and the attempt given back if the password was right.
+5. in the turn, a look at whether another process has found it right meanwhile (calls
+   arriving at once with a password run bcrypt once), then the attempt counted (refused,
+   429, if the checks that finished meanwhile made it too soon), then bcrypt, and the
+   attempt given back if the password was right.
 
 Counting inside the turn makes the count hold every check that finished before this one:
 48 calls arriving at once with the right password, each in a child that has not checked
@@ -118,6 +121,8 @@ class Credentials:
             return Identity(name, "basic")
         try:
             with self.checker.turn():
+                if self.checker.remembered(name, password):   # checked by another child while this one waited
+                    return Identity(name, "basic")
                 wait = self.throttle.attempt(address, name)
                 if wait > 0:              # the checks that finished meanwhile made this one too soon
                     raise _throttled(wait, who)

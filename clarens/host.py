@@ -111,23 +111,25 @@ class Host:
         self.dispatcher.authorise = self.guard.authorise
 
     def install_credentials(self) -> None:
-        """Passwords checked by this host against ``[server] htpasswd``, throttled in ``throttle.tdb``, and
-        sessions signed with ``[server] session_key`` kept in ``sessions.tdb``, all shared by every child
+        """Passwords checked by this host against ``[server] htpasswd``, throttled in ``throttle.tdb`` and
+        remembered in ``checked.tdb``, and sessions signed with ``[server] session_key`` kept in
+        ``sessions.tdb``, all shared by every child
         (:mod:`clarens.credentials`).  Without the throttle's table no credentials are checked, and without
         the session key or table no session: each request carrying such is refused (503), and the error
         log says why."""
         cfg = self.config
-        try:
-            counts = throttle.Throttle(self.dbs.open(throttle.DB_NAME))
-        except (OSError, RuntimeError) as e:
-            self.log.critical("cannot open %s (%s): every request with credentials will be refused",
-                              self.dbs.path(throttle.DB_NAME), e)
-            return
         htpasswd = passwords.Htpasswd(cfg.htpasswd) if cfg.htpasswd else None
         checker = None
-        if htpasswd is not None:
-            checker = passwords.Checker(htpasswd, passwords.Turns(cfg.db_dir, "password-check",
-                                                                  passwords.CHECKS_AT_ONCE, passwords.TURN_WAIT))
+        try:
+            counts = throttle.Throttle(self.dbs.open(throttle.DB_NAME))
+            if htpasswd is not None:
+                checker = passwords.Checker(htpasswd, passwords.Turns(cfg.db_dir, "password-check",
+                                                                      passwords.CHECKS_AT_ONCE, passwords.TURN_WAIT),
+                                            shared=self.dbs.open(passwords.DB_NAME))
+        except (OSError, RuntimeError) as e:
+            self.log.critical("cannot open the tables of %s (%s): every request with credentials will be refused",
+                              cfg.db_dir, e)
+            return
         key_path = cfg.session_key or os.path.join(cfg.db_dir, sessions.KEY_NAME)
         try:       # a key of this host's own is made at its first start; a cluster's is deployed
             key = sessions.load_key(key_path, make=cfg.session_key is None)

@@ -11,11 +11,24 @@ name on decoded as Latin-1.  The host reads the same file itself instead
 * a name is UTF-8 end to end, and compared in Unicode normal form C (``ä`` typed as
   one character or as ``a`` and a combining mark is the same user);
 * a client sending its password with every request (``xmlrpc.client`` with
-  ``user:password@`` in the URL, curl) pays bcrypt once per Apache child every
-  :data:`REMEMBER` seconds, not at every request: each process remembers, for the
-  last :data:`REMEMBERED` users it checked, a keyed digest of the password that
-  matched (HMAC-SHA256 under a key that never leaves the process's memory) with the
-  hash it matched, so that a changed password (a new hash) is checked again;
+  ``user:password@`` in the URL, curl) pays bcrypt once per host every
+  :data:`REMEMBER` seconds, not at every request:
+
+  - each process remembers, for the last :data:`REMEMBERED` users it checked, a keyed
+    digest of the password that matched (HMAC-SHA256 under a key that never leaves the
+    process's memory) with the hash it matched: microseconds;
+  - and the host remembers it in ``db_dir/checked.tdb`` (mode 0600), as PBKDF2-SHA256
+    of the password salted with the hash it matched (:data:`SHARED_ROUNDS` rounds,
+    about 2 ms), so that a child that has not checked it yet does not run bcrypt
+    again: remembered per process only, a burst of calls at a start, spread over a
+    hundred children, queued a hundred bcrypts behind the host's one or two turns and
+    was refused (503).  A check waiting for its turn looks again when it gets it, so
+    calls arriving at once run bcrypt once.  Whoever reads that file (the server's
+    user, who can read the htpasswd file too) can guess the passwords of users who
+    signed in during the last :data:`REMEMBER` seconds about 25 times faster than
+    from their bcrypt hashes: the price of not running bcrypt a hundred times;
+
+  a changed password (a new hash) is checked again;
 * at most :data:`CHECKS_AT_ONCE` checks run at once on the whole host (a ``flock`` on
   one of that many files), whatever the throttle lets through from many addresses:
   the rest wait for a turn, :data:`TURN_WAIT` seconds at most.
@@ -40,11 +53,14 @@ from typing import Callable, Iterator
 
 import bcrypt
 
+from clarens.db import Database
 from clarens.identity import normal_name
 
 BCRYPT_PREFIXES = (b"$2y$", b"$2a$", b"$2b$")
 REMEMBER = 300.0         # seconds a process trusts a password it checked, without checking it again
 REMEMBERED = 256         # users a process remembers at most
+SHARED_ROUNDS = 5000     # PBKDF2-SHA256 rounds of a password the host remembers (about 2 ms, bcrypt's 50 ms)
+DB_NAME = "checked"      # the table of passwords the host remembers
 CHECKS_AT_ONCE = max(1, (os.cpu_count() or 2) // 2)   # bcrypt checks running at once on the whole host
 TURN_WAIT = 5.0          # seconds a check waits for its turn before giving up (BusyError)
 # What an unknown user's password is checked against (never accepted, whatever it is): a bcrypt hash at
@@ -127,30 +143,78 @@ class Turns:
 
 
 class Checker:
-    """Checks passwords against an :class:`Htpasswd`, remembering recent right ones (see the module)."""
+    """Checks passwords against an :class:`Htpasswd`, remembering recent right ones in the process and,
+    given a ``shared`` table, on the whole host (see the module).  ``clock`` measures the process's
+    memory, ``wall`` the host's (a table outlives processes and restarts)."""
 
-    def __init__(self, htpasswd: Htpasswd, turns: Turns, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, htpasswd: Htpasswd, turns: Turns, clock: Callable[[], float] = time.monotonic,
+                 shared: Database | None = None, wall: Callable[[], float] = time.time):
         self.htpasswd = htpasswd
         self.turns = turns
         self.clock = clock
+        self.shared = shared
+        self.wall = wall
         self._key = secrets.token_bytes(32)                 # this process's, never stored
         self._remembered: OrderedDict[str, tuple[bytes, bytes, float]] = OrderedDict()
+        self._derivation: tuple[bytes, bytes] = (b"", b"")  # (local digest, PBKDF2) of the last password derived
         self.checks = 0                                      # bcrypt runs in this process (for tests)
 
     def _digest(self, hashed: bytes, password: bytes) -> bytes:
         return hmac.new(self._key, hashed + b"\0" + password, hashlib.sha256).digest()
 
+    def _derived(self, hashed: bytes, password: bytes) -> bytes:
+        """The PBKDF2 digest the host remembers ``password`` by, salted with the ``hashed`` it matched;
+        derived once for the password a request carries, however often it is asked for."""
+        digest = self._digest(hashed, password)
+        if not hmac.compare_digest(self._derivation[0], digest):
+            self._derivation = (digest, hashlib.pbkdf2_hmac("sha256", password, hashed, SHARED_ROUNDS))
+        return self._derivation[1]
+
     def remembered(self, name: str, password: bytes) -> bool:
-        """Whether ``password`` is one this process found right for ``name`` lately, against the
-        user's current entry: microseconds, no bcrypt."""
+        """Whether ``password`` is one found right for ``name`` lately, against the user's current entry:
+        by this process (microseconds), or by another of the host's (one PBKDF2, only if the host
+        remembers a password for ``name``); no bcrypt."""
         known = self._remembered.get(name)
-        if known is None:
-            return False
-        hashed, digest, until = known
-        if self.clock() > until or self.htpasswd.entry(name) != hashed:
+        if known is not None:
+            hashed, digest, until = known
+            if self.clock() <= until and self.htpasswd.entry(name) == hashed:
+                return hmac.compare_digest(digest, self._digest(hashed, password))
             del self._remembered[name]
+        return self._recalled(name, password)
+
+    def _recalled(self, name: str, password: bytes) -> bool:
+        """Whether the host remembers ``password`` as right for ``name``; if so, so does this process."""
+        if self.shared is None:
             return False
-        return hmac.compare_digest(digest, self._digest(hashed, password))
+        try:
+            derived, until = self.shared.get(name)
+            derived, left = bytes.fromhex(derived), float(until) - self.wall()
+        except (TypeError, ValueError):    # none, or not an entry this module wrote
+            return False
+        hashed = self.htpasswd.entry(name)
+        if left <= 0 or hashed is None or not hmac.compare_digest(derived, self._derived(hashed, password)):
+            return False
+        self._remember(name, hashed, password, self.clock() + min(left, REMEMBER))
+        return True
+
+    def _remember(self, name: str, hashed: bytes, password: bytes, until: float) -> None:
+        self._remembered[name] = (hashed, self._digest(hashed, password), until)
+        self._remembered.move_to_end(name)
+        while len(self._remembered) > REMEMBERED:
+            self._remembered.popitem(last=False)
+
+    def _share(self, name: str, hashed: bytes, password: bytes) -> None:
+        """Remember ``password`` as right for ``name`` on the whole host, forgetting the expired ones
+        (the table holds one entry per user at most)."""
+        if self.shared is None:
+            return
+        now = self.wall()
+        with self.shared.transaction() as table:
+            for other, entry in table.items():
+                if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], (int, float)) \
+                        or entry[1] <= now:
+                    table.delete(other)
+            table.put(name, [self._derived(hashed, password).hex(), now + REMEMBER])
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -183,8 +247,6 @@ class Checker:
         if not right:
             return WRONG
         assert hashed is not None
-        self._remembered[name] = (hashed, self._digest(hashed, password), self.clock() + REMEMBER)
-        self._remembered.move_to_end(name)
-        while len(self._remembered) > REMEMBERED:
-            self._remembered.popitem(last=False)
+        self._remember(name, hashed, password, self.clock() + REMEMBER)
+        self._share(name, hashed, password)
         return RIGHT

@@ -244,11 +244,11 @@ class CuttingProxy:
                 pass
 
 
-def on_many_children(make_proxy, call, n: int) -> list:
+def on_many_children(make_proxy, call, n: int, close=lambda proxy: proxy("close")()) -> list:
     """``call(proxy)`` on ``n`` fresh connections at once, so that several Apache children answer:
     each connection is kept open (keep-alive) until every call has been answered, because a
     prefork child serves one connection at a time, and one fast child could otherwise answer
-    every call in turn.  The results, in no particular order."""
+    every call in turn; then ``close(proxy)``.  The results, in no particular order."""
     answered = threading.Barrier(n)
 
     def one():
@@ -258,7 +258,7 @@ def on_many_children(make_proxy, call, n: int) -> list:
             answered.wait(timeout=30)
             return result
         finally:
-            proxy("close")()
+            close(proxy)
     return concurrently(one, n)
 
 

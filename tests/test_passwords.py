@@ -5,6 +5,8 @@ throttle that stops password guessing before bcrypt runs (shared by every child,
 from __future__ import annotations
 
 import base64
+import fcntl
+import glob
 import http.client
 import math
 import os
@@ -16,7 +18,7 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults, throttle
-from tests.helpers import basic_header, make_acl_dir, start_instance, tls_context
+from tests.helpers import basic_header, make_acl_dir, on_many_children, start_instance, tls_context
 
 WHOAMI = xmlrpc.client.dumps((), "system.whoami").encode()
 UTF8_USERS = {"ädmin": "pässwört", "管理者": "秘密の言葉"}
@@ -155,6 +157,31 @@ def test_guessing_is_throttled_and_the_delay_grows(server):
     # another address is not held up, whatever happened to this name elsewhere
     status, _, me = call(server.port, basic_header(server, "demo"), "127.0.3.3")
     assert status == 200 and me["identity"] == "demo"
+
+
+def test_a_password_checked_once_is_known_to_every_child(server):
+    """A client sending its password with every request, on connections each child takes a share of,
+    runs bcrypt once on the host: with every turn to run bcrypt held (as by a host checking others'
+    passwords), children that never checked it answer at once, and a wrong password finds no turn."""
+    out = subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", "add", "often", "--password-stdin",
+                          "--file", os.path.join(server.state_dir, "htpasswd")],
+                         input="every-time\n", capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert call(server.port, auth("often", "every-time"))[0] == 200          # checked by one child
+    turns = [os.open(path, os.O_RDWR) for path in glob.glob(os.path.join(server.db_dir, "password-check-*.lock"))]
+    assert turns
+    try:
+        for fd in turns:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        answers = on_many_children(lambda: Client(server.port, "127.0.3.8"),
+                                   lambda client: (client.call({}, xmlrpc.client.dumps((), "probe.pid").encode())[2],
+                                                   client.call(auth("often", "every-time"))[0]), 8, Client.close)
+        assert len({pid for pid, _ in answers}) == 8
+        assert [status for _, status in answers] == [200] * 8
+        assert call(server.port, auth("often", "wrong"), "127.0.3.9")[0] == 503   # a check would need a turn
+    finally:
+        for fd in turns:
+            os.close(fd)
 
 
 def test_the_count_is_shared_by_every_child(server):

@@ -188,6 +188,49 @@ def test_the_host_runs_a_bounded_number_of_checks_at_once(tmp_path):
     assert passwords.Turns(str(tmp_path), "turn", 2).take() is not None
 
 
+def test_a_password_one_process_checked_is_not_checked_again_by_another(checker, tmp_path):
+    table = db.open_db(str(tmp_path / "checked.tdb"))
+    def child():
+        return passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 1.0),
+                                 checker.clock, shared=table, wall=checker.clock)
+    first, second = child(), child()
+    assert first.check("alice", b"right") == passwords.RIGHT and first.checks == 1
+    assert second.remembered("alice", b"right") and not second.remembered("alice", b"wrong")
+    assert second.checks == 0
+    stored = json.dumps(table.get("alice"))
+    assert "right" not in stored and len(table.keys()) == 1        # a digest, never the password
+    # A changed password (a new hash) is checked again; an expired entry is forgotten at the next write.
+    write_htpasswd(checker.path, {"alice": "new", "ädmin": "right"})
+    assert not child().remembered("alice", b"right")
+    assert first.check("ädmin", b"right") == passwords.RIGHT
+    checker.clock.now += passwords.REMEMBER + 1
+    assert not child().remembered("ädmin", b"right") and not second.remembered("ädmin", b"right")
+    assert first.check("alice", b"new") == passwords.RIGHT and table.keys() == ["alice"]
+
+
+def test_a_process_remembers_a_shared_password_only_as_long_as_the_host(checker, tmp_path):
+    table = db.open_db(str(tmp_path / "checked.tdb"))
+    first = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 1.0),
+                              checker.clock, shared=table, wall=checker.clock)
+    first.check("alice", b"right")
+    checker.clock.now += passwords.REMEMBER - 10
+    late = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 1.0),
+                             checker.clock, shared=table, wall=checker.clock)
+    assert late.remembered("alice", b"right")
+    checker.clock.now += 11
+    assert not late.remembered("alice", b"right")
+
+
+@pytest.mark.parametrize("entry", [None, "x", ["zz", 1e18], [1, 2, 3], {"a": 1}, ["00", "soon"]])
+def test_an_odd_shared_entry_is_no_entry(checker, tmp_path, entry):
+    table = db.open_db(str(tmp_path / "checked.tdb"))
+    table.put("alice", entry)
+    own = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 1.0),
+                            checker.clock, shared=table, wall=checker.clock)
+    assert not own.remembered("alice", b"right")
+    assert own.check("alice", b"right") == passwords.RIGHT and table.get("alice")[1] > checker.clock.now
+
+
 # --- credentials ----------------------------------------------------------------------------
 
 def header(name, password):
@@ -264,14 +307,23 @@ def test_a_throttled_attempt_waits_for_its_turn_while_a_tarpit_is_free(creds, tm
 def test_right_passwords_arriving_at_once_never_throttle_each_other(checker, table, tmp_path):
     """Each child checks a password it has not seen with bcrypt, one at a time on the host: counted
     before its turn, the sixth of many calls arriving at once got 429 although every one was right."""
-    def child():   # a process of its own: its own memory of passwords, the host's shared turns and table
-        own = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 30.0))
+    checked = db.open_db(str(tmp_path / "checked.tdb"))
+    def child(shared=None):   # a process of its own: its own memory of passwords, the host's turns and tables
+        own = passwords.Checker(passwords.Htpasswd(checker.path), passwords.Turns(str(tmp_path), "turn", 1, 30.0),
+                                shared=shared)
         return Credentials(own, throttle.Throttle(table), passwords.Turns(str(tmp_path), "tarpit", 0), None)
     children = [child() for _ in range(3 * throttle.FREE_PER_USER)]
     with concurrent.futures.ThreadPoolExecutor(len(children)) as pool:
         callers = list(pool.map(lambda c: c.password("alice", b"right", "192.0.2.1", True), children))
     assert callers == [Identity("alice", "basic")] * len(children)
     assert sum(c.checker.checks for c in children) == len(children)
+    # Remembered on the host, a password arriving at once in many children is checked by bcrypt once:
+    # the others find it remembered when their turn comes.
+    sharing = [child(checked) for _ in range(3 * throttle.FREE_PER_USER)]
+    with concurrent.futures.ThreadPoolExecutor(len(sharing)) as pool:
+        callers = list(pool.map(lambda c: c.password("ädmin", b"right", "192.0.2.1", True), sharing))
+    assert callers == [Identity("ädmin", "basic")] * len(sharing)
+    assert sum(c.checker.checks for c in sharing) == 1
     # Guesses arriving at once still stop at the free ones: bcrypt runs for those only.
     guessers = [child() for _ in range(3 * throttle.FREE_PER_USER)]
     with concurrent.futures.ThreadPoolExecutor(len(guessers)) as pool:
