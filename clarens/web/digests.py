@@ -14,7 +14,7 @@ hashes every visible regular file whose digest is missing or stale, one after
 another, writing its progress and then each digest into the tdb file ``DB``
 (``PREFIX + name``: ``{size, ino, mtime_ns, sha256}``; the progress under
 ``PREFIX + PROGRESS``), and exits when none is left.  It outlives the Apache child
-that started it (its own session), and one that dies is simply started again by the
+that started it (its own session, a child of init), and one that dies is simply started again by the
 next listing.  Names that are not printable UTF-8 are skipped (see :mod:`clarens.text`).
 """
 
@@ -36,6 +36,7 @@ CHUNK = 4 << 20
 REPORT_EVERY = 0.5            # seconds between two progress records
 REQUEST_EVERY = 2.0           # seconds between two looks for a running process, per process
 PYTHON = "/usr/bin/python3"
+SETSID = "/usr/bin/setsid"      # util-linux: on every Debian system
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CLARENS_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -86,9 +87,11 @@ class Digests:
         finally:
             os.close(fd)           # (releases the lock: the process takes it itself)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _CLARENS_ROOT}
-        subprocess.Popen([PYTHON, "-m", "clarens.web.digests", self.db.path, self.directory, self.prefix],
-                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)
+        # setsid -f forks and returns at once: the hashing process, in a session of its own, is init's
+        # child, not this Apache child's (which would keep it a zombie after it ends, never waiting).
+        subprocess.run([SETSID, "-f", PYTHON, "-m", "clarens.web.digests", self.db.path, self.directory,
+                        self.prefix], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, close_fds=True, check=False, timeout=10)
         return True
 
     # -- the background process -------------------------------------------------------------------

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Digests of files put into a directory by hand: computed by a background process, never in a listing."""
 
+import fcntl
+import glob
 import hashlib
 import os
+import time
 
 from clarens.db import open_db
 from clarens.web import digests
@@ -40,7 +43,6 @@ def test_a_second_process_leaves_the_work_to_the_first(tmp_path):
     make(images, "a.iso", b"a")
     store = digests.Digests(str(images), open_db(str(tmp_path / "b.tdb")), "image:")
     fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT)
-    import fcntl
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         assert store.run() == 0 and store.request() is False
@@ -52,3 +54,35 @@ def test_listable_names():
     assert digests.listable("disc.iso") and digests.listable("café.iso")
     assert not digests.listable(".partial-1") and not digests.listable("bad\udcff.iso")
     assert not digests.listable("x\ufffe.iso") and not digests.listable("a\u202eb.iso")
+
+
+def zombies_of(pid):
+    """The processes that ``pid`` started, ended and never waited for."""
+    found = []
+    for path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            found.append(path)
+    return found
+
+
+def test_a_request_starts_a_process_that_hashes_and_leaves_no_zombie(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    make(images, "a.iso", b"a" * 1000)
+    store = digests.Digests(str(images), open_db(str(tmp_path / "burner.tdb")), "image:")
+    assert store.request() is True and store.request() is False     # looked again within REQUEST_EVERY
+    deadline = time.monotonic() + 60
+    while not (store.known("a.iso") or {}).get("sha256") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.known("a.iso")["sha256"] == hashlib.sha256(b"a" * 1000).hexdigest()
+    fd = os.open(store.lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)      # the hashing process holds it until it exits
+    finally:
+        os.close(fd)
+    assert zombies_of(os.getpid()) == []
