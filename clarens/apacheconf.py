@@ -80,7 +80,7 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
 
 
 # Server-wide settings every configuration carries (placeholder @@SERVER_WIDE@@): they apply
-# to the whole Apache they are in, every site of it (README, "A shared Apache").
+# to the whole Apache they are in, every site of it (docs/administration.md, "A shared Apache").
 SERVER_WIDE = """\
 # Slow and idle clients.  Under prefork a connection holds a whole process while it
 # lasts, so every wait is bounded: a stalled read or write after Timeout, an idle

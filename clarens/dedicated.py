@@ -246,4 +246,5 @@ def make_shared() -> list[str]:
     _checked(MAIN, undo)
     _remove_instance()
     return ["%s removed (its logs stay in %s)" % (INSTANCE.name, LOG_DIR), _restart_main(),
-            "the main Apache runs the prefork MPM and Clarens, with the server-wide changes the README lists"]
+            "the main Apache runs the prefork MPM and Clarens, with the server-wide changes of "
+            "/usr/share/doc/clarens/docs/administration.md (A shared Apache)"]

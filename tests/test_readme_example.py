@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The service module shown in the README works as documented, in the real Apache."""
+"""The service module shown in docs/modules.md works as documented, in the real Apache."""
 
 import os
 import re
@@ -11,17 +11,17 @@ from tests.helpers import ROOT, basic_proxy, make_acl_dir, make_state_dir, shipp
 
 
 def test_readme_notes_module(tmp_path):
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    code = re.search(r'```python\n("""notes:.*?)```', readme, re.S).group(1)
-    modules = make_state_dir("clarens-readme-mods-")
+    with open(os.path.join(ROOT, "docs", "modules.md")) as f:
+        doc = f.read()
+    code = re.search(r'```python\n("""notes:.*?)```', doc, re.S).group(1)
+    modules = make_state_dir("clarens-doc-mods-")
     os.makedirs(os.path.join(modules, "notes"))
     with open(os.path.join(modules, "notes", "__init__.py"), "w") as f:
         f.write(code)
     os.chmod(os.path.join(modules, "notes"), 0o755)
     acl = tmp_path / "notes.acl"
-    acl.write_text(re.search(r"```apache\n(<Acl notes>.*?)```", readme, re.S).group(1))
-    inst = start_instance("clarens-readme-", options={
+    acl.write_text(re.search(r"```apache\n(<Acl notes>.*?)```", doc, re.S).group(1))
+    inst = start_instance("clarens-doc-", options={
         "clarens.server.modules_path": "%s:%s" % (shipped_modules(), modules),
         "clarens.server.acl_dir": make_acl_dir(str(acl)),
         "clarens.module:notes.max_notes": "5"})

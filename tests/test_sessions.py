@@ -113,10 +113,10 @@ def test_only_a_caller_who_proved_who_it_is_opens_one(server):
     assert fault.faultCode == faults.ACCESS_DENIED and "session already" in fault.faultString
 
 
-def test_the_standard_library_client_carries_a_session_as_the_readme_shows(server, capsys):
-    """The README's xmlrpc.client example, run as written against this instance (its URL and password
+def test_the_standard_library_client_carries_a_session_as_the_docs_show(server, capsys):
+    """docs/clients.md's xmlrpc.client example, run as written against this instance (its URL and password
     substituted); then the cookie, and a session that ended."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "clients.md")) as f:
         code = textwrap.dedent(re.search(r"```python\n( *import xmlrpc.client\n.*?) *```", f.read(), re.S).group(1))
     code = code.replace("https://clarens.example/clarens/", server.url).replace(
         '"https://", "https://alice:secret@"', '"http://", "http://demo:%s@"' % urllib.parse.quote(

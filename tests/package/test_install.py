@@ -4,7 +4,7 @@
 Builds the package (and the same tree as a newer version, for the upgrade),
 makes a Debian 12 root with mmdebstrap (tests/package/chroot.py: its own PID,
 mount and network namespaces), installs the package there with apt, and goes
-through what the README's administrator section says: the service answers, the
+through what docs/administration.md says: the service answers, the
 policy and the drives are the documented choices, Basic users come from
 clarens-admin, client certificates from the site clarens-ssl; then a burn with
 verification, the ACL dump round trip, pool changes, an upgrade, a removal (and a
@@ -53,7 +53,7 @@ HTTP, HTTPS = "http://127.0.0.1/clarens/", "https://localhost/clarens/"
 PKI = "/root/pki"                                    # the clients' certificates, in the root
 ALICE_PASSWORD = "correct horse battery staple"
 LOCAL_ACL = """\
-# The site's own policy (the README's administrator section): who may burn, who administers.
+# The site's own policy (docs/administration.md): who may burn, who administers.
 <Group admins>
     Member %s
 </Group>
@@ -431,7 +431,7 @@ def test_burn_with_verification_through_the_helper_of_the_init_script(root):
     with open(r.file("/etc/clarens/burnerd.conf"), "a") as f:
         f.write(TEST_DRIVE)
     before = helpers(r)
-    r.run(["service", "clarens-burnerd", "restart"])          # the README: after adding a drive
+    r.run(["service", "clarens-burnerd", "restart"])          # docs/administration.md: after adding a drive
     report = wait_for("the burner helper", lambda: helper_status(r), 60)
     assert [d["name"] for d in report["drives"]] == ["test0"]
     assert len(helpers(r)) == 1 and helpers(r) != before                # a new helper (pids as seen here)

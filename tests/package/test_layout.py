@@ -150,17 +150,17 @@ def test_the_commands_run_on_debians_interpreter():
         assert os.path.exists(os.path.join(ROOT, "debian", "man", "%s.%s" % (name, "1" if where == "usr/bin" else "8")))
 
 
-def test_the_install_message_and_the_readme_list_every_server_wide_change():
-    """A shared Apache: the administrator learns from the install message and the README what the package
+def test_the_install_message_and_the_docs_list_every_server_wide_change():
+    """A shared Apache: the administrator learns from the install message and docs/administration.md what the package
     changes for every site (the install test checks that the message is printed)."""
     assert {"Timeout", "StartServers", "ServerLimit", "PythonImport", "TraceEnable"} <= set(server_wide_directives())
     with open(os.path.join(ROOT, "debian", "clarens.postinst")) as f:
         postinst = f.read()
     message = postinst[postinst.index("server_wide_message() {"):]
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("### A shared Apache"):]
-    section = section[:section.index("\n### ")]
+    with open(os.path.join(ROOT, "docs", "administration.md")) as f:
+        guide = f.read()
+    section = guide[guide.index("\n## A shared Apache\n"):]
+    section = section[:section.index("\n## ", 1)]
     for change in SERVER_WIDE_CHANGES:
         assert change in message, change
         assert change in section, change
