@@ -113,7 +113,7 @@ def generated_policy(rng):
 
 
 def pattern_matches(pattern, name, authenticated):
-    """The README's pattern rules, written out plainly."""
+    """The pattern rules of docs/administration.md (Access control), written out plainly."""
     if pattern in ("anonymous", "authenticated"):
         return authenticated == (pattern == "authenticated")
     return authenticated and (name.startswith(pattern) if pattern.endswith("/") else name == pattern)
