@@ -39,10 +39,10 @@ import pytest
 from clarens import cluster as cluster_mod
 from clarens import config as config_mod
 from clarens import faults, procfs
-from clarens.burnerd import launch as burner_launch
 from clarens.burnerd.client import BurnerClient, BurnerError
 from clarens.client import Fault, Service, TransportError
 from clarens.db import open_db
+from clarens.dev import burnerd_launch
 from clarens.dev.instance import HELPER_USER, Instance, _ensure_system_user
 from tests.helpers import (
     ROOT,
@@ -242,7 +242,7 @@ class DriveHost:
         os.chown(self.state, helper.pw_uid, helper.pw_gid)
         with open(self.conf, "w") as f:
             f.write(HELPER_CONF.format(run=self.run, group=group, allowed=allowed, images=images, state=self.state))
-        self.supervisor = burner_launch.launch(self.conf, HELPER_USER, self.log)
+        self.supervisor = burnerd_launch.launch(self.conf, HELPER_USER, self.log)
 
     def stop(self) -> None:
         if self.supervisor.poll() is None:

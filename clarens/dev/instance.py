@@ -36,8 +36,7 @@ from clarens import apacheconf, procfs
 from clarens import config as config_mod
 from clarens.acl.files import load_dir as load_acl_dir
 from clarens.acl.model import AclError
-from clarens.burnerd import launch as burner_launch
-from clarens.dev import devpki
+from clarens.dev import burnerd_launch, devpki
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "conf", "apache", "instance.conf.in")
@@ -217,7 +216,7 @@ class Instance:
         if _pid_running(self.burnerd_pid, self.burnerd_conf):
             return   # left running by ./run start; reuse it
         try:
-            self.supervisor = burner_launch.launch(self.burnerd_conf, HELPER_USER, self.burnerd_log)
+            self.supervisor = burnerd_launch.launch(self.burnerd_conf, HELPER_USER, self.burnerd_log)
         except RuntimeError as e:
             raise InstanceError("%s:\n%s" % (e, _tail(self.burnerd_log))) from None
         with open(self.burnerd_pid, "w") as f:

@@ -266,7 +266,7 @@ def test_systemd_socket_handover(helper_factory, iso_cache):
     listener.bind(activated)
     os.chmod(activated, 0o660)
     listener.listen(16)
-    wrapper = [PYTHON, "-m", "clarens.burnerd.activate", str(listener.fileno())]
+    wrapper = [PYTHON, "-m", "clarens.dev.socket_activate", str(listener.fileno())]
     h.start(argv_prefix=wrapper, pass_fds=(listener.fileno(),), wait=False)
     listener.close()
     h.wait_ready(activated)

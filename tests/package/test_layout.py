@@ -7,7 +7,9 @@ agreement of socket, group, users and images directory between Apache's side,
 the helper and systemd, and the single version.
 """
 
+import ast
 import configparser
+import glob
 import os
 import re
 import subprocess
@@ -125,6 +127,47 @@ def test_the_version_is_set_in_one_place(etc):
     stamped = (etc / "clarens" / "__init__.py").read_text()
     assert '\n__version__ = "9.8.7"\n' in stamped
     assert not (etc / "clarens" / "dev").exists()        # developer tooling is not installed
+
+
+# What a packaged install runs, beside the commands of debian/bin and the shipped modules: what the
+# Apache include loads, what the docs have administrators and clients run with python3 -m, the library.
+ENTRY_POINTS = ("clarens.handler", "clarens.startup", "clarens.stdio", "clarens.client", "clarens.cluster",
+                "clarens.apacheconf", "clarens.acl.__main__", "clarens.__main__")
+
+
+def _named(path: str) -> set[str]:
+    """Every module name the file at ``path`` imports, or names in a string (``python3 -m NAME``)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    named = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            named.add(node.module)
+            named.update("%s.%s" % (node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            named.add(node.value)
+    return {".".join(n.split(".")[:i]) for n in named for i in range(1, n.count(".") + 2)}
+
+
+def test_the_package_ships_no_module_that_an_installed_host_never_runs(etc):
+    """The private instance's own tooling (clarens/dev: the instance, its helper's launcher, supervisor and
+    socket activation) stays out of the package: every module installed is reached from what runs."""
+    lib = etc / "clarens"
+    modules = {".".join(p.relative_to(etc).with_suffix("").parts).removesuffix(".__init__"): str(p)
+               for p in lib.rglob("*.py")}
+    users = glob.glob(os.path.join(ROOT, "debian", "bin", "*")) + \
+        glob.glob(os.path.join(ROOT, "modules", "**", "*.py"), recursive=True)
+    todo = [*ENTRY_POINTS, *(name for path in users for name in _named(path) if name in modules)]
+    reached: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(n for n in _named(modules[name]) if n in modules)
+    assert sorted(set(modules) - reached) == []
+    assert not any(name.startswith("clarens.dev") for name in modules)
 
 
 def test_maintainer_scripts_parse_and_keep_debhelpers_place():

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Start the helper as systemd would: the socket made with its configured owner, group and
 mode by a privileged parent, the helper itself run as its own unprivileged user, and
-restarted when it fails (:mod:`clarens.burnerd.supervise`).
+restarted when it fails (:mod:`clarens.dev.burnerd_supervise`).
 
 Used by the private instance (``./run serve``).  As root, the helper runs as
 ``user`` and never holds root; the socket belongs to that user and to the web
@@ -31,7 +31,7 @@ def launch(config_path: str, user: str | None, log_path: str, timeout: float = 2
     cfg = burner_config.load(config_path)
     account = pwd.getpwnam(user) if user and os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
     sock = create_socket(cfg.socket, cfg.socket_mode, uid=account.pw_uid, gid=cfg.socket_gid)
-    argv = [PYTHON, "-m", "clarens.burnerd.supervise", str(sock.fileno()), account.pw_name, config_path]
+    argv = [PYTHON, "-m", "clarens.dev.burnerd_supervise", str(sock.fileno()), account.pw_name, config_path]
     # Its lines name callers and images: readable by its owner (and group) only, whatever the umask.
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
     try:

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Exec a program the way systemd socket activation does: the socket at fd 3, ``LISTEN_PID`` = own pid.
 
-    python3 -m clarens.burnerd.activate FD PROGRAM ARGS...
+    python3 -m clarens.dev.socket_activate FD PROGRAM ARGS...
 
 ``FD`` is an inherited listening socket.  exec keeps the pid, so ``LISTEN_PID``
-names the program.  Used by :mod:`clarens.burnerd.launch` (the private instance)
+names the program.  Used by :mod:`clarens.dev.burnerd_launch` (the private instance)
 and the tests, to run the helper exactly as under systemd.
 """
 

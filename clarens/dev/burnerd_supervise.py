@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Keep the burner helper running, as systemd does with ``Restart=on-failure``, where there is no systemd.
 
-    python3 -m clarens.burnerd.supervise SOCKET_FD USER CONFIG
+    python3 -m clarens.dev.burnerd_supervise SOCKET_FD USER CONFIG
 
 Used by the private instance (``./run serve``/``start``, through
-:mod:`clarens.burnerd.launch`).  The supervisor holds the helper's listening socket
+:mod:`clarens.dev.burnerd_launch`).  The supervisor holds the helper's listening socket
 (made by its privileged parent) and runs the helper on it as ``USER``, exactly as
-socket activation would (:mod:`clarens.burnerd.activate`).  Because the socket
+socket activation would (:mod:`clarens.dev.socket_activate`).  Because the socket
 stays open while the helper is down, the web tier's connections wait in its
 backlog and are served by the restarted helper instead of being refused.
 
@@ -47,7 +47,7 @@ def _start(fd: int, user: str, config: str) -> subprocess.Popen:
     account = pwd.getpwnam(user)
     as_user: dict[str, Any] = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} \
         if os.geteuid() == 0 else {}
-    return subprocess.Popen([PYTHON, "-m", "clarens.burnerd.activate", str(fd),
+    return subprocess.Popen([PYTHON, "-m", "clarens.dev.socket_activate", str(fd),
                              PYTHON, "-m", "clarens.burnerd", "--config", config],
                             cwd=ROOT, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL,
                             pass_fds=(fd,), **as_user)
