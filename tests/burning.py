@@ -7,7 +7,7 @@ import time
 import pytest
 
 from clarens.burnerd.client import BurnerClient, BurnerError
-from tests.burnerd.support import ACTIVE
+from tests.integration.burnerd.support import ACTIVE
 
 
 def wait_job(proxy, job_id, until=lambda job: job["state"] not in ACTIVE, timeout=120):

@@ -23,6 +23,19 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _interrupted)
 
 
+LAYERS = ("unit", "integration", "system", "lint")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test is marked with its layer, the directory of tests/ it is in (pyproject.toml names them);
+    a test outside them would run with the whole suite only, never with its layer."""
+    for item in items:
+        parts = item.path.relative_to(os.path.dirname(__file__)).parts
+        if parts[0] not in LAYERS:
+            raise pytest.UsageError("%s: a test belongs in a layer, tests/{%s}/" % (item.nodeid, ",".join(LAYERS)))
+        item.add_marker(parts[0])
+
+
 def pytest_terminal_summary(terminalreporter):
     """The run's last lines name what it kept (tests.helpers.keep), so that nothing is left unsaid."""
     for line in KEPT:

@@ -31,7 +31,7 @@ from clarens.dev.instance import Instance, acl_dir, free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEST_MODULES = os.path.join(ROOT, "tests", "modules")
-# The service modules the project ships in modules/ (tests/package/test_layout.py holds this list to
+# The service modules the project ships in modules/ (tests/system/package/test_layout.py holds this list to
 # what git tracks there).  The checkout's modules/ may also hold a service author's own, which no
 # test may load: one called like a test module shadowed it and broke a test with no hint.
 SHIPPED_MODULES = ("acl", "burner", "echo", "session", "system", "validator1")

@@ -12,7 +12,7 @@ the decoder's rules (the piece reader, :func:`plain_pieces`).  Anything else
 the document to expat, from the start.
 
 **The contract**: no fast path accepts a document expat would refuse, or reads
-one differently.  ``tests/test_xmlrpc_codec.py`` holds it to that, comparing
+one differently.  ``tests/unit/test_xmlrpc_codec.py`` holds it to that, comparing
 each reader with expat on thousands of generated, hand-written and mutated
 documents.  Why it exists (``./run bench``, bench/README.md): for ``echo('hi')``
 the flat reader takes 1.7 us in-process against 7.4 us for the stdlib's

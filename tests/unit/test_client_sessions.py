@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The client's session layer (clarens.client.sessions) over a stand-in transport that plays the host:
 sign in once, follow renewals, sign in again once when the token is refused, fall back to the password
-on a host without sessions, keep tokens in a private file.  Through Apache: tests/test_client_sessions.py."""
+on a host without sessions, keep tokens in a private file.
+
+Through Apache: tests/integration/test_client_sessions.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the codecs' shared respond(body, call, report, limits) reports, beyond tests/test_*_codec.py."""
+"""What the codecs' shared respond(body, call, report, limits) reports, beyond tests/unit/test_*_codec.py."""
 
 import json
 import xmlrpc.client

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Passwords checked by the host: the throttle before bcrypt, the htpasswd file, the remembered passwords,
 and the handler's answers (on a fake request and a real host booted without Apache).  The same paths
-through Apache: tests/test_passwords.py."""
+through Apache: tests/integration/test_passwords.py."""
 
 import base64
 import concurrent.futures

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Sessions (clarens.sessions): signed tokens, expiry, revocation, and the handler that takes them (a fake
-request, a real host booted without Apache).  Through Apache and browsers: tests/test_sessions.py."""
+request, a real host booted without Apache).  Through Apache and browsers: tests/integration/test_sessions.py."""
 
 import json
 import os

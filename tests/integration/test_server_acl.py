@@ -14,7 +14,16 @@ import pytest
 from clarens import faults
 from clarens.dev import devpki
 from clarens.dev.instance import InstanceError
-from tests.helpers import ORG, basic_header, basic_proxy, cert_proxy, make_acl_dir, on_many_children, start_instance
+from tests.helpers import (
+    ORG,
+    ROOT,
+    basic_header,
+    basic_proxy,
+    cert_proxy,
+    make_acl_dir,
+    on_many_children,
+    start_instance,
+)
 
 
 def fault_of(call):
@@ -188,7 +197,7 @@ def test_command_line_shows_checks_reloads_and_dumps(server, admin):
     def acl(*args):
         return subprocess.run(["/usr/bin/python3", "-m", "clarens.acl", "--db-dir", server.db_dir,
                                "--acl-dir", server.server_config().acl_dir, *args],
-                              capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                              capture_output=True, text=True, cwd=ROOT)
     assert acl("validate").returncode == 0
     out = acl("check", "demo", "acl.show")
     assert out.returncode == 1 and out.stdout.startswith("DENY: demo may not call acl.show")

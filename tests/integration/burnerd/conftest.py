@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures for the burner helper tests (the machinery is in :mod:`tests.burnerd.support`)."""
+"""Fixtures for the burner helper tests (the machinery is in :mod:`tests.integration.burnerd.support`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.burnerd.support import Helper, make_iso
+from tests.integration.burnerd.support import Helper, make_iso
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 from clarens.burnerd.errors import STATUS
-from tests.burnerd.support import PYTHON, ROOT, connect_raw, wait_burning, wait_finished
+from tests.integration.burnerd.support import PYTHON, ROOT, connect_raw, wait_burning, wait_finished
 
 # Runs as another user: report what the client library raised, as JSON.
 PROBE = """

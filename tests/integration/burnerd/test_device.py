@@ -13,8 +13,8 @@ import time
 import pytest
 
 from clarens.burnerd.worker import MEDIUM_MAX_AGE
-from tests.burnerd.support import request, wait_burning, wait_finished
 from tests.helpers import wait_for
+from tests.integration.burnerd.support import request, wait_burning, wait_finished
 
 
 @pytest.fixture

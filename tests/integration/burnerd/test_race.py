@@ -21,8 +21,8 @@ import pytest
 
 from clarens.burnerd.processes import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import wait_finished
 from tests.helpers import sha256_file, wait_for
+from tests.integration.burnerd.support import wait_finished
 
 # Makes fsync, fdatasync and msync slow in the process it is preloaded into, like the
 # fresh machine (still flushing its package installs) on which the race was first seen.

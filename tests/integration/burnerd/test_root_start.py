@@ -18,8 +18,8 @@ import subprocess
 
 import pytest
 
-from tests.burnerd.support import PYTHON, ROOT, wait_finished
 from tests.helpers import sha256_file
+from tests.integration.burnerd.support import PYTHON, ROOT, wait_finished
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starts the helper as root and as other users")
 

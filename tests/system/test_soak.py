@@ -78,7 +78,7 @@ def test_it_ran_for_its_time(result):
 
 
 def test_the_slow_crowd_phase_ran_and_was_reported(result):
-    """Its p99 against the 2 s target is for information (tests/test_hostile.py holds the requirement)."""
+    """Its p99 against the 2 s target is for information (tests/system/test_hostile.py holds the requirement)."""
     slow = result["crowd"]
     assert slow["calls"] >= 15 and slow["cut"] >= soak.CROWD, slow          # the crowd was cut, and came back
     assert "slow crowd: 200 bodies" in soak.text(result) and "crowd_p99_under_2s" in result["verdict"]

@@ -29,24 +29,35 @@ def collected(*args: str) -> list[str]:
 
 
 def test_run_test_with_paths_runs_only_those_and_each_once():
-    one = collected("tests/test_config.py")
-    assert one and all(t.startswith("tests/test_config.py::") for t in one) and len(set(one)) == len(one)
-    picked = collected("tests/test_config.py", "-k", "relative")
+    one = collected("tests/unit/test_config.py")
+    assert one and all(t.startswith("tests/unit/test_config.py::") for t in one) and len(set(one)) == len(one)
+    picked = collected("tests/unit/test_config.py", "-k", "relative")
     assert picked and set(picked) < set(one)
     node = collected(one[0])
     assert node == one[:1]
-    both = collected("tests/test_config.py", "tests/test_once.py")
-    assert {t.split("::")[0] for t in both} == {"tests/test_config.py", "tests/test_once.py"}
+    both = collected("tests/unit/test_config.py", "tests/integration/test_once.py")
+    assert {t.split("::")[0] for t in both} == {"tests/unit/test_config.py", "tests/integration/test_once.py"}
     everything = collected("-k", "relative")                   # no path: the whole suite, filtered
-    assert set(picked) <= set(everything) and {t.split("::")[0] for t in everything} - {"tests/test_config.py"}
+    assert set(picked) <= set(everything) and {t.split("::")[0] for t in everything} - {"tests/unit/test_config.py"}
+
+
+def test_run_test_with_a_layer_runs_that_layer_and_its_marker_selects_the_same():
+    unit = collected("unit")
+    assert unit and all(t.startswith("tests/unit/") for t in unit)
+    assert collected("-m", "unit") == unit
+    lint = collected("lint", "-k", "mypy")
+    assert lint == ["tests/lint/test_style.py::test_mypy"]
+    both = collected("lint", "tests/unit/test_config.py")
+    assert {t.split("::")[0] for t in both} == {"tests/lint/test_style.py", "tests/unit/test_config.py"}
+    assert set(collected("-m", "not system")) == set(collected("unit", "integration", "lint"))
 
 
 def test_a_failed_run_names_the_temporary_files_it_kept():
     root = tempfile.mkdtemp(prefix="krun-", dir="/tmp")
     try:
         out = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              "tests/test_run.py::test_fail_on_purpose"], cwd=ROOT, capture_output=True, text=True,
-                             env=dict(os.environ, TMPDIR=root, CLARENS_FAIL_ON_PURPOSE="1"), timeout=300)
+                              "tests/system/test_run.py::test_fail_on_purpose"], cwd=ROOT, capture_output=True,
+                             text=True, env=dict(os.environ, TMPDIR=root, CLARENS_FAIL_ON_PURPOSE="1"), timeout=300)
         assert out.returncode == 1
         kept = re.findall(r"kept: (\S+) \(the temporary files of a run with failures, \d+ MB\): rm -rf \1 removes it",
                           out.stdout)

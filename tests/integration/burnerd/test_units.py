@@ -24,8 +24,8 @@ from clarens.burnerd.errors import STATUS, Refused
 from clarens.burnerd.jobs import JobStore
 from clarens.burnerd.worker import DriveWorker
 from clarens.db import open_db
-from tests.burnerd.support import ROOT, XORRISO
 from tests.helpers import wait_for
+from tests.integration.burnerd.support import ROOT, XORRISO
 
 # -- configuration ------------------------------------------------------------------
 

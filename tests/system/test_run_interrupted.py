@@ -31,7 +31,7 @@ def test_sigterm_to_a_test_run_stops_its_apache_and_helper():
     probe = os.path.join(root, "probe")
     env = dict(os.environ, TMPDIR=root, CLARENS_LINGER=probe)
     run = subprocess.Popen(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            "tests/test_run_interrupted.py::test_linger"], cwd=ROOT, env=env,
+                            "tests/system/test_run_interrupted.py::test_linger"], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for("the run's instance to start", lambda: os.path.exists(probe) or run.poll() is not None, 120)

@@ -23,7 +23,7 @@ from clarens import procfs
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
 from tests.helpers import wait_for
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PYTHON = "/usr/bin/python3"
 XORRISO = "/usr/bin/xorriso"
 ACTIVE = ("queued", "burning", "verifying")

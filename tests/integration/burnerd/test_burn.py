@@ -12,8 +12,8 @@ import pytest
 
 from clarens.burnerd.client import RequestRefused
 from clarens.burnerd.processes import group_alive as group_running
-from tests.burnerd.support import request, wait_burning, wait_finished
 from tests.helpers import sha256_file, wait_for
+from tests.integration.burnerd.support import request, wait_burning, wait_finished
 
 
 def test_burn_and_verify(helper, iso_cache):

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from clarens import config
+from tests.helpers import ROOT
 
 
 def write(tmp_path, text):
@@ -56,5 +57,5 @@ def test_missing_file_is_an_error():
 
 
 def test_shipped_file_loads():
-    cfg = config.load(os.path.join(os.path.dirname(__file__), "..", "conf", "clarens.conf"))
+    cfg = config.load(os.path.join(ROOT, "conf", "clarens.conf"))
     assert cfg.modules_path[0].endswith("/modules") and cfg.max_body == 10485760

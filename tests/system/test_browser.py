@@ -190,7 +190,8 @@ def test_a_session_cookie_signs_in_polls_and_signs_out(fresh_browser, server, ad
     assert d.current_url.endswith("/clarens/burner")
     [cookie] = d.get_cookies()
     assert cookie["name"] == "clarens_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    assert cookie["path"] == "/clarens" and not cookie["secure"]      # over plain HTTP; HTTPS: tests/test_sessions.py
+    # over plain HTTP; HTTPS: tests/integration/test_sessions.py
+    assert cookie["path"] == "/clarens" and not cookie["secure"]
     assert "clarens_session" not in d.execute_script("return document.cookie")     # scripts cannot read it
 
     # Polling carries the cookie: Apache logs the calls as demo's, and no password goes with them.

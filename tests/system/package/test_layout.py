@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the Debian package installs agrees with itself, checked without building it (fast, in ./run test).
 
-tests/package/test_install.py installs the real package in a fresh Debian root;
+tests/system/package/test_install.py installs the real package in a fresh Debian root;
 these check the rendered files on their own: the production configuration, the
 agreement of socket, group, users and images directory between Apache's side,
 the helper and systemd, and the single version.

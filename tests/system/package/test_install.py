@@ -2,7 +2,7 @@
 """The Debian package, installed the way an administrator would, on a fresh Debian 12 (``./run test-package``).
 
 Builds the package (and the same tree as a newer version, for the upgrade),
-makes a Debian 12 root with mmdebstrap (tests/package/chroot.py: its own PID,
+makes a Debian 12 root with mmdebstrap (tests/system/package/chroot.py: its own PID,
 mount and network namespaces), installs the package there with apt, and goes
 through what docs/administration.md says: the service answers, the
 policy and the drives are the documented choices, Basic users come from
@@ -36,8 +36,8 @@ from clarens import cluster
 from clarens.dev import devpki
 from clarens.dev import package as packaging
 from tests.helpers import ROOT, keep, wait_for
-from tests.package import test_layout as layout
-from tests.package.chroot import Root, base_tarball, mounts_under, processes_in
+from tests.system.package import test_layout as layout
+from tests.system.package.chroot import Root, base_tarball, mounts_under, processes_in
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("CLARENS_TEST_PACKAGE") != "1",

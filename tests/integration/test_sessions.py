@@ -2,8 +2,8 @@
 """Sessions through Apache: opened with a password or a certificate, in both protocols, carried as a
 header by any client (the standard library's xmlrpc.client too), valid in every child and after a
 restart; expired, signed-out, revoked, forged and other hosts' tokens refused; a new password, an
-administrator and an ACL change acting on open sessions at once.  The pages' cookie: tests/test_browser.py;
-several hosts: tests/test_cluster_sessions.py."""
+administrator and an ACL change acting on open sessions at once.  The pages' cookie: tests/system/test_browser.py;
+several hosts: tests/system/test_cluster_sessions.py."""
 
 from __future__ import annotations
 
@@ -316,7 +316,7 @@ def test_a_flood_of_bad_tokens_is_refused_cheaply_and_logged_in_proportion(serve
 
 def test_a_new_password_is_published_to_the_other_hosts(server, tmp_path):
     """clarens-admin user passwd on a host also revokes the user's sessions in its table, which the other
-    hosts of a cluster fetch (tests/test_cluster_sessions.py): they end there before the file reaches them."""
+    hosts of a cluster fetch (tests/system/test_cluster_sessions.py): they end there before the file reaches them."""
     htpasswd_user(server, "add", "erin", password="first")
     conf = tmp_path / "clarens.conf"
     conf.write_text("[server]\ndb_dir = %s\nhtpasswd = %s\n" % (server.db_dir, os.path.join(server.state_dir,

@@ -2,7 +2,7 @@
 """``clarens-acl dump``: live changes kept in a file that validates beside the ACL files.
 
 The round trip through a real server (dump, graceful restart, the same decisions)
-is in tests/package/test_install.py; here the command runs against a tdb file and
+is in tests/system/package/test_install.py; here the command runs against a tdb file and
 an ACL directory, and "a server start" is what one does: load the files.
 """
 

@@ -14,6 +14,7 @@ from clarens.acl import files, store
 from clarens.acl.model import EARLIEST, LATEST, AclError, Entry, Policy
 from clarens.db import open_db
 from clarens.identity import ANONYMOUS, Identity
+from tests.helpers import ROOT
 
 ALICE = Identity("/C=UK/O=Home/OU=Lab/CN=Alice", "certificate")
 BOB = Identity("bob", "basic")
@@ -243,7 +244,7 @@ def test_file_errors_name_file_and_line(tmp_path, text, where, message):
 
 
 def test_shipped_files_are_valid():
-    p = files.load_dir(os.path.join(os.path.dirname(__file__), "..", "acl"))
+    p = files.load_dir(os.path.join(ROOT, "acl"))
     assert allowed(p, ANONYMOUS, "system.listMethods") and allowed(p, ANONYMOUS, "echo.echo")
     assert not allowed(p, ANONYMOUS, "validator1.easyStructTest") and not allowed(p, ANONYMOUS, "acl.show")
 

@@ -27,8 +27,8 @@ from clarens.burnerd.drivelock import lock_path
 from clarens.burnerd.jobs import JobStore
 from clarens.burnerd.processes import group_alive
 from clarens.db import open_db
-from tests.burnerd.support import wait_burning, wait_finished
 from tests.helpers import sha256_file, wait_for
+from tests.integration.burnerd.support import wait_burning, wait_finished
 
 
 def plant_orphan(h, token: str) -> subprocess.Popen:

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from clarens import admin
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="gives the file to root:www-data")
 WWW_GID = grp.getgrnam("www-data").gr_gid
@@ -18,7 +19,7 @@ def run(path, *argv, password=None):
     extra = ["--password-stdin"] if password is not None else []
     return subprocess.run(["/usr/bin/python3", "-m", "clarens.admin", "user", *argv, "--file", str(path), *extra],
                           input=None if password is None else password + "\n", capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=ROOT)
 
 
 def verifies(path, name, password):

@@ -42,7 +42,7 @@ def by_cert(server, name="demo-user", protocol="xmlrpc", **kw):
 def test_each_credential_is_the_identity_the_host_sees(server, protocol):
     with connect(server.url, protocol=protocol) as anon:
         assert anon.system.whoami()["identity"] == "anonymous"
-    with demo(server, protocol) as svc:          # a password: in a session (tests/test_client_sessions.py)
+    with demo(server, protocol) as svc:          # a password: in a session (tests/integration/test_client_sessions.py)
         me = svc.system.whoami()
         assert me == {"identity": "demo", "source": "basic", "authenticated": True, "groups": ["users"],
                       "session": me["session"]}
