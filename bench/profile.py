@@ -82,8 +82,9 @@ class FakeRequest:
 def handlers() -> dict[str, tuple[Callable[[Any], int], str]]:
     """Handler and ``<Location>`` of each path the Apache rows are served at."""
     import clarens.handler
-    from bench.handlers import fixed, parse_marshal
+    from bench.handlers import fixed, parse_marshal, read_fixed
     return {"/clarens/": (clarens.handler.handler, "/clarens"), "/bench/fixed": (fixed.handler, "/bench/fixed"),
+            "/bench/read_fixed": (read_fixed.handler, "/bench/read_fixed"),
             "/bench/parse": (parse_marshal.handler, "/bench/parse")}
 
 

@@ -14,9 +14,13 @@ from clarens.dev.instance import ROOT, Instance, InstanceError
 
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
 
-# Served by the same Apache, beside /clarens, preloaded like the host, and behind the same
-# access configuration as /clarens in the private instance (Require all granted: the host
-# checks passwords itself), so that only the handler differs.
+# Served by the same Apache, beside /clarens, preloaded like the host (in the interpreter the
+# host and every request run in: PythonImport into any other would make each child build a
+# second interpreter at start for them alone), and behind the same access configuration as
+# /clarens in the private instance (Require all granted: the host checks passwords itself),
+# so that only the handler differs.
+REFERENCES = (("fixed", "fixed"), ("read_fixed", "read_fixed"), ("parse", "parse_marshal"))
+INTERPRETER = "main_interpreter"    # as conf/apache/instance.conf.in has it
 _REFERENCE_LOCATION = """<Location /bench/%(name)s>
     SetHandler mod_python
     PythonHandler bench.handlers.%(module)s
@@ -30,9 +34,8 @@ _REFERENCE_LOCATION = """<Location /bench/%(name)s>
 def references_conf() -> str:
     """The reference handlers' Apache configuration."""
     return ("# --- benchmark references (bench/servers.py) ---\n"
-            "PythonImport bench.handlers.fixed clarens\nPythonImport bench.handlers.parse_marshal clarens\n"
-            + "".join(_REFERENCE_LOCATION % {"name": name, "module": module}
-                      for name, module in (("fixed", "fixed"), ("parse", "parse_marshal"))))
+            + "".join("PythonImport bench.handlers.%s %s\n" % (module, INTERPRETER) for _, module in REFERENCES)
+            + "".join(_REFERENCE_LOCATION % {"name": name, "module": module} for name, module in REFERENCES))
 
 
 # Lets anonymous callers run the validator row (the shipped policy wants them

@@ -66,6 +66,8 @@ _MULTICALL = [{"methodName": "echo.echo", "params": ["hi"]}] * 100
 ROWS: list[Target] = [
     static("static", "static file, 200 B", "/" + STATIC_FILE, STATIC_SIZE),
     xmlrpc_call("fixed", "bare handler, fixed response", REFERENCE, "/bench/fixed", "echo.echo", ["hi"], "hi"),
+    xmlrpc_call("read_fixed", "bare handler, reads the body, fixed response", REFERENCE, "/bench/read_fixed",
+                "echo.echo", ["hi"], "hi"),
     xmlrpc_call("parse", "bare handler, stdlib parse+marshal", REFERENCE, "/bench/parse", "echo.echo", ["hi"], "hi"),
     xmlrpc_call("xmlrpc_echo", "echo.echo, XML-RPC, access control off", PRODUCT, "/clarens/", "echo.echo",
                 ["hi"], "hi", server=APACHE_OPEN),
