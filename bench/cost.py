@@ -2,7 +2,8 @@
 """What one request costs inside Apache, per row: instructions (callgrind) and CPU time (prefork).
 
     /usr/bin/python3 -m bench.cost instructions [--only REGEX] [--requests 2000] [--objects]
-    /usr/bin/python3 -m bench.cost cpu [--only REGEX] [--rounds 5] [--duration 5]
+    /usr/bin/python3 -m bench.cost cpu [--only REGEX] [--rounds 5] [--duration 5] [--connections 16]
+    /usr/bin/python3 -m bench.cost memory [--only REGEX] [--duration 5]
 
 wrk's req/s on a shared 2-core VM moves by tens of percent with what else runs;
 these two do not, or far less, and they are what docs/performance.md accounts with.
@@ -20,6 +21,10 @@ counts no cache misses, which is what a child of a pool pays on top.
 round, wrk's usual load (``-t2 -c16``), and the CPU time the instance's processes
 used meanwhile (``/proc/PID/schedstat``, in ns) over the requests wrk counted.
 Rows alternate within each round, and the table gives medians.
+
+*memory*: the proportional set size (``/proc/PID/smaps_rollup``) of a child of the
+same Apache, the median over the children, idle once they have booted, and after
+each row's load for ``--duration`` seconds (the children that served it).
 
 The ``session`` row is the XML-RPC echo row's call made in a session (``Authorization:
 Bearer``, opened with ``system.auth`` as the demo user), beside the anonymous one.
@@ -41,7 +46,7 @@ import time
 import xmlrpc.client
 from typing import Any
 
-from bench import load, servers, targets
+from bench import load, machine, probes, servers, targets
 from clarens.dev import devpki
 from clarens.dev.instance import APACHE, CLEAN_ENV, Instance
 
@@ -284,6 +289,57 @@ def cpu(keys: list[str], settings: load.Load, port: int) -> list[dict]:
              "errors": sum(r["errors"] for r in runs), "rounds": runs} for key, runs in measured.items()]
 
 
+# -- memory (PSS) ---------------------------------------------------------------------------
+
+def pss_kb(pid: int) -> int | None:
+    """The proportional set size of ``pid`` (its private pages, and its share of those it shares), kB."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _children_pss(inst: Instance) -> dict[int, int]:
+    parent = inst.running_pid()
+    out = {}
+    for pid in inst.processes():
+        kb = pss_kb(pid) if pid != parent else None
+        if kb is not None:
+            out[pid] = kb
+    return out
+
+
+def memory(keys: list[str], settings: load.Load, port: int) -> list[dict]:
+    """PSS per child: idle once every child has booted, and after the rows' load (the children that
+    served it: the most CPU used meanwhile, one per connection)."""
+    inst = servers.apache("/tmp/bench-cost", port)
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        inst.start()
+        try:
+            with open(inst.conf_path) as f:
+                spare = int(machine.mpm_settings(f.read())["StartServers"])
+            probes._wait_children_idle(inst, spare, timeout=300)    # every child has run PythonImport
+            idle = _children_pss(inst)
+            chosen = _rows(inst, keys)
+            url = "http://127.0.0.1:%d" % port
+            before = {pid: cpu_ns([pid]) for pid in inst.processes()}
+            for row in chosen:
+                script = load.write_script(tmp, row.key, row.target.method, row.target.body, row.target.content_type,
+                                           row.headers)
+                load.run(url + row.target.path, script, settings.duration, settings)
+            used = sorted(inst.processes(), key=lambda pid: before.get(pid, 0) - cpu_ns([pid]))
+            everyone = _children_pss(inst)
+            loaded = {pid: kb for pid, kb in everyone.items() if pid in used[:settings.connections]}
+        finally:
+            inst.stop()
+    return [{"key": "idle", "children": len(idle), "pss_median_kb": statistics.median(idle.values()),
+             "pss_total_kb": sum(idle.values())},
+            {"key": "loaded (%s)" % " ".join(keys), "children": len(loaded),
+             "pss_median_kb": statistics.median(loaded.values()), "pss_total_kb": sum(everyone.values()),
+             "all_children": len(everyone)}]
+
+
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -295,7 +351,7 @@ def _load_average() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.cost", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("instructions", "cpu"))
+    p.add_argument("what", choices=("instructions", "cpu", "memory"))
     p.add_argument("--only", metavar="REGEX", help="rows whose key matches (default: %s)" % " ".join(rows(None)))
     p.add_argument("--port", type=int, default=18190)
     p.add_argument("--requests", type=int, default=2000, help="instructions: requests counted per row")
@@ -312,12 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "instructions":
         result = instructions(keys, args.requests, args.port, args.objects, args.functions, args.keep)
     else:
-        result = cpu(keys, load.Load(threads=min(2, args.connections), connections=args.connections,
-                                     duration=args.duration, warmup=1, rounds=args.rounds), args.port)
+        settings = load.Load(threads=min(2, args.connections), connections=args.connections,
+                             duration=args.duration, warmup=1, rounds=args.rounds)
+        result = (cpu if args.what == "cpu" else memory)(keys, settings, args.port)
     print("# %s on %s, %d cores; load average %s at the start, %s at the end" % (
         started["date"], started["cpu"], os.cpu_count() or 0, started["load_average"], _load_average()))
     for entry in result:
-        if args.what == "instructions":
+        if args.what == "memory":
+            print("%-16s %4d children: PSS %.1f MB each (median); %d children, %.1f MB together" % (
+                entry["key"], entry["children"], entry["pss_median_kb"] / 1024,
+                entry.get("all_children", entry["children"]), entry["pss_total_kb"] / 1024))
+        elif args.what == "instructions":
             print("%-16s %9d instructions/request  %s" % (entry["key"], entry["instructions"], "  ".join(
                 "%s %d" % kv for kv in entry["groups"].items())))
             for name, count in list(entry.get("objects", {}).items()) + list(entry.get("functions", {}).items()):
