@@ -244,6 +244,14 @@ def instructions(keys: list[str], requests: int, port: int, objects: bool, funct
 
 # -- CPU time (prefork) ----------------------------------------------------------------------
 
+def _booted(inst: Instance) -> None:
+    """Wait until every child Apache started has run PythonImport and gone idle: a child still
+    booting would add its start to the CPU measured (on a loaded machine, for minutes)."""
+    with open(inst.conf_path) as f:
+        spare = int(machine.mpm_settings(f.read())["StartServers"])
+    probes._wait_children_idle(inst, spare, timeout=300)
+
+
 def cpu_ns(pids: list[int]) -> int:
     """CPU time used so far by the processes in ``pids`` that still exist, in ns (/proc/PID/schedstat)."""
     total = 0
@@ -262,6 +270,7 @@ def cpu(keys: list[str], settings: load.Load, port: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         inst.start()
         try:
+            _booted(inst)
             chosen = _rows(inst, keys)
             scripts = {r.key: load.write_script(tmp, r.key, r.target.method, r.target.body, r.target.content_type,
                                                 r.headers) for r in chosen}
@@ -317,9 +326,7 @@ def memory(keys: list[str], settings: load.Load, port: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         inst.start()
         try:
-            with open(inst.conf_path) as f:
-                spare = int(machine.mpm_settings(f.read())["StartServers"])
-            probes._wait_children_idle(inst, spare, timeout=300)    # every child has run PythonImport
+            _booted(inst)
             idle = _children_pss(inst)
             chosen = _rows(inst, keys)
             url = "http://127.0.0.1:%d" % port
