@@ -17,6 +17,7 @@ import argparse
 import cProfile
 import functools
 import http
+import importlib
 import pstats
 import sys
 import tempfile
@@ -28,7 +29,11 @@ from bench import servers, targets
 
 
 def _stub_mod_python() -> None:
-    """Outside Apache ``mod_python.apache`` cannot be imported: give the handlers what they use."""
+    """Outside Apache ``mod_python.apache`` cannot be imported: give the handlers what they use.
+    clarens.log and clarens.once are imported first, so that they see no mod_python, as every tool
+    outside Apache does."""
+    importlib.import_module("clarens.log")
+    importlib.import_module("clarens.once")
     try:
         from mod_python import apache  # noqa: F401
         return

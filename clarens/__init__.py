@@ -12,7 +12,18 @@ The public API for service modules:
 __version__ = "0.1.0"
 API_VERSION = 1   # the service-module API: methods_list, methods_sig, _startup_init(config, dbs, log)
 
+from typing import Callable  # noqa: E402
+
 from clarens.faults import Fault  # noqa: E402
-from clarens.once import once_per_server  # noqa: E402
+
+
+def once_per_server(name: str, block: Callable[[], object], directory: str | None = None) -> bool:
+    """Run ``block()`` in exactly one process per server start, under a file lock in the host's
+    ``db_dir`` (or ``directory``); True in the process that ran it (:mod:`clarens.once`)."""
+    from clarens import host, once  # on first use: this API stands above the host it reaches
+    if directory is not None:
+        return once.once_per_server(name, block, directory)
+    return host.current().once(name, block)
+
 
 __all__ = ["Fault", "once_per_server", "API_VERSION", "__version__"]

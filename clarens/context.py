@@ -13,6 +13,8 @@ objects are private.  Inside a service method::
     ctx.methods["echo.echo"]    # the method table, read-only: .name, .signatures, .help
     ctx.may_call("acl.show")    # would the policy let the caller call it?
     ctx.explain("acl.show")     # {allowed, entry, reason, groups}: which entry decides, and why
+
+The context reaches its host only through :class:`HostServices`: what it needs of it.
 """
 
 from __future__ import annotations
@@ -20,27 +22,80 @@ from __future__ import annotations
 import contextvars
 import os
 import types
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
+from clarens.acl.model import Decision, Policy
 from clarens.faults import ACCESS_DENIED, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
-from clarens.identity import ANONYMOUS, Identity, IdentityRefused, normal_name
+from clarens.identity import ANONYMOUS, Identity, normal_name
+from clarens.loader import ServiceModule
+from clarens.registry import Method
 from clarens.sessions import SOURCES as SESSION_SOURCES
 from clarens.sessions import Sessions
 
-if TYPE_CHECKING:   # for annotations only: the host is built above this module and hands itself in
-    from clarens.acl.model import Policy
-    from clarens.host import Host
-    from clarens.registry import Method
+_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("clarens_call_context")
 
-_current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("clarens_call_context")
+
+class HostServices(Protocol):
+    """What a call context needs from the host serving it: the one way from service code to
+    the host's objects.  :class:`clarens.host.Host` implements it; unit tests use fakes."""
+
+    @property
+    def methods(self) -> Mapping[str, Method]:
+        """Every method offered, by full name."""
+
+    @property
+    def modules(self) -> Mapping[str, ServiceModule]:
+        """Every service module found, loaded or failed, by name."""
+
+    @property
+    def admin_group(self) -> str:
+        """The group whose members administer this server."""
+
+    def identify(self, identity: Identity) -> Identity:
+        """``identity`` with the groups the policy in force puts it in."""
+
+    def allows(self, identity: Identity, method: str) -> bool:
+        """Whether ``identity`` may call ``method`` now (the enforcing check)."""
+
+    def decide(self, identity: Identity, method: str) -> Decision | None:
+        """Whether ``identity`` may call ``method``, which entry decides and why; None when access
+        control is off."""
+
+    def policy(self) -> Policy | None:
+        """The live policy, or None when access control is off."""
+
+    def multicall(self, ctx: CallContext, calls: list) -> list:
+        """Run ``calls`` (``[{methodName, params}]``) as the caller in ``ctx``, each on its own."""
+
+    def note(self, ctx: CallContext, method: str, fault: Fault) -> None:
+        """Record a fault of ``method`` in the request of ``ctx``, for the log."""
+
+    def end(self, ctx: CallContext) -> None:
+        """The request of ``ctx`` is over: log its faults."""
+
+    def facts(self) -> dict:
+        """Facts about the server process that anyone may see (:meth:`CallContext.server`)."""
+
+    def sessions(self) -> Sessions | None:
+        """The server's sessions, or None if it has none."""
+
+    def check_password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
+        """Who user ``name`` is, proved by ``password`` from ``address``: IdentityRefused (logged) if
+        refused, Fault -32002 if no password can be checked."""
+
+    def passwords_accepted(self) -> bool:
+        """Whether the server checks passwords."""
 
 
 class CallContext:
-    """One request's context, shared by every call it carries (e.g. multicall sub-calls)."""
+    """One request's context, shared by every call it carries (e.g. multicall sub-calls).
 
-    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug", "faults", "_address")
+    ``with ctx:`` makes it the current one (:func:`current`) while the request is served, and
+    then logs the request's faults."""
 
-    def __init__(self, host: "Host", request: Any = None, identity: Identity = ANONYMOUS,
+    __slots__ = ("_host", "request", "identity", "protocol", "method", "_debug", "faults", "_address", "_token")
+
+    def __init__(self, host: HostServices, request: Any = None, identity: Identity = ANONYMOUS,
                  protocol: str = "xmlrpc", debug: bool | None = None, address: str | None = None):
         self._host = host
         self.request = request                # the mod_python request, or None outside Apache
@@ -53,6 +108,18 @@ class CallContext:
         # (method, fault) of each call refused or failed, gathered for one log line per code
         # when the request ends (clarens.faultlog); None: log each at once (outside a request).
         self.faults: list[tuple[str, Fault]] | None = None
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> CallContext:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            self._host.end(self)
+        finally:
+            if self._token is not None:
+                _current.reset(self._token)
 
     @property
     def client_address(self) -> str:
@@ -79,49 +146,46 @@ class CallContext:
         """Record a refusal the dispatcher never saw (a web route's own, a malformed request...)
         as the current method's: it is logged with the request's other faults when the request
         ends, one line per code, rate-limited and summarised across the server (clarens.refusals)."""
-        self._host.dispatcher.note(self, self.method or "-", fault)
+        self._host.note(self, self.method or "-", fault)
 
     # -- what service modules may ask of the host ---------------------------------------
 
     @property
-    def methods(self) -> Mapping[str, "Method"]:
+    def methods(self) -> Mapping[str, Method]:
         """Every method this server offers, by full name (read-only)."""
         return types.MappingProxyType(self._host.methods)
 
     def may_call(self, method: str) -> bool:
         """Whether the policy lets the caller call ``method`` now."""
-        guard = self._host.guard
-        return guard is None or guard.decide(self.identity, method).allowed
+        return self._host.allows(self.identity, method)
 
     def explain(self, method: str, identity: Identity | None = None) -> dict:
         """Whether ``identity`` (default: the caller) may call ``method``, which entry decides and
         why, and the identity's groups: ``{allowed, entry, reason, groups}``."""
-        guard = self._host.guard
-        who = identity or self.identity
-        if guard is None:
+        who = self._host.identify(identity or self.identity)
+        decision = self._host.decide(who, method)
+        if decision is None:
             return {"allowed": True, "entry": None, "reason": "access control is off on this server",
                     "groups": list(who.groups)}
-        who = guard.identify(who)
-        return dict(guard.decide(who, method).describe(), groups=list(who.groups))
+        return dict(decision.describe(), groups=list(who.groups))
 
-    def policy(self) -> "Policy | None":
+    def policy(self) -> Policy | None:
         """The live access-control policy, or None when access control is off."""
-        guard = self._host.guard
-        return None if guard is None else guard.refresh()
+        return self._host.policy()
 
     def multicall(self, calls: list) -> list:
         """Run ``calls`` (``[{methodName, params}]``) as this caller, each on its own (system.multicall)."""
-        return self._host.dispatcher.multicall(self, calls)
+        return self._host.multicall(self, calls)
 
     # -- sessions (clarens.sessions) ---------------------------------------------------------
 
     def sessions(self) -> Sessions:
         """The server's sessions (:class:`clarens.sessions.Sessions`: ``active``, ``revoke``, ``revoke_user``...);
         Fault -32002 if it has none (see its error log)."""
-        credentials = self._host.credentials
-        if credentials is None or credentials.sessions is None:
+        sessions = self._host.sessions()
+        if sessions is None:
             raise Fault(SERVICE_UNAVAILABLE, "sessions are unavailable on this server (see its error log)")
-        return credentials.sessions
+        return sessions
 
     def open_session(self) -> dict:
         """A new session for the caller, who proved who it is in this request with a password or a client
@@ -148,20 +212,12 @@ class CallContext:
         """Check user ``name``'s ``password`` as the host checks Basic credentials (throttled, over HTTPS
         only unless ``passwords_over_http``), then open a session as :meth:`open_session` does.
         IdentityRefused (logged) if the password is refused; Fault -32002 if no password can be checked."""
-        credentials = self._host.credentials
-        if credentials is None:
-            raise Fault(SERVICE_UNAVAILABLE, "credentials cannot be checked now (see the server's error log)")
-        try:
-            who = credentials.password(normal_name(name), password, self.client_address, secure)
-        except IdentityRefused as e:
-            self._host.refuse_credentials(self.client_address, e)
-            raise
-        return self._open_session(who)
+        return self._open_session(self._host.check_password(normal_name(name), password, self.client_address,
+                                                             secure))
 
     def passwords_accepted(self) -> bool:
         """Whether this server checks passwords (``[server] htpasswd``)."""
-        credentials = self._host.credentials
-        return credentials is not None and credentials.checker is not None
+        return self._host.passwords_accepted()
 
     def close_session(self) -> bool:
         """End the session this call comes in, on every host (for those of a cluster, within the bound
@@ -173,7 +229,7 @@ class CallContext:
     @property
     def is_admin(self) -> bool:
         """Whether the caller is in the server's admin group (``[server] admin_group``)."""
-        return self._host.config.admin_group in self.identity.groups
+        return self._host.admin_group in self.identity.groups
 
     def modules(self) -> list[dict]:
         """Every service module with its status and methods, and for failed ones their error.
@@ -194,13 +250,7 @@ class CallContext:
         ``policy_digest``, ``modules_digest`` and ``trust_digest`` are equal on hosts that decide
         alike, serve the same code and believe the same front ends (the policy's is "" unless
         access control is on)."""
-        modules = self._host.modules.values()
-        state, digest = self._host.policy_state()
-        facts = {"started": int(self._host.started), "startup_init_calls": self._host.startup_init_calls,
-                 "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
-                 "modules_failed": sum(1 for m in modules if m.status != "loaded"),
-                 "access_control": state, "policy_digest": digest, "modules_digest": self._host.modules_digest,
-                 "trust_digest": self._host.trust_digest, "cluster": self._host.config.cluster}
+        facts = self._host.facts()
         if self.is_admin:
             facts["pid"] = os.getpid()
         return facts
@@ -209,12 +259,3 @@ class CallContext:
 def current() -> CallContext:
     """The context of the call being served (LookupError outside a call)."""
     return _current.get()
-
-
-def activate(ctx: CallContext) -> contextvars.Token:
-    """Make ``ctx`` current; pass the token to :func:`deactivate` when the request ends."""
-    return _current.set(ctx)
-
-
-def deactivate(token: contextvars.Token) -> None:
-    _current.reset(token)

@@ -45,7 +45,7 @@ def handler(req) -> int:
             return _plain(req, apache.HTTP_SERVICE_UNAVAILABLE,
                           "The service host failed to start: see the error log.\n")
         uri = req.uri
-        base, sub = _places.get(uri) or _place(req, uri)
+        base, sub = host.places.get(uri) or _place(host, req, uri)
         if sub is None:
             return _plain(req, apache.HTTP_NOT_FOUND, "Not found: %s\n" % uri)
         method = req.method
@@ -76,16 +76,12 @@ def handler(req) -> int:
             ctx = _context(host, req, "http" if codec is None else codec.PROTOCOL, None, via, base)
         except IdentityRefused as e:
             return _refused(req, host, codec, route is None, e, via)
-        token = context.activate(ctx)
-        try:
+        with ctx:
             if route is not None:
                 return _web(req, host, ctx, route, base, sub, via)
             if codec is not None:
                 return _rpc(req, host, ctx, codec, via)
             return _page(req, host, ctx, base)
-        finally:
-            serving.log_faults(host, ctx)
-            context.deactivate(token)
     except UnicodeDecodeError:
         # mod_python decodes the URI and header values as UTF-8 when they are first read:
         # bytes that are not UTF-8 in the request line or a header end up here, from anywhere.
@@ -108,18 +104,15 @@ def _boot() -> host_mod.Host | None:
     return host
 
 
-# URI -> (its <Location>, the rest): fixed per configuration.  Reading the handler list on
-# every request cost 0.25 us of the echo call's 4.6 us in-process (bench.profile).
-_places: dict[str, tuple[str, str | None]] = {}
-
-
-def _place(req, uri: str) -> tuple[str, str | None]:
-    """Where ``uri`` is: the ``<Location>`` serving it, and what follows (None if outside it)."""
+def _place(host: host_mod.Host, req, uri: str) -> tuple[str, str | None]:
+    """Where ``uri`` is: the ``<Location>`` serving it, and what follows (None if outside it).
+    Remembered in ``host.places``: reading the handler list on every request cost 0.25 us of the
+    echo call's 4.6 us in-process (bench.profile)."""
     directory = req.hlist.directory
     base = directory.rstrip("/") if directory else ""
     place = (base, uri[len(base):].strip("/") if uri.startswith(base) else None)
-    if len(_places) < 256:   # URIs come from clients: remember only a few
-        _places[uri] = place
+    if len(host.places) < 256:   # URIs come from clients: remember only a few
+        host.places[uri] = place
     return place
 
 
@@ -230,7 +223,7 @@ def _web(req, host: host_mod.Host, ctx: context.CallContext, route: routes.Route
     except UnicodeDecodeError:
         raise              # a header that is not UTF-8: the handler answers 400
     except Fault as fault:
-        serving.report(fault)
+        ctx.note_fault(fault)
         response = routes.WebResponse.fault(fault)
     except Exception:
         incident = secrets.token_hex(4)
@@ -252,11 +245,11 @@ def _rpc(req, host: host_mod.Host, ctx: context.CallContext, codec, via: Forward
         forged = _cross_site(req, via)
         if forged:
             fault = Fault(faults.ACCESS_DENIED, "refused: %s" % forged)
-            serving.report(fault)
+            ctx.note_fault(fault)
             return _fault_response(req, codec, fault, apache.HTTP_FORBIDDEN)
         problem = _body_problem(req.headers_in, host.config.max_body)
         if problem is not None:
-            serving.report(problem[1])
+            ctx.note_fault(problem[1])
             return _fault_response(req, codec, problem[1], problem[0])
         try:
             body = req.read()
@@ -294,12 +287,7 @@ def warm_up(host: host_mod.Host, rounds: int = 16) -> None:
         return   # a policy that refuses it: nothing to warm without logging refusals
     for _ in range(rounds):
         for codec, body in ((xmlrpc, _WARM_XMLRPC), (jsonrpc, _WARM_JSONRPC)):
-            ctx = _context(host, None, codec.PROTOCOL, identity_mod.ANONYMOUS)
-            token = context.activate(ctx)
-            try:
-                serving.respond(host, ctx, codec, body)
-            finally:
-                context.deactivate(token)
+            serving.serve(host, identity_mod.ANONYMOUS, codec, body)
 
 
 def _body_problem(headers, limit: int) -> tuple[int, Fault] | None:

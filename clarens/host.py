@@ -2,7 +2,11 @@
 """The host: one per process, built once at child start by :mod:`clarens.startup`.
 
 It holds the configuration, the tdb registry, the loaded service modules with
-their methods, and the dispatcher that serves them.
+their methods, and the dispatcher that serves them; it is what a call context
+asks of its host (:class:`clarens.context.HostServices`).  The booted host is
+this process's one singleton: whatever else lasts for the process (the
+``once_per_server`` directory, the handler's memo of URIs, the host a ``local:``
+client runs) hangs from it.
 """
 
 from __future__ import annotations
@@ -11,17 +15,19 @@ import logging
 import os
 import threading
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from clarens import config as config_mod
-from clarens import db, loader, once, passwords, proxies, refusals, session_peers, sessions, throttle
+from clarens import db, faultlog, loader, once, passwords, proxies, refusals, session_peers, sessions, throttle
 from clarens import log as log_mod
 from clarens.acl import store as acl_store
-from clarens.acl.model import AclError
+from clarens.acl.model import AclError, Decision, Policy
 from clarens.acl.store import Guard
+from clarens.context import CallContext
 from clarens.credentials import Credentials
 from clarens.dispatch import Dispatcher
-from clarens.identity import IdentityRefused
+from clarens.faults import SERVICE_UNAVAILABLE, Fault
+from clarens.identity import Identity, IdentityRefused
 from clarens.loader import ServiceModule
 from clarens.protocol import Limits
 from clarens.registry import Methods
@@ -31,8 +37,9 @@ from clarens.web import routes
 class Host:
     """Configuration, databases, modules and dispatcher of this process."""
 
-    def __init__(self, config: config_mod.ServerConfig, log: logging.Logger):
+    def __init__(self, config: config_mod.ServerConfig, log: logging.Logger, standalone: bool = False):
         self.config = config
+        self.standalone = standalone         # a server of this one process (an SSH session, a local: client)
         self.log = log
         self.dbs = db.Registry(config.db_dir)
         self.modules: dict[str, ServiceModule] = {}
@@ -50,6 +57,8 @@ class Host:
         self.modules_digest = ""             # set by load_modules
         self.trust_digest = proxies.trust_digest(config.trusted_proxies, config.cluster)
         self.pid = os.getpid()
+        # URI -> (its <Location>, the rest), for clarens.handler: fixed per configuration.
+        self.places: dict[str, tuple[str, str | None]] = {}
 
     @property
     def startup_init_calls(self) -> int:
@@ -64,6 +73,71 @@ class Host:
         if self.guard.broken:
             return "failed", ""
         return "on", self.guard.refresh().digest()
+
+    def once(self, name: str, block: Callable[[], object]) -> bool:
+        """Run ``block`` once per server start (:func:`clarens.once.once_per_server`, in ``db_dir``)."""
+        return once.once_per_server(name, block, self.config.db_dir, self.standalone)
+
+    # -- what a call context asks of its host (clarens.context.HostServices) ------------------
+
+    @property
+    def admin_group(self) -> str:
+        return self.config.admin_group
+
+    def identify(self, identity: Identity) -> Identity:
+        return identity if self.guard is None else self.guard.identify(identity)
+
+    def allows(self, identity: Identity, method: str) -> bool:
+        return self.guard is None or self.guard.allows(identity, method)
+
+    def decide(self, identity: Identity, method: str) -> Decision | None:
+        return None if self.guard is None else self.guard.decide(identity, method)
+
+    def policy(self) -> Policy | None:
+        return None if self.guard is None else self.guard.refresh()
+
+    def multicall(self, ctx: CallContext, calls: list) -> list:
+        return self.dispatcher.multicall(ctx, calls)
+
+    def note(self, ctx: CallContext, method: str, fault: Fault) -> None:
+        self.dispatcher.note(ctx, method, fault)
+
+    def end(self, ctx: CallContext) -> None:
+        """Write the request's faults, one line per code (clarens.faultlog), each a refusal of class
+        ``fault CODE``: rate-limited per address, or per caller if authenticated, and summarised
+        (clarens.refusals)."""
+        if ctx.faults:
+            caller = ctx.identity.name if ctx.identity.authenticated else None
+            for code, line in faultlog.lines(ctx.describe(), ctx.faults):
+                self.refusals.refuse("fault %d" % code, ctx.client_address, line, caller=caller)
+            ctx.faults.clear()
+        self.refusals.tick()
+
+    def facts(self) -> dict:
+        modules = self.modules.values()
+        state, digest = self.policy_state()
+        return {"started": int(self.started), "startup_init_calls": self.startup_init_calls,
+                "modules_loaded": sum(1 for m in modules if m.status == "loaded"),
+                "modules_failed": sum(1 for m in modules if m.status != "loaded"),
+                "access_control": state, "policy_digest": digest, "modules_digest": self.modules_digest,
+                "trust_digest": self.trust_digest, "cluster": self.config.cluster}
+
+    def sessions(self) -> sessions.Sessions | None:
+        return self.credentials.sessions if self.credentials is not None else None
+
+    def check_password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
+        if self.credentials is None:
+            raise Fault(SERVICE_UNAVAILABLE, "credentials cannot be checked now (see the server's error log)")
+        try:
+            return self.credentials.password(name, password, address, secure)
+        except IdentityRefused as e:
+            self.refuse_credentials(address, e)
+            raise
+
+    def passwords_accepted(self) -> bool:
+        return self.credentials is not None and self.credentials.checker is not None
+
+    # -- building it ---------------------------------------------------------------------------
 
     def load_modules(self) -> None:
         """Import every module on the modules path once, recording failures."""
@@ -100,8 +174,8 @@ class Host:
             self.guard = acl_store.Guard(acl_db, self.log)
             try:
                 retention = acl_store.AuditRetention(self.config.acl_audit_keep, self.config.acl_audit_days)
-                once.once_per_server("acl-load", lambda: acl_store.load_files(
-                    acl_db, acl_dir, "server start, pid %d" % self.pid, retention), self.config.db_dir)
+                self.once("acl-load", lambda: acl_store.load_files(
+                    acl_db, acl_dir, "server start, pid %d" % self.pid, retention))
             except AclError as e:
                 self.guard.broken = str(e)
         if self.guard.broken:
@@ -163,7 +237,7 @@ class Host:
         return self.config.for_module(name), self.dbs, log_mod.for_module(name)
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()   # reentrant: standalone() boots under it
 _host: Host | None = None
 
 
@@ -187,8 +261,7 @@ def boot(options: Mapping[str, str] | None = None, path: str | None = config_mod
             os.makedirs(cfg.db_dir, mode=0o700, exist_ok=True)
         except OSError as e:
             log.error("db_dir %s cannot be created (%s): modules using databases will fail", cfg.db_dir, e.strerror)
-        once.configure(cfg.db_dir, standalone)   # for modules' _startup_init
-        host = Host(cfg, log)
+        host = Host(cfg, log, standalone)
         _host = host
         if cfg.access_control:
             host.install_access_control()
@@ -211,3 +284,16 @@ def current() -> Host:
 def current_or_none() -> Host | None:
     """The booted host, or None before :func:`boot`."""
     return _host
+
+
+def standalone(path: str) -> Host:
+    """The host this process runs by itself from the configuration at ``path`` (a ``local:``
+    client's), booted on first use; every later call naming the same configuration gets it.
+    ValueError if this process already runs a host from another configuration; ConfigError
+    if the configuration is unusable."""
+    with _lock:
+        host = _host or boot(None, path, standalone=True)
+    if host.config.path != path:
+        raise ValueError("this process already runs a %shost from %s" % ("local " if host.standalone else "",
+                                                                         host.config.path))
+    return host

@@ -28,13 +28,12 @@ except ImportError:  # command-line tools, tests
     _apache = None
 
 _AP_MPMQ_GENERATION = 15
-_default_directory: str | None = None    # the host's db_dir, set at boot by configure()
-_standalone = False                      # a server of one process (clarens.stdio, local: clients)
 
 
-def server_start_token() -> str:
-    """A string that is equal in every child of one server start, and differs across starts."""
-    if _standalone:
+def server_start_token(standalone: bool = False) -> str:
+    """A string that is equal in every child of one server start, and differs across starts.
+    ``standalone``: this process is a whole server by itself, so each start of it is a server start."""
+    if standalone:
         return "%d:%s:0" % (os.getpid(), procfs.start_time(os.getpid()))
     parent = os.getppid()
     generation = _apache.mpm_query(_AP_MPMQ_GENERATION) if _apache is not None else 0
@@ -53,32 +52,21 @@ def _covers(recorded: str, token: str) -> bool:
     return recorded_server == server and recorded_gen.isdigit() and int(recorded_gen) >= int(gen)
 
 
-def configure(directory: str, standalone: bool = False) -> None:
-    """Make ``directory`` (the host's ``db_dir``) where :func:`once_per_server` keeps its files by
-    default.  The host calls this at boot, before any module's ``_startup_init``.  ``standalone``:
-    this process is a whole server by itself, so each start of it is a server start."""
-    global _default_directory, _standalone
-    _default_directory = directory
-    _standalone = standalone
-
-
-def once_per_server(name: str, block: Callable[[], object], directory: str | None = None) -> bool:
+def once_per_server(name: str, block: Callable[[], object], directory: str, standalone: bool = False) -> bool:
     """Run ``block()`` (its result is ignored) if no process has completed it yet in this server start.
 
-    ``name`` identifies the block (letters, digits, ``_-.``); ``directory`` holds
-    its lock and stamp files and defaults to the host's ``db_dir``.  Returns True
-    in the one process that ran the block.  If the block raises, nothing is
-    recorded and the exception propagates; the next caller will try again.
+    ``name`` identifies the block (letters, digits, ``_-.``); ``directory`` (the
+    host's ``db_dir``) holds its lock and stamp files; ``standalone`` as for
+    :func:`server_start_token`.  Returns True in the one process that ran the block.
+    If the block raises, nothing is recorded and the exception propagates; the next
+    caller will try again.  Service modules call :func:`clarens.once_per_server`.
     """
     if not name or not all(c.isalnum() or c in "_-." for c in name) or name[0] == ".":
         raise ValueError("invalid once_per_server name %r" % name)
-    directory = directory or _default_directory
-    if directory is None:
-        raise RuntimeError("once_per_server(%r) needs a directory: no host has been booted" % name)
     once_dir = os.path.join(directory, "once")
     os.makedirs(once_dir, mode=0o700, exist_ok=True)
     stamp = os.path.join(once_dir, name + ".done")
-    token = server_start_token()
+    token = server_start_token(standalone)
     fd = os.open(os.path.join(once_dir, name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -4,8 +4,9 @@
 Apache (:mod:`clarens.handler`), a ``local:`` client in the same process
 (:mod:`clarens.client.transports`) and an SSH session (:mod:`clarens.stdio`) all
 serve an RPC body the same way: a :class:`~clarens.context.CallContext` for the
-caller, with the ACL groups it is in; the codec's ``respond``, every call going
-through the dispatcher; then the request's faults written as one line per code.
+caller, with the ACL groups it is in, current while the request is served (``with
+ctx:``, which then logs the request's faults, one line per code); the codec's
+``respond``, every call going through the dispatcher.
 Nothing here knows about mod_python.
 """
 
@@ -14,9 +15,8 @@ from __future__ import annotations
 import functools
 from types import ModuleType
 
-from clarens import context, faultlog
+from clarens import context
 from clarens import host as host_mod
-from clarens.faults import Fault
 from clarens.identity import Identity
 from clarens.protocol import jsonrpc, xmlrpc
 
@@ -35,7 +35,7 @@ def codec_for(content_type: str | None) -> ModuleType | None:
 def context_for(host: host_mod.Host, request, protocol: str, caller: Identity,
                 address: str | None = None) -> context.CallContext:
     """The one place a request's CallContext is made: ``caller`` with the ACL groups it is in,
-    and a list gathering the request's faults for :func:`log_faults`."""
+    and a list gathering the request's faults, which ``with ctx:`` logs when the request ends."""
     # Once per request: a policy change applies from every child's next request on.
     if host.guard is not None:
         caller = host.guard.identify(caller)
@@ -46,34 +46,12 @@ def context_for(host: host_mod.Host, request, protocol: str, caller: Identity,
 
 def respond(host: host_mod.Host, ctx: context.CallContext, codec: ModuleType, body: bytes) -> bytes | None:
     """The codec's answer to ``body`` (None: notifications only), every call going through the
-    dispatcher as the caller in ``ctx``, which must be current."""
-    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), report, host.limits)
-
-
-def report(fault: Fault) -> None:
-    """Record, as the current call's, a fault the dispatcher never saw (malformed, too large, unencodable
-    result).  A plain function of the current context: the codecs get it without a binding per request."""
-    context.current().note_fault(fault)
-
-
-def log_faults(host: host_mod.Host, ctx: context.CallContext) -> None:
-    """Write the request's faults, one line per code (clarens.faultlog), each a refusal of class
-    ``fault CODE``: rate-limited per address, or per caller if authenticated, and summarised
-    (clarens.refusals)."""
-    if ctx.faults:
-        caller = ctx.identity.name if ctx.identity.authenticated else None
-        for code, line in faultlog.lines(ctx.describe(), ctx.faults):
-            host.refusals.refuse("fault %d" % code, ctx.client_address, line, caller=caller)
-        ctx.faults.clear()
-    host.refusals.tick()
+    dispatcher as the caller in ``ctx``, which must be current; faults the dispatcher never sees
+    (malformed, too large, unencodable result) are noted through ``ctx``."""
+    return codec.respond(body, functools.partial(host.dispatcher.call, ctx), ctx.note_fault, host.limits)
 
 
 def serve(host: host_mod.Host, caller: Identity, codec: ModuleType, body: bytes, address: str = "-") -> bytes | None:
     """One whole RPC request outside Apache: ``body`` answered as ``caller`` calling from ``address``."""
-    ctx = context_for(host, None, codec.PROTOCOL, caller, address)
-    token = context.activate(ctx)
-    try:
+    with context_for(host, None, codec.PROTOCOL, caller, address) as ctx:
         return respond(host, ctx, codec, body)
-    finally:
-        log_faults(host, ctx)
-        context.deactivate(token)

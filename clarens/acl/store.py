@@ -171,6 +171,11 @@ class Guard:
             return Decision(False, None, "the access-control policy failed to load: " + self.broken)
         return self.refresh().decide(identity, method, self.clock())
 
+    def allows(self, identity: Identity, method: str) -> bool:
+        """Whether the policy in force lets ``identity`` call ``method`` (the enforcing check, memoised:
+        what :meth:`authorise` asks, without building an explanation)."""
+        return not self.broken and self._policy.allows(identity, method, self.clock)
+
     def authorise(self, identity: Identity, method: str) -> None:
         """The dispatcher's authoriser: Fault(ACCESS_DENIED) unless the policy allows the call."""
         if self.broken:

@@ -250,9 +250,6 @@ class Local:
     calling thread, to its end: ``timeout`` does not apply.
     """
 
-    _booted: tuple[str, "Host"] | None = None      # (configuration path, host) of this process
-    _boot_lock = threading.Lock()
-
     def __init__(self, url: str, max_answer: int = DEFAULT_MAX_ANSWER):
         from clarens import config as config_mod
         from clarens import host as host_mod
@@ -261,17 +258,12 @@ class Local:
         self.max_answer = max_answer
         path = os.path.abspath(os.path.expanduser(url[len("local:"):] or os.environ.get("CLARENS_CONFIG")
                                                   or config_mod.DEFAULT_CONFIG))
-        with Local._boot_lock:
-            if Local._booted is None:
-                try:
-                    Local._booted = (path, host_mod.boot(None, path, standalone=True))
-                except config_mod.ConfigError as e:
-                    raise TransportError(url, "the local host cannot start: %s" % e, sent=False,
-                                         transient=False) from None
-            elif Local._booted[0] != path:
-                raise TransportError(url, "this process already runs a local host from %s" % Local._booted[0],
-                                     sent=False, transient=False)
-            self.host = Local._booted[1]
+        try:
+            self.host: Host = host_mod.standalone(path)
+        except config_mod.ConfigError as e:
+            raise TransportError(url, "the local host cannot start: %s" % e, sent=False, transient=False) from None
+        except ValueError as e:
+            raise TransportError(url, str(e), sent=False, transient=False) from None
         self.caller = unix_user(pwd.getpwuid(os.geteuid()).pw_name)
 
     def exchange(self, body: bytes, content_type: str, timeout: float | None = None,

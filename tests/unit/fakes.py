@@ -15,7 +15,10 @@ from typing import Any, Iterator
 
 from clarens import db as db_mod
 from clarens import host as host_mod
-from clarens import once
+from clarens.context import CallContext
+from clarens.dispatch import Dispatcher
+from clarens.faults import SERVICE_UNAVAILABLE, Fault
+from clarens.identity import Identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -126,6 +129,51 @@ def _stub_apache() -> types.ModuleType:
                  HTTP_REQUEST_ENTITY_TOO_LARGE=413)   # mod_python's name; newer Pythons list only CONTENT_TOO_LARGE
     vars(stub).update(names)
     return stub
+
+
+class FakeHost:
+    """A call context's host (:class:`clarens.context.HostServices`) around a bare dispatcher: no
+    policy, no sessions, no passwords; the faults of each request that ended, in ``ended``."""
+
+    def __init__(self, dispatcher: Dispatcher, admin_group: str = "admins"):
+        self.dispatcher = dispatcher
+        self.methods = dispatcher.methods
+        self.modules: dict = {}
+        self.admin_group = admin_group
+        self.ended: list[list] = []
+
+    def identify(self, identity: Identity) -> Identity:
+        return identity
+
+    def allows(self, identity: Identity, method: str) -> bool:
+        return True
+
+    def decide(self, identity: Identity, method: str) -> None:
+        return None
+
+    def policy(self) -> None:
+        return None
+
+    def multicall(self, ctx: CallContext, calls: list) -> list:
+        return self.dispatcher.multicall(ctx, calls)
+
+    def note(self, ctx: CallContext, method: str, fault: Fault) -> None:
+        self.dispatcher.note(ctx, method, fault)
+
+    def end(self, ctx: CallContext) -> None:
+        self.ended.append(list(ctx.faults or []))
+
+    def facts(self) -> dict:
+        return {}
+
+    def sessions(self) -> None:
+        return None
+
+    def check_password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
+        raise Fault(SERVICE_UNAVAILABLE, "no passwords here")
+
+    def passwords_accepted(self) -> bool:
+        return False
 
 
 def import_handler() -> types.ModuleType:
@@ -265,30 +313,24 @@ def write_site(directory: str, modules: dict[str, str] | None = None, policy: st
 
 @contextlib.contextmanager
 def isolated() -> Iterator[None]:
-    """Restore, on the way out, what booting a host changes in the process: the host singleton,
-    once_per_server's default directory, the ``clarens`` logger, the imported service modules,
-    the handler's URI memo; and close the tdb files opened meanwhile."""
-    saved_host, saved_once = host_mod._host, once._default_directory
+    """Restore, on the way out, what booting a host changes in the process: the host (the one
+    singleton, holding what lasts for the process), the ``clarens`` logger and the imported service
+    modules; and close the tdb files opened meanwhile (one handle per file per process: libtdb's rule)."""
+    saved_host = host_mod._host
     root = logging.getLogger("clarens")
     saved_log = (root.handlers[:], root.level, root.propagate)
     saved_modules = {k for k in sys.modules if k == "clarens_modules" or k.startswith("clarens_modules.")}
     saved_dbs = set(db_mod._open)
-    handler = sys.modules.get("clarens.handler")
-    saved_places = dict(handler._places) if handler is not None else None
     try:
         yield
     finally:
-        host_mod._host, once._default_directory = saved_host, saved_once
+        host_mod._host = saved_host
         root.handlers[:], root.level, root.propagate = saved_log[0], saved_log[1], saved_log[2]
         for name in [k for k in sys.modules if (k == "clarens_modules" or k.startswith("clarens_modules."))
                      and k not in saved_modules]:
             del sys.modules[name]
         for path in set(db_mod._open) - saved_dbs:
             db_mod._open[path].close()
-        handler = sys.modules.get("clarens.handler")
-        if handler is not None:
-            handler._places.clear()
-            handler._places.update(saved_places or {})
 
 
 def boot(directory: str, **kwargs: Any) -> tuple[host_mod.Host, LogRecorder]:

@@ -3,7 +3,6 @@
 
 import logging
 import re
-import types
 
 import pytest
 
@@ -14,7 +13,7 @@ from clarens.faults import ACCESS_DENIED, APPLICATION_ERROR, INVALID_PARAMS, INV
 from clarens.identity import Identity
 from clarens.registry import Method
 from clarens.signatures import ParamCheck
-from tests.unit.fakes import FakeRequest, own_logger
+from tests.unit.fakes import FakeHost, FakeRequest, own_logger
 
 ALICE = Identity("alice", "basic", ("staff",))
 
@@ -101,7 +100,7 @@ def recorder(log):
 
 def context(table, dispatcher, protocol="xmlrpc", identity=ALICE, debug=False):
     """A call context on a fake host holding just the dispatcher and its table."""
-    host = types.SimpleNamespace(dispatcher=dispatcher, methods=dispatcher.methods, guard=None)
+    host = FakeHost(dispatcher)
     request = FakeRequest("POST", config={"PythonDebug": "1"} if debug else {})
     table.ctx = CallContext(host, request, identity, protocol)
     return table.ctx
