@@ -7,6 +7,10 @@ The public API for service modules:
 * :func:`clarens.context.current` - who is calling, from where, which method
 * :func:`once_per_server` - run a block once per server start across all children
 * :mod:`clarens.db` - the tdb registry (``_startup_init`` receives the process's ``dbs``)
+* :data:`SIGNATURE_TYPES` - the type names a ``methods_sig`` signature may use
+
+The whole contract is the table in ``docs/modules.md`` (``tests/unit/test_module_api.py``
+holds the shipped modules to it).
 """
 
 __version__ = "0.1.0"
@@ -15,6 +19,7 @@ API_VERSION = 1   # the service-module API: methods_list, methods_sig, _startup_
 from typing import Callable  # noqa: E402
 
 from clarens.faults import Fault  # noqa: E402
+from clarens.signatures import TYPE_NAMES as SIGNATURE_TYPES  # noqa: E402
 
 
 def once_per_server(name: str, block: Callable[[], object], directory: str | None = None) -> bool:
@@ -26,4 +31,4 @@ def once_per_server(name: str, block: Callable[[], object], directory: str | Non
     return host.current().once(name, block)
 
 
-__all__ = ["Fault", "once_per_server", "API_VERSION", "__version__"]
+__all__ = ["Fault", "once_per_server", "API_VERSION", "SIGNATURE_TYPES", "__version__"]

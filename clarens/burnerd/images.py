@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Sanitising image names and opening images safely.
+"""What an image is, for both sides of the burner, and opening one safely.
+
+The one definition the web tier (``modules/burner``: uploads, listings, ``burner.burn``)
+and the helper share: an image's name (:func:`name_problem`) and its ISO 9660 signature
+(:data:`ISO_MAGIC` at :data:`ISO_MAGIC_OFFSET`, :func:`head_problem`).
 
 An image is one file name in ``images_dir``, the web tier's upload directory.
 :func:`open_image` opens it relative to a descriptor of that directory and
 refuses anything that is not what an upload is:
 
-* a single, visible name: no ``/`` (no subdirectories), no ``..``, no leading
-  ``.`` (hidden files are uploads in progress), printable UTF-8;
+* a name by :data:`NAME_RULES`: one visible file name (no ``/``, no ``..``, no
+  leading ``.``: hidden files are uploads in progress), printable UTF-8, ending in
+  ``.iso``;
 * no symlink at all, not even one that stays inside (``fstatat`` without
   following, then ``O_NOFOLLOW``): a name leads to a file in the directory or nowhere;
 * a regular file, checked *before* opening, so a FIFO or device is never opened
@@ -36,9 +41,17 @@ from typing import Any
 
 from clarens import text
 from clarens.burnerd.errors import Refused
-from clarens.iso9660 import ISO_MAGIC, ISO_MAGIC_OFFSET
+
+# An ISO 9660 file system begins with 16 sectors (32 KiB) of system area; the first volume
+# descriptor follows at sector 16 and carries the standard identifier "CD001" from its second byte.
+ISO_MAGIC = b"CD001"
+ISO_MAGIC_OFFSET = 32769        # byte 1 of the primary volume descriptor at sector 16
+HEAD_SIZE = ISO_MAGIC_OFFSET + len(ISO_MAGIC)   # bytes of a file that show whether it is an image
 
 MAX_NAME = 255                  # bytes: the longest file name (NAME_MAX)
+MAX_NAME_CHARS = 200            # characters: what a listing or a page shows in full
+NAME_RULES = ("1-%d characters (at most %d bytes of UTF-8) ending in .iso, without '/', a leading '.', "
+              "or control or formatting characters" % (MAX_NAME_CHARS, MAX_NAME))
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -69,21 +82,40 @@ class Image:
         self.close()
 
 
+def name_problem(name: str) -> tuple[str, str] | None:
+    """Why ``name`` cannot name an image, as (refusal code, message), or None if it can: the one
+    rule for image names, which the web tier and the helper both apply."""
+    shown = ascii(name)[:120]
+    if not name or not text.printable(name) or len(name.encode("utf-8")) > MAX_NAME:
+        return "bad_image_name", "image name %s is not %s" % (shown, NAME_RULES)
+    if name.startswith("/"):
+        return "absolute_path", "image %s is an absolute path; name a file in the images directory" % shown
+    if ".." in name.split("/"):
+        return "parent_reference", "image %s contains a '..' component" % shown
+    if "/" in name:
+        return "subdirectory", "image %s is in a subdirectory; images are files directly in the images " \
+                               "directory" % shown
+    if name.startswith("."):
+        return "hidden_file", "image %s is a hidden file (uploads in progress are hidden)" % shown
+    if len(name) > MAX_NAME_CHARS or name[-4:].lower() != ".iso":
+        return "bad_image_name", "image name %s is not %s" % (shown, NAME_RULES)
+    return None
+
+
+def head_problem(head: bytes) -> str | None:
+    """Why a file whose first :data:`HEAD_SIZE` bytes are ``head`` is not an ISO 9660 image, or None."""
+    if head[ISO_MAGIC_OFFSET:HEAD_SIZE] != ISO_MAGIC:
+        return "not an ISO 9660 image (no CD001 signature at byte %d)" % ISO_MAGIC_OFFSET
+    return None
+
+
 def check_name(name: Any) -> str:
-    """``name`` if it is an acceptable image name (one visible file name), else :class:`Refused`."""
+    """``name`` if it is an acceptable image name (:func:`name_problem`), else :class:`Refused`."""
     if not isinstance(name, str):
         raise Refused("bad_request", "image must be a string naming a file in the images directory")
-    if not name or not text.printable(name) or len(name.encode("utf-8")) > MAX_NAME:
-        raise Refused("bad_image_name", "image name must be 1-%d bytes of printable UTF-8" % MAX_NAME)
-    if name.startswith("/"):
-        raise Refused("absolute_path", "image %r is an absolute path; name a file in the images directory" % name)
-    if ".." in name.split("/"):
-        raise Refused("parent_reference", "image %r contains a '..' component" % name)
-    if "/" in name:
-        raise Refused("subdirectory", "image %r is in a subdirectory; images are files directly in the images "
-                      "directory" % name)
-    if name.startswith("."):
-        raise Refused("hidden_file", "image %r is a hidden file (uploads in progress are hidden)" % name)
+    problem = name_problem(name)
+    if problem is not None:
+        raise Refused(*problem)
     return name
 
 
@@ -125,8 +157,9 @@ def open_image(images_dir: str, name: Any, capacity: int) -> Image:
             raise Refused("hard_linked", "image %r has %d hard links; an image must have one" % (name, st.st_nlink))
         if st.st_uid != owner:
             raise Refused("wrong_owner", "image %r is not owned by the owner of the images directory" % name)
-        if os.pread(fd, len(ISO_MAGIC), ISO_MAGIC_OFFSET) != ISO_MAGIC:
-            raise Refused("not_iso", "image %r is not an ISO 9660 image (no CD001 signature)" % name)
+        problem = head_problem(os.pread(fd, HEAD_SIZE, 0))
+        if problem is not None:
+            raise Refused("not_iso", "image %r is %s" % (name, problem))
         if st.st_size > capacity:
             raise Refused("too_large", "image %r is %d bytes; the medium holds %d" % (name, st.st_size, capacity))
         return Image(name=name, path=os.path.join(images_dir, name), fd=fd, size=st.st_size)

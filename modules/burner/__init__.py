@@ -37,12 +37,13 @@ from typing import Any, Callable
 
 from clarens import context, once_per_server
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
+from clarens.burnerd.images import HEAD_SIZE, head_problem, name_problem
 from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
 from clarens.web.routes import WebRequest, WebResponse, static_file
 from clarens.web.uploads import Progress, UploadError, Uploads, parse_content_range
 
 from . import unfinished
-from .images import ISO_MAGIC, ISO_MAGIC_OFFSET, ImageStore, check_iso_head
+from .images import ImageStore
 
 HELPER_TIMEOUT = 2.0     # seconds: a hung helper costs an Apache worker this long, not more
 HUNG_PAUSE = 3.0         # seconds a process gives a helper that did not answer in time only...
@@ -66,7 +67,7 @@ def _startup_init(config, dbs, log):
     uploads = Uploads(images_dir, max_size=max_image_mb * 1000 * 1000,
                       reserve=config.get_int("upload_reserve_mb", 1000, minimum=0) * 1000 * 1000,
                       expiry=config.get_int("partial_upload_hours", 48, minimum=1) * 3600,
-                      check_head=check_iso_head, head_size=ISO_MAGIC_OFFSET + len(ISO_MAGIC),
+                      check_head=head_problem, head_size=HEAD_SIZE,
                       per_user=config.get_int("unfinished_upload_mb", max_image_mb, minimum=1) * 1000 * 1000,
                       records=db)
     helpers = parse_helpers(config.get("socket", "/run/clarens-burner/burnerd.sock"), config.get("drive_hosts", ""))
@@ -311,8 +312,9 @@ def burn(image, drive, options=None):
     unknown = set(options) - {"speed", "verify"}
     if unknown:
         raise Fault(INVALID_PARAMS, "unknown option(s): %s (known: speed, verify)" % ", ".join(sorted(unknown)))
-    if image.startswith("."):   # hidden files include uploads in progress
-        raise Fault(INVALID_PARAMS, "bad_image_name: %r names a hidden file" % image)
+    problem = name_problem(image)     # the helper's rule: refused here, before asking it
+    if problem is not None:
+        raise Fault(INVALID_PARAMS, "%s: %s" % problem)
     who, _ = _caller()
     helper, local = _helper_of(drive)
     job = helper.call(lambda c: c.submit(image, local, identity=who, speed=options.get("speed"),

@@ -3,14 +3,15 @@
 
 Uploads go through :class:`clarens.web.uploads.Uploads` (resumable, streamed to
 disk, hashed on the way, linked into place atomically, never over an existing
-image); this module adds what an image is (an ISO 9660 file with an acceptable
-name) and keeps size, SHA-256, upload time and uploader in tdb per image.  An
-image that was put in the directory some other way is hashed in the background
-(:mod:`clarens.web.digests`): until then it is listed with ``hashing`` progress and
-no SHA-256, so a listing costs a ``stat`` and a tdb read per file, whatever the
-images' sizes.  Names that are not printable UTF-8 (bytes that are not UTF-8, U+FFFE...)
-are left out of the listing, with one log line each, rather than break it for
-everyone.  Files are examined without following symlinks.
+image); what an image is (its name, its ISO 9660 signature) is the one rule the
+helper applies too (:mod:`clarens.burnerd.images`).  This module keeps size,
+SHA-256, upload time and uploader in tdb per image.  An image that was put in the
+directory some other way is hashed in the background (:mod:`clarens.web.digests`):
+until then it is listed with ``hashing`` progress and no SHA-256, so a listing costs
+a ``stat`` and a tdb read per file, whatever the images' sizes.  Files whose names
+are not image names (not printable UTF-8, not ending in ``.iso``...) are left out of
+the listing, with one log line each, rather than offered for a burn the helper would
+refuse.  Files are examined without following symlinks.
 """
 
 from __future__ import annotations
@@ -18,35 +19,22 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import re
 import stat
 from typing import Callable
 
-from clarens import text
+from clarens.burnerd.images import NAME_RULES, name_problem
 from clarens.db import Database
 from clarens.faults import INVALID_PARAMS, Fault
-from clarens.iso9660 import ISO_MAGIC, ISO_MAGIC_OFFSET
-from clarens.web.digests import Digests, current, listable
+from clarens.web.digests import Digests, current
 from clarens.web.uploads import ContentRange, Finished, Progress, Uploads
-
-NAME_RULES = "1-200 characters ending in .iso, without '/', a leading '.', or control or formatting characters"
-_NAME_RE = re.compile(r"[^/.][^/]{0,195}\.[iI][sS][oO]\Z")
 
 
 def check_name(name: str) -> str:
-    """``name`` if it is acceptable for an image, else Fault(INVALID_PARAMS)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) \
-            or not text.printable(name) \
-            or len(name.encode("utf-8")) > 255:
-        raise Fault(INVALID_PARAMS, "invalid image name %s: use %s" % (ascii(name)[:300], NAME_RULES))
+    """``name`` if it is an acceptable image name, else Fault(INVALID_PARAMS) saying why."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise Fault(INVALID_PARAMS, "%s: %s" % problem)
     return name
-
-
-def check_iso_head(head: bytes) -> str | None:
-    """Why the first bytes of an upload are not an ISO 9660 image, or None if they are."""
-    if head[ISO_MAGIC_OFFSET:ISO_MAGIC_OFFSET + len(ISO_MAGIC)] != ISO_MAGIC:
-        return "not an ISO 9660 image (no CD001 signature at byte %d)" % ISO_MAGIC_OFFSET
-    return None
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -81,17 +69,18 @@ class ImageStore:
                 "hashing": {"percent": int(100 * done / st.st_size) if st.st_size else 0, "bytes": done}}
 
     def _visible(self, name: str) -> bool:
-        """Whether ``name`` may be listed; the first time one may not, one log line says so."""
-        if listable(name):
+        """Whether ``name`` may be listed (an image's name); the first time one may not, one log line
+        says so (hidden files, uploads in progress, are not images and go unmentioned)."""
+        if name_problem(name) is None:
             return True
         if not name.startswith(".") and name not in self._reported and len(self._reported) < self.REPORTED:
             self._reported.add(name)
-            self.log.warning("images_dir holds a file whose name is not printable UTF-8, left out of the listing: "
-                             "%s", ascii(name))
+            self.log.warning("images_dir holds a file not named as an image (%s), left out of the listing: %s",
+                             NAME_RULES, ascii(name))
         return False
 
     def list(self) -> list[dict]:
-        """Every image (regular, visible files with printable names), sorted by name."""
+        """Every image (regular files named as images), sorted by name."""
         out = []
         for name in sorted(os.listdir(self.directory)):
             if not self._visible(name):

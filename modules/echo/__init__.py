@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """echo: return what you send, for testing clients and the transport."""
 
-from clarens.signatures import TYPE_NAMES
+from clarens import SIGNATURE_TYPES
 
 
 def echo(value):
@@ -11,4 +11,4 @@ def echo(value):
 
 
 methods_list = {"echo": echo}
-methods_sig = {"echo": ["%s,%s" % (t, t) for t in TYPE_NAMES]}
+methods_sig = {"echo": ["%s,%s" % (t, t) for t in SIGNATURE_TYPES]}

@@ -34,7 +34,7 @@ XML_CASES = {
     "dunder traversal": (CALL % ("echo.__class__.__init__", ""), faults.INVALID_REQUEST),
     "bad characters": (CALL % ("echo.echo;rm -rf", ""), faults.INVALID_REQUEST),
     "slash": (CALL % ("echo/echo", ""), faults.INVALID_REQUEST),
-    "unlisted attribute": (CALL % ("echo.TYPE_NAMES", ""), faults.METHOD_NOT_FOUND),
+    "unlisted attribute": (CALL % ("echo.SIGNATURE_TYPES", ""), faults.METHOD_NOT_FOUND),
     "module global": (CALL % ("system.os", ""), faults.METHOD_NOT_FOUND),
     "failed module": (CALL % ("initfail.hello", ""), faults.METHOD_NOT_FOUND),
     "wrong root": ("<methodResponse><params/></methodResponse>", faults.INVALID_REQUEST),

@@ -32,9 +32,10 @@ def cli(inst, *args, url=None, timeout=300):
     ("over.iso", 30 * 10**9, "demo", 413, "larger than the limit of 25000000000 bytes"),
     ("exists.iso", 50_000_000, "demo", 409, "exists"),
     ("tiny.iso", 1000, "demo", 415, "too small"),
-    (".hidden.iso", 50_000_000, "demo", 400, "invalid image name"),
+    (".hidden.iso", 50_000_000, "demo", 400, "hidden file"),
+    ("noext.img", 50_000_000, "demo", 400, "ending in .iso"),
     ("anon.iso", 50_000_000, None, 403, "access denied"),
-], ids=["too-large", "exists", "too-small", "bad-name", "anonymous"])
+], ids=["too-large", "exists", "too-small", "hidden", "bad-name", "anonymous"])
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
 def test_refusals_come_before_the_body(server, name, length, user, status, says, expect, new_hidden):
     """No "100 Continue", and the answer arrives although not a byte of the body was sent."""

@@ -137,7 +137,9 @@ def test_open_image_refusals(image_dir, tmp_path):
         return path
 
     os.mkdir(os.path.join(image_dir, "sub"))
+    os.mkdir(os.path.join(image_dir, "dir.iso"))
     copy("sub/inner.iso")
+    copy("notes.txt")
     copy(".upload-1234.part")
     os.symlink(copy("../outside.iso"), os.path.join(image_dir, "away.iso"))      # a symlink out
     os.symlink("good.iso", os.path.join(image_dir, "alias.iso"))                 # stays inside: refused too
@@ -148,7 +150,8 @@ def test_open_image_refusals(image_dir, tmp_path):
     cases = [("/abs.iso", "absolute_path"), ("a/../good.iso", "parent_reference"), ("..", "parent_reference"),
              ("sub/inner.iso", "subdirectory"), (".upload-1234.part", "hidden_file"), (".", "hidden_file"),
              ("away.iso", "symlink"), ("alias.iso", "symlink"), ("zero.iso", "symlink"), ("linked.iso", "hard_linked"),
-             ("foreign.iso", "wrong_owner"), ("fifo.iso", "not_regular"), ("sub", "not_regular"),
+             ("foreign.iso", "wrong_owner"), ("fifo.iso", "not_regular"), ("dir.iso", "not_regular"),
+             ("sub", "bad_image_name"), ("notes.txt", "bad_image_name"),
              ("nope.iso", "image_not_found"), ("\ud800.iso", "bad_image_name"), ("\udcff.iso", "bad_image_name"),
              ("x" * 256, "bad_image_name"), ("tab\t.iso", "bad_image_name"), ("", "bad_image_name"),
              (None, "bad_request")]
@@ -159,10 +162,41 @@ def test_open_image_refusals(image_dir, tmp_path):
     with pytest.raises(Refused) as refused:
         images.open_image(image_dir, "good.iso", 1000)
     assert refused.value.code == "too_large"
-    longest = "x" * 251 + ".iso"                                              # 255 bytes: fine
+    longest = "x" * 196 + ".ISO"                                              # 200 characters: fine
     os.rename(good, os.path.join(image_dir, longest))
     with images.open_image(image_dir, longest, 10**9) as image:
         assert image.size > 0
+
+
+@pytest.mark.parametrize("name, code", [
+    ("disc.iso", None), ("Disc 2 (final).ISO", None), ("x" * 196 + ".iso", None), ("é" * 125 + ".iso", None),
+    ("x" * 197 + ".iso", "bad_image_name"),            # 201 characters
+    ("é" * 126 + ".iso", "bad_image_name"),            # 130 characters, but 256 bytes: more than a file name holds
+    ("disc.img", "bad_image_name"), ("disc.iso.part", "bad_image_name"), ("iso", "bad_image_name"),
+    ("disc.iso\n", "bad_image_name"), ("disc\x00.iso", "bad_image_name"), ("\u202etxt.iso", "bad_image_name"),
+    ("disc\u200b.iso", "bad_image_name"), ("\ufffe.iso", "bad_image_name"), ("\udcff.iso", "bad_image_name"),
+    ("", "bad_image_name"), ("/etc/passwd", "absolute_path"), ("/x.iso", "absolute_path"),
+    ("../x.iso", "parent_reference"), ("a/../../db/acl.tdb", "parent_reference"), ("..", "parent_reference"),
+    ("a/b.iso", "subdirectory"), (".iso", "hidden_file"), (".partial-1-2-3", "hidden_file"), (".", "hidden_file"),
+])
+def test_one_rule_names_images_for_the_web_tier_and_the_helper(name, code):
+    """name_problem is the rule both sides apply (modules/burner refuses with it before asking the
+    helper, and lists only the names it accepts); the helper refuses by it in open_image."""
+    problem = images.name_problem(name)
+    assert (problem and problem[0]) == code, problem
+    if code is not None:
+        assert STATUS[code] == 400 and ascii(name)[:20] in problem[1]     # the name, shown safely
+        with pytest.raises(Refused) as refused:
+            images.check_name(name)
+        assert refused.value.code == code
+
+
+def test_the_iso_signature_is_checked_on_the_head_of_a_file(iso_cache):
+    with open(iso_cache["small"], "rb") as f:
+        head = f.read(images.HEAD_SIZE)
+    assert images.head_problem(head) is None
+    assert "CD001" in images.head_problem(head[:images.ISO_MAGIC_OFFSET] + b"CD002")
+    assert images.head_problem(b"\0" * images.HEAD_SIZE) is not None
 
 
 @pytest.mark.parametrize("swapped_in, code", [("other", "image_changed"), ("symlink", "symlink"),
