@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Refusals: every error the helper answers with has a code, a reason and an HTTP status.
+"""Refusals: every error the burner answers with has a code, a reason, an HTTP status and a fault code.
 
-The codes are part of the API (the web tier maps them to messages for users);
-:data:`STATUS` is the single table of codes and the status each is sent with.
-A job that fails ends with a code too (its ``error_code``, :class:`Failed`).
+The codes are part of the API.  :data:`STATUS` is the single table of the helper's
+codes and the HTTP status each is sent with; :data:`FAULTS` the fault code each
+refusal a caller can act on has in the web tier's answers (``burner.*`` methods, the
+upload route), documented in ``docs/clients.md``.  A job that fails ends with a code
+too (its ``error_code``, :class:`Failed`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,42 @@ STATUS = {
     "eject_failed": 502,         # xorriso could not eject
     "shutting_down": 503,
     "internal_error": 500,
+}
+
+# The burner's fault codes: the refusals a caller causes or can act on.  The web tier answers
+# them as Fault(FAULTS[code], "CODE: message"); shutting_down and forbidden (the helper refuses
+# Apache's uid) are -32002, service unavailable; any other helper code means the web tier and
+# its helper disagree, and is -32500.  Numbers are never reused.
+FAULTS = {
+    # the image's name (clarens.burnerd.images.name_problem)
+    "bad_image_name": 2001,
+    "absolute_path": 2002,
+    "parent_reference": 2003,
+    "subdirectory": 2004,
+    "hidden_file": 2005,
+    # the file it names
+    "image_not_found": 2010,
+    "symlink": 2011,
+    "not_regular": 2012,
+    "image_changed": 2013,
+    "hard_linked": 2014,
+    "wrong_owner": 2015,
+    "not_iso": 2016,
+    "too_large": 2017,
+    # the drive, the options, the caller
+    "unknown_drive": 2020,
+    "bad_speed": 2021,
+    "bad_option": 2022,          # the web tier's own: an option it does not know, or of the wrong type
+    "bad_identity": 2023,        # the caller's name is longer or stranger than the helper records
+    # jobs and drives
+    "job_not_found": 2030,
+    "not_cancellable": 2031,
+    "drive_busy": 2032,
+    "eject_failed": 2033,
+    # the web tier's own: images and uploads
+    "not_yours": 2040,           # another uploader's image or upload
+    "upload_not_found": 2041,
+    "upload_in_progress": 2042,  # a request is still sending it
 }
 
 

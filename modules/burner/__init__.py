@@ -21,7 +21,7 @@ Each part in a module of its own: :mod:`.settings` (``[module:burner]``, typed),
 set: a host with only its own is a set of one), :mod:`.references` (``HOST:ID``
 names), :mod:`.methods` (the ``burner.*`` methods), :mod:`.routes` (uploads and the
 page), :mod:`.images` (the images directory), :mod:`.unfinished` (unfinished
-uploads), :mod:`.refusals` (refusals as faults).
+uploads), :mod:`.refusals` (each refusal its own fault code).
 """
 
 from . import service

@@ -20,8 +20,9 @@ import time
 from typing import Any, Callable, Iterable
 
 from clarens.burnerd.client import BurnerClient, HelperUnavailable, RequestRefused
+from clarens.burnerd.errors import FAULTS
 from clarens.db import Database
-from clarens.faults import INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
+from clarens.faults import SERVICE_UNAVAILABLE, Fault
 
 from . import references
 from .refusals import from_helper, refused
@@ -181,7 +182,7 @@ class Helpers:
                 if seen is None or admin or seen["identity"] == who:
                     return self._unreachable(helper, seen, number, fault.message)
                 job = None
-            elif fault.code == INVALID_PARAMS:
+            elif fault.code == FAULTS["job_not_found"]:
                 job = None
             else:
                 raise

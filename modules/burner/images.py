@@ -24,16 +24,17 @@ from typing import Callable
 
 from clarens.burnerd.images import NAME_RULES, name_problem
 from clarens.db import Database
-from clarens.faults import INVALID_PARAMS, Fault
 from clarens.web.digests import Digests, current
 from clarens.web.uploads import ContentRange, Finished, Progress, Uploads
 
+from .refusals import refused
+
 
 def check_name(name: str) -> str:
-    """``name`` if it is an acceptable image name, else Fault(INVALID_PARAMS) saying why."""
+    """``name`` if it is an acceptable image name, else its refusal's fault."""
     problem = name_problem(name)
     if problem is not None:
-        raise Fault(INVALID_PARAMS, "%s: %s" % problem)
+        raise refused(*problem)
     return name
 
 
@@ -94,13 +95,13 @@ class ImageStore:
         return out
 
     def get(self, name: str) -> dict:
-        """One image's record; Fault(INVALID_PARAMS) if there is no such image."""
+        """One image's record; the fault image_not_found if there is no such image."""
         try:
             st = os.lstat(os.path.join(self.directory, check_name(name)))
         except FileNotFoundError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
-            raise Fault(INVALID_PARAMS, "there is no image %s" % ascii(name))
+            raise refused("image_not_found", "there is no image %s" % ascii(name))
         return self._describe(name, st)
 
     def status(self, name: str, who: str) -> Progress | None:
@@ -123,6 +124,6 @@ class ImageStore:
         """Remove an image: its uploader or an admin only."""
         record = self.get(name)
         if not admin and record["uploaded_by"] != who:
-            raise Fault(INVALID_PARAMS, "only its uploader or an administrator may delete %s" % ascii(name))
+            raise refused("not_yours", "only its uploader or an administrator may delete %s" % ascii(name))
         os.unlink(os.path.join(self.directory, name))
         self.db.delete("image:" + name)

@@ -2,14 +2,13 @@
 """The ``burner.*`` methods: who may do what, and the answers callers see.
 
 Users see and cancel only their own jobs; members of the admin group see and cancel
-all.  Every refusal names its reason first (:mod:`.refusals`).  The docstrings
+all.  Every refusal is a fault of its own code (:mod:`.refusals`).  The docstrings
 are the help clients see.
 """
 
 from __future__ import annotations
 
 from clarens.burnerd.images import name_problem
-from clarens.faults import INVALID_PARAMS, Fault
 
 from . import unfinished
 from .refusals import refused
@@ -45,7 +44,9 @@ def burn(image, drive, options=None):
     options = options or {}
     unknown = set(options) - {"speed", "verify"}
     if unknown:
-        raise Fault(INVALID_PARAMS, "unknown option(s): %s (known: speed, verify)" % ", ".join(sorted(unknown)))
+        raise refused("bad_option", "unknown option(s): %s (known: speed, verify)" % ", ".join(sorted(unknown)))
+    if not isinstance(options.get("verify", True), bool):     # speed: the helper knows the drive's range
+        raise refused("bad_option", "verify must be true or false")
     problem = name_problem(image)
     if problem is not None:
         raise refused(*problem)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime
 
-from clarens.faults import INVALID_PARAMS, Fault
 from clarens.web.uploads import UploadError, Uploads
+
+from .refusals import refused
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -28,8 +29,8 @@ def discard(uploads: Uploads, name: str, who: str, admin: bool, uploader: str | 
     """Remove an unfinished upload of ``name``: ``who``'s own, or (administrators) ``uploader``'s;
     the bytes it held."""
     if uploader is not None and uploader != who and not admin:
-        raise Fault(INVALID_PARAMS, "only an administrator may discard another uploader's upload")
+        raise refused("not_yours", "only an administrator may discard another uploader's upload")
     try:
         return uploads.discard(name, uploader or who)
-    except UploadError as e:
-        raise Fault(INVALID_PARAMS, str(e)) from None
+    except UploadError as e:     # 404: there is none; 409: a request is still sending it
+        raise refused("upload_not_found" if e.status == 404 else "upload_in_progress", str(e)) from None

@@ -15,6 +15,7 @@ import xmlrpc.client
 import pytest
 
 from clarens import faults, procfs
+from clarens.burnerd.errors import FAULTS
 from clarens.dev import devpki
 from tests.burning import wait_helper, wait_job
 from tests.helpers import ROOT, basic_header, basic_proxy, cert_proxy, make_iso, put, start_instance, upload
@@ -120,15 +121,13 @@ def test_sanitising_through_the_service(server, proxy, isos):
              ("big.iso", "sim0", {}, "too_large"), ("missing.iso", "sim0", {}, "image_not_found"),
              ("linked.iso", "sim0", {}, "hard_linked"), ("foreign.iso", "sim0", {}, "wrong_owner"),
              ("plain.iso", "/dev/sr0", {}, "unknown_drive"), ("plain.iso", "sim0", {"speed": 999}, "bad_speed"),
-             ("plain.iso", "sim0", {"speed": 0}, "bad_speed")]
+             ("plain.iso", "sim0", {"speed": 0}, "bad_speed"),
+             ("plain.iso", "sim0", {"speed": "fast"}, "bad_speed"), ("plain.iso", "sim0", {"fast": True}, "bad_option"),
+             ("plain.iso", "sim0", {"verify": "yes"}, "bad_option"), ("plain.iso", "nosuch:sim0", {}, "unknown_drive")]
     try:
         for image, drive, options, code in cases:
             fault = fault_of(lambda image=image, drive=drive, options=options: proxy.burner.burn(image, drive, options))
-            assert fault.faultCode == faults.INVALID_PARAMS and fault.faultString.startswith(code), (image, fault)
-        assert fault_of(lambda: proxy.burner.burn("plain.iso", "sim0", {"fast": True})).faultCode == \
-            faults.INVALID_PARAMS
-        assert fault_of(lambda: proxy.burner.burn("plain.iso", "sim0", {"speed": "fast"})).faultCode == \
-            faults.INVALID_PARAMS
+            assert fault.faultCode == FAULTS[code], (image, fault)
         assert "escape.iso" not in [i["name"] for i in proxy.burner.images()]   # symlinks are not images
     finally:
         for name in ("escape.iso", "plain.iso", "fifo.iso", "big.iso", "linked.iso", "foreign.iso", "disc.iso"):
@@ -144,9 +143,15 @@ def test_users_see_and_cancel_only_their_own_jobs(server, proxy, admin, isos):
     assert job_id not in [j["id"] for j in alice.burner.jobs()]
     assert job_id in [j["id"] for j in admin.burner.jobs()]
     fault = fault_of(lambda: alice.burner.status(job_id))
-    assert fault.faultCode == faults.INVALID_PARAMS and "no job" in fault.faultString
-    assert fault_of(lambda: alice.burner.cancel(job_id)).faultCode == faults.INVALID_PARAMS
-    assert fault_of(lambda: alice.burner.delete_image("slow.iso")).faultCode == faults.INVALID_PARAMS
+    # the same fault as for a job that does not exist; the message as it always was
+    assert fault.faultCode == FAULTS["job_not_found"] and fault_of(lambda: alice.burner.status(10**9)).faultCode == \
+        FAULTS["job_not_found"] and fault.faultString == "job_not_found: there is no job %d of yours" % job_id
+    assert fault_of(lambda: alice.burner.cancel(job_id)).faultCode == FAULTS["job_not_found"]
+    assert fault_of(lambda: alice.burner.delete_image("slow.iso")).faultCode == FAULTS["not_yours"]
+    assert fault_of(lambda: alice.burner.delete_image("nosuch.iso")).faultCode == FAULTS["image_not_found"]
+    assert fault_of(lambda: alice.burner.delete_image("../slow.iso")).faultCode == FAULTS["parent_reference"]
+    assert fault_of(lambda: alice.burner.discard_upload("slow.iso")).faultCode == FAULTS["upload_not_found"]
+    assert fault_of(lambda: alice.burner.discard_upload("slow.iso", "demo")).faultCode == FAULTS["not_yours"]
     wait_job(proxy, job_id, until=lambda job: job["state"] == "burning")
     cancelled = admin.burner.cancel(job_id)                    # an admin may cancel anyone's job
     assert cancelled["state"] == "cancelled"
@@ -160,7 +165,7 @@ def test_jobs_on_one_drive_run_in_order_and_cancel_stops_xorriso(server, proxy, 
     second = proxy.burner.burn("queue.iso", "sim0", {"speed": 1, "verify": False})
     job, _ = wait_job(proxy, first, until=lambda job: job["state"] == "burning")
     assert proxy.burner.status(second)["state"] == "queued"
-    assert fault_of(lambda: proxy.burner.eject("sim0")).faultCode == faults.APPLICATION_ERROR   # drive busy
+    assert fault_of(lambda: proxy.burner.eject("sim0")).faultCode == FAULTS["drive_busy"]
     assert proxy.burner.cancel(first)["state"] == "cancelled"
     assert subprocess.run(["pgrep", "-f", "xorriso.*%s" % server.burner_dir], capture_output=True).stdout.count(
         b"\n") <= 1                                          # only the second job's burn, if it started already

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from clarens import faults
+from clarens.burnerd.errors import FAULTS
 from clarens.dev import devpki
 from clarens.web.uploads import CHUNK
 from tests.helpers import ROOT, CuttingProxy, make_iso, sha256_file, start_instance
@@ -28,23 +30,23 @@ def cli(inst, *args, url=None, timeout=300):
                            *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
-@pytest.mark.parametrize("name, length, user, status, says", [
-    ("over.iso", 30 * 10**9, "demo", 413, "larger than the limit of 25000000000 bytes"),
-    ("exists.iso", 50_000_000, "demo", 409, "exists"),
-    ("tiny.iso", 1000, "demo", 415, "too small"),
-    (".hidden.iso", 50_000_000, "demo", 400, "hidden file"),
-    ("noext.img", 50_000_000, "demo", 400, "ending in .iso"),
-    ("anon.iso", 50_000_000, None, 403, "access denied"),
+@pytest.mark.parametrize("name, length, user, status, code, says", [
+    ("over.iso", 30 * 10**9, "demo", 413, 413, "larger than the limit of 25000000000 bytes"),
+    ("exists.iso", 50_000_000, "demo", 409, 409, "exists"),
+    ("tiny.iso", 1000, "demo", 415, 415, "too small"),
+    (".hidden.iso", 50_000_000, "demo", 400, FAULTS["hidden_file"], "hidden file"),
+    ("noext.img", 50_000_000, "demo", 400, FAULTS["bad_image_name"], "ending in .iso"),
+    ("anon.iso", 50_000_000, None, 403, faults.ACCESS_DENIED, "access denied"),
 ], ids=["too-large", "exists", "too-small", "hidden", "bad-name", "anonymous"])
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
-def test_refusals_come_before_the_body(server, name, length, user, status, says, expect, new_hidden):
+def test_refusals_come_before_the_body(server, name, length, user, status, code, says, expect, new_hidden):
     """No "100 Continue", and the answer arrives although not a byte of the body was sent."""
     with open(os.path.join(server.images_dir, "exists.iso"), "wb"):
         pass
     first, got, body = answer(send_head(server, name, length, expect, user))
     assert not first.startswith("HTTP/1.1 100") and got == status, (first, body)
-    # the code is the HTTP status, or the fault code for faults (-32001 access denied, -32602 bad name)
-    assert says in body["error"]["message"].lower() and body["error"]["code"] in (status, -32001, -32602)
+    # the code is the HTTP status, or the fault code for faults (access denied, the burner's refusals)
+    assert says in body["error"]["message"].lower() and body["error"]["code"] == code
     os.unlink(os.path.join(server.images_dir, "exists.iso"))
     assert new_hidden() == []
 

@@ -14,11 +14,16 @@ import pytest
 
 from clarens import loader
 from clarens.burnerd.client import RequestRefused
+from clarens.burnerd.errors import FAULTS, STATUS
 from clarens.config import ConfigError, Settings
 from clarens.db import open_db
-from clarens.faults import APPLICATION_ERROR, INVALID_PARAMS, SERVICE_UNAVAILABLE, Fault
+from clarens.faults import APPLICATION_ERROR, SERVICE_UNAVAILABLE, Fault
 from tests.helpers import ROOT
 from tests.unit.fakes import isolated
+
+# Helper codes that only a disagreement between the web tier and its helper can cause.
+PROTOCOL_CODES = {"bad_request", "body_too_large", "not_found", "method_not_allowed", "not_implemented",
+                  "uri_too_long", "headers_too_large", "bad_http_version", "internal_error"}
 
 
 @pytest.fixture
@@ -77,19 +82,31 @@ def test_drive_and_job_names(burner):
 def test_job_names_that_name_no_job(burner, job_id):
     with pytest.raises(Fault) as info:
         part(burner, "references").job_ref(job_id)
-    assert info.value.code == INVALID_PARAMS
+    assert info.value.code == FAULTS["job_not_found"]
     assert info.value.message == "job_not_found: there is no job %s of yours" % ascii(job_id)
 
 
 # -- refusals as faults -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("code, status, fault_code", [
-    ("symlink", 400, INVALID_PARAMS), ("job_not_found", 404, INVALID_PARAMS), ("drive_busy", 409, APPLICATION_ERROR),
-    ("shutting_down", 503, APPLICATION_ERROR),
+def test_every_refusal_has_a_code_of_its_own():
+    assert len(set(FAULTS.values())) == len(FAULTS) and all(2000 < code < 2100 for code in FAULTS.values())
+    web_tier_own = set(FAULTS) - set(STATUS)
+    assert web_tier_own == {"bad_option", "not_yours", "upload_not_found", "upload_in_progress"}
+    # every code the helper sends is the caller's to act on, a sign it cannot serve, or a disagreement
+    assert set(STATUS) == (set(FAULTS) - web_tier_own) | {"shutting_down", "forbidden"} | PROTOCOL_CODES
+
+
+@pytest.mark.parametrize("code, fault_code, message", [
+    ("symlink", FAULTS["symlink"], "symlink: why"),
+    ("drive_busy", FAULTS["drive_busy"], "drive_busy: why"),
+    ("shutting_down", SERVICE_UNAVAILABLE, "burner unavailable: shutting_down: why"),
+    ("forbidden", SERVICE_UNAVAILABLE, "burner unavailable: forbidden: why"),
+    ("bad_request", APPLICATION_ERROR, "burner helper error: bad_request: why"),
+    ("http_502", APPLICATION_ERROR, "burner helper error: http_502: why"),
 ])
-def test_the_helper_s_refusals_become_faults(burner, code, status, fault_code):
-    fault = part(burner, "refusals").from_helper(RequestRefused(status, code, "why"))
-    assert (fault.code, fault.message) == (fault_code, "%s: why" % code)
+def test_the_helper_s_refusals_become_faults(burner, code, fault_code, message):
+    fault = part(burner, "refusals").from_helper(RequestRefused(STATUS.get(code, 502), code, "why"))
+    assert (fault.code, fault.message) == (fault_code, message)
 
 
 # -- the helper set -----------------------------------------------------------------------------------
@@ -156,10 +173,10 @@ def test_a_host_with_only_its_own_helper_is_a_set_of_one(burner, db):
     for job_id, who in ((4, "alice"), (99, "alice"), ("b:3", "alice")):
         with pytest.raises(Fault) as info:
             one.job(job_id, who, admin=False)
-        assert info.value.code == INVALID_PARAMS
+        assert info.value.code == FAULTS["job_not_found"]
     with pytest.raises(Fault) as info:
         one.for_drive("b:sim0")
-    assert info.value.code == INVALID_PARAMS
+    assert info.value.code == FAULTS["unknown_drive"]
     assert db.keys() == []                       # nothing remembered: nothing else to show
     own.down = True
     for call in (lambda: one.drives(admin=False), lambda: one.jobs("alice", admin=False),
@@ -194,6 +211,6 @@ def test_with_drive_hosts_one_that_does_not_answer_is_shown_as_last_seen(burner,
     assert cluster.job("b:12", "alice", admin=False)["state"] == "unreachable"
     with pytest.raises(Fault) as info:                               # bob's job: as if it did not exist
         cluster.job("b:13", "alice", admin=False)
-    assert info.value.code == INVALID_PARAMS
+    assert info.value.code == FAULTS["job_not_found"]
     never = cluster.job("c:5", "alice", admin=False)                 # never seen here: nothing to hide
     assert (never["id"], never["state"], never["last_state"]) == ("c:5", "unreachable", None)

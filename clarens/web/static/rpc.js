@@ -55,7 +55,8 @@ const Clarens = (() => {
                  "-32601": "Unknown method", "-32500": "Server error", "-32603": "Server error", "0": "Offline"};
 
   function describe(err) {
-    const kind = KINDS[String(err.code)];
+    // A service's own fault codes, from 1000 up (below are HTTP statuses): its refusals (the burner's: 2001...).
+    const kind = KINDS[String(err.code)] || (err.code >= 1000 ? "Refused" : undefined);
     const text = String(err.message || err).replace(/^(access denied|burner unavailable):\s*/i, "");
     return kind ? kind + ": " + text : text;
   }
