@@ -16,7 +16,9 @@ import hashlib
 import http.client
 import json
 import os
+import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -25,6 +27,7 @@ import threading
 import time
 import xmlrpc.client
 
+from clarens import procfs
 from clarens.dev import devpki
 from clarens.dev.instance import Instance, acl_dir, free_port
 
@@ -348,3 +351,62 @@ def htpasswd_user(inst: Instance, *argv: str, password: str | None = None) -> st
                          input=password and password + "\n", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+# -- OS users made by tests ---------------------------------------------------------------------------
+
+USER_PREFIX = "clarens-t"
+
+
+def os_user_name(role: str) -> str:
+    """The name of this test run's OS user for ``role``: ``clarens-t-ROLE-PID``.  Concurrent runs on one
+    machine each have their own (with one fixed name, a run starting removed the other's user and
+    killed its processes: its SSH forward died mid-test); :func:`remove_stale_users` removes those
+    of runs that are gone."""
+    return "%s-%s-%d" % (USER_PREFIX, role, os.getpid())
+
+
+def processes_of(user: str) -> list[int]:
+    """Live processes running as ``user``, and sshd's privileged half of its sessions (root's)."""
+    uid = pwd.getpwnam(user).pw_uid
+    found = []
+    for pid in procfs.pids():
+        if not procfs.alive(pid):
+            continue
+        try:
+            owner = os.stat("/proc/%d" % pid).st_uid
+        except OSError:
+            continue
+        title = b" ".join(procfs.cmdline(pid))
+        if owner == uid or title.startswith(b"sshd: %s" % user.encode()):
+            found.append(pid)
+    return found
+
+
+def remove_user(name: str) -> None:
+    """Remove test user ``name``, its home and its group, if they exist.  Its processes can only be its
+    run's (the user exists for that run alone): they are ended by pid."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        uid = None
+    if uid is not None:
+        for pid in procfs.pids():
+            try:
+                if os.stat("/proc/%d" % pid).st_uid == uid:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        wait_for("the processes of %s to end" % name, lambda: not processes_of(name))
+        out = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
+        assert out.returncode in (0, 12), out.stderr        # 12: its home was already gone
+    if subprocess.run(["getent", "group", name], capture_output=True).returncode == 0:
+        subprocess.run(["groupdel", name], check=True, capture_output=True)
+
+
+def remove_stale_users() -> None:
+    """Remove the users of :func:`os_user_name` whose run has ended (crashed before removing them)."""
+    for entry in pwd.getpwall():
+        prefix, _, pid = entry.pw_name.rpartition("-")
+        if prefix.startswith(USER_PREFIX + "-") and pid.isdigit() and not procfs.alive(int(pid)):
+            remove_user(entry.pw_name)

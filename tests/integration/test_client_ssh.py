@@ -26,7 +26,6 @@ import pwd
 import resource
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -38,14 +37,25 @@ import pytest
 from clarens import faults, framing, procfs
 from clarens.client import Fault, TransportError, connect
 from clarens.dev.instance import Instance
-from tests.helpers import ROOT, free_port, make_acl_dir, make_state_dir, start_instance, wait_for
+from tests.helpers import (
+    ROOT,
+    free_port,
+    make_acl_dir,
+    make_state_dir,
+    os_user_name,
+    processes_of,
+    remove_stale_users,
+    remove_user,
+    start_instance,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates OS users (useradd) and runs an sshd")
 
 PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
-IN_USER = "clarens-ssh-in"      # in the burner helper socket's group, and an allowed uid of the helper
-OUT_USER = "clarens-ssh-out"    # in neither
+IN_USER = os_user_name("in")      # in the burner helper socket's group, and an allowed uid of the helper
+OUT_USER = os_user_name("out")    # in neither
 USERS = (IN_USER, OUT_USER)
 REMOTE = "env PYTHONPATH=%s %s -m clarens.stdio" % (ROOT, PYTHON)
 WAIT = 30.0                     # seconds any polling wait may take before the test fails
@@ -92,23 +102,6 @@ methods_list = {"shout": shout}
 '''
 
 
-def processes_of(user: str) -> list[int]:
-    """Live processes running as ``user``, and sshd's privileged half of its sessions (root's)."""
-    uid = pwd.getpwnam(user).pw_uid
-    found = []
-    for pid in procfs.pids():
-        if not procfs.alive(pid):
-            continue
-        try:
-            owner = os.stat("/proc/%d" % pid).st_uid
-        except OSError:
-            continue
-        title = b" ".join(procfs.cmdline(pid))
-        if owner == uid or title.startswith(b"sshd: %s" % user.encode()):
-            found.append(pid)
-    return found
-
-
 def describe(pids: list[int]) -> list[str]:
     return ["%d %s" % (pid, b" ".join(procfs.cmdline(pid)).decode(errors="replace")) for pid in pids]
 
@@ -122,38 +115,14 @@ def stdio_pids(user: str) -> list[int]:
 # -- OS users ----------------------------------------------------------------------------------------
 
 
-def _remove_user(name: str) -> None:
-    """Remove test user ``name``, its home and its group, if they exist (left by a run that crashed,
-    or ours).  Its processes can only be this module's (the user exists for it alone): they are
-    ended by pid."""
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        uid = None
-    if uid is not None:
-        for pid in procfs.pids():
-            try:
-                if os.stat("/proc/%d" % pid).st_uid == uid:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        wait_for("the processes of %s to end" % name, lambda: not processes_of(name))
-        out = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
-        assert out.returncode in (0, 12), out.stderr        # 12: its home was already gone
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return
-    subprocess.run(["groupdel", name], check=True, capture_output=True)
-
-
 def _create_user(name: str, work: str, groups: tuple[str, ...] = ()) -> str:
     """A fresh OS user ``name``, its home under ``work``, whose only way in is a new key; the private
     key's path.
 
     The password field is ``*`` (no password), not useradd's ``!`` (a locked account,
     which sshd refuses without PAM even with a key)."""
-    _remove_user(name)
+    remove_stale_users()
+    remove_user(name)
     home = os.path.join(work, "home", name)
     os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
     argv = ["useradd", "--create-home", "--home-dir", home, "--user-group", "--shell", "/bin/sh", "--password", "*"]
@@ -308,7 +277,7 @@ def env(request):
                 shutil.rmtree(inst.state_dir, ignore_errors=True)
         finally:
             for user in USERS:
-                _remove_user(user)
+                remove_user(user)
         if not request.session.testsfailed:       # else kept with the run's other files, sshd.log among them
             shutil.rmtree(work, ignore_errors=True)
 

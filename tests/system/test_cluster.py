@@ -50,6 +50,9 @@ from tests.helpers import (
     make_acl_dir,
     make_iso,
     make_state_dir,
+    os_user_name,
+    remove_stale_users,
+    remove_user,
     shipped_modules,
     start_instance,
     wait_for,
@@ -59,7 +62,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: OS users,
 
 HAPROXY = "/usr/sbin/haproxy"
 SSHD = "/usr/sbin/sshd"
-TUNNEL_USER = "clarens-tunnel-t"    # the drive host's account the SSH forward logs in as
+TUNNEL_USER = os_user_name("tunnel")    # the drive host's account the SSH forward logs in as
 PROXY_SOURCE = "127.0.0.2"          # HAProxy connects to the hosts from here; clients call from 127.0.0.1
 WAIT = 60.0                         # seconds any polling wait may take before the test fails
 FD_LIMIT = 20000                    # HAProxy's descriptor limit here (a container's, say)
@@ -97,30 +100,11 @@ capacity_mb = 4700
 # -- OS user and sshd on the "drive host" ------------------------------------------------------------
 
 
-def _remove_user(name: str) -> None:
-    """Remove test user ``name`` and its group if they exist (left by a run that crashed, or ours);
-    its processes can only be this module's (the user exists for it alone): ended by pid."""
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        uid = None
-    if uid is not None:
-        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-            try:
-                if os.stat("/proc/%d" % pid).st_uid == uid:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        out = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
-        assert out.returncode in (0, 12), out.stderr
-    if subprocess.run(["getent", "group", name], capture_output=True).returncode == 0:
-        subprocess.run(["groupdel", name], check=True, capture_output=True)
-
-
 def _create_tunnel_user(work: str) -> str:
     """The drive host's tunnel account: no password (``*``, which sshd accepts with a key), no shell
     use, a key allowed to forward and nothing else.  The private key's path."""
-    _remove_user(TUNNEL_USER)
+    remove_stale_users()
+    remove_user(TUNNEL_USER)
     home = os.path.join(work, "home", TUNNEL_USER)
     os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
     subprocess.run(["useradd", "--create-home", "--home-dir", home, "--user-group", "--shell", "/usr/sbin/nologin",
@@ -420,7 +404,7 @@ def cluster(request):
                 thing.wait(WAIT)
             else:
                 thing.stop()
-        _remove_user(TUNNEL_USER)
+        remove_user(TUNNEL_USER)
         if not request.session.testsfailed:
             for inst in hosts:
                 shutil.rmtree(inst.state_dir, ignore_errors=True)
