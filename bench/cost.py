@@ -4,6 +4,7 @@
     /usr/bin/python3 -m bench.cost instructions [--only REGEX] [--requests 2000] [--objects]
     /usr/bin/python3 -m bench.cost cpu [--only REGEX] [--rounds 5] [--duration 5] [--connections 16]
     /usr/bin/python3 -m bench.cost memory [--only REGEX] [--duration 5]
+    /usr/bin/python3 -m bench.cost turns [--only REGEX] [--children 6] [--requests 500] [--rounds 9]
 
 wrk's req/s on a shared 2-core VM moves by tens of percent with what else runs;
 these two do not, or far less, and they are what docs/performance.md accounts with.
@@ -21,6 +22,15 @@ counts no cache misses, which is what a child of a pool pays on top.
 round, wrk's usual load (``-t2 -c16``), and the CPU time the instance's processes
 used meanwhile (``/proc/PID/schedstat``, in ns) over the requests wrk counted.
 Rows alternate within each round, and the table gives medians.
+
+*turns*: CPU time per request when every request finds its child's caches cold, as in a pool
+of many children on few cores.  Each row holds ``--children`` kept-alive connections (a child
+each); the rows' requests are sent one at a time, taking turns over the connections and
+interleaved request by request across the rows, so that every row meets the same machine at the
+same moments; each row's CPU is what its own children used (``/proc/PID/schedstat``) over its
+requests.  No wrk, whose CPU and contention would be counted in, and paired in time: the ratio
+of two rows holds on a loaded machine where req/s does not (it moves by a few percent between
+runs, req/s by tens).
 
 *memory*: the proportional set size (``/proc/PID/smaps_rollup``) of a child of the
 same Apache, the median over the children, idle once they have booted, and after
@@ -298,6 +308,93 @@ def cpu(keys: list[str], settings: load.Load, port: int) -> list[dict]:
              "errors": sum(r["errors"] for r in runs), "rounds": runs} for key, runs in measured.items()]
 
 
+# -- cold turns ----------------------------------------------------------------------------
+
+def server_pids(inst: Instance, conns: list[http.client.HTTPConnection]) -> list[int | None]:
+    """The pid of the child of ``inst`` holding each of ``conns`` (by the client's port)."""
+    want = {c.sock.getsockname()[1]: i for i, c in enumerate(conns) if c.sock is not None}
+    inodes: dict[str, int] = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if local == inst.port and remote in want:
+                inodes["socket:[%s]" % fields[9]] = want[remote]
+    out: list[int | None] = [None] * len(conns)
+    for pid in inst.processes():
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                at = inodes.get(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+                if at is not None:
+                    out[at] = pid
+        except OSError:
+            pass
+    return out
+
+
+def _children_of(inst: Instance, conns: list[http.client.HTTPConnection]) -> list[int]:
+    for _ in range(50):     # /proc/net/tcp read while connections open and close elsewhere can miss lines
+        pids = server_pids(inst, conns)
+        if None not in pids:
+            return [p for p in pids if p is not None]
+    raise RuntimeError("the children holding the connections were not found")
+
+
+def turns(keys: list[str], children: int, requests: int, rounds: int, port: int) -> list[dict]:
+    """CPU per request of each row, its requests taking turns over ``children`` children, all rows
+    interleaved request by request; the median over ``rounds``, and each row's ratio to the first
+    row (the median of the per-round ratios)."""
+    inst = servers.apache("/tmp/bench-cost", port)
+    measured: dict[str, list[float]] = {}
+    dropped = 0
+    inst.start()
+    try:
+        _booted(inst)
+        chosen = _rows(inst, keys)
+        for n in range(rounds):
+            conns = {r.key: [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(children)]
+                     for r in chosen}
+            try:
+                for row in chosen:
+                    for conn in conns[row.key]:
+                        conn.connect()      # all at once: each connection a child of its own
+                for row in chosen:
+                    for conn in conns[row.key]:
+                        for _ in range(5):
+                            row.send(conn)
+                pids = {r.key: _children_of(inst, conns[r.key]) for r in chosen}
+                before = {key: cpu_ns(p) for key, p in pids.items()}
+                for i in range(requests):
+                    for row in chosen:
+                        conn = conns[row.key][i % children]
+                        try:
+                            row.send(conn)
+                        except (http.client.HTTPException, ConnectionError):
+                            # A stall longer than KeepAliveTimeout (a loaded machine): a new connection,
+                            # a new child, whose CPU counts from here and the old one's up to here.
+                            dropped += 1
+                            old = pids[row.key][i % children]
+                            conn.close()
+                            conn.connect()
+                            row.send(conn)
+                            new = _children_of(inst, [conn])[0]
+                            pids[row.key][i % children] = new
+                            before[row.key] += cpu_ns([new]) - cpu_ns([old])
+                for row in chosen:
+                    us = (cpu_ns(pids[row.key]) - before[row.key]) / 1000 / requests
+                    measured.setdefault(row.key, []).append(us)
+                    _progress("round %d/%d %-16s %7.1f us CPU/request" % (n + 1, rounds, row.key, us))
+            finally:
+                for conn in (c for cs in conns.values() for c in cs):
+                    conn.close()
+    finally:
+        inst.stop()
+    first = next(iter(measured.values()))
+    return [{"key": key, "cpu_us": statistics.median(runs), "rounds": runs, "dropped": dropped,
+             "ratio": statistics.median(a / b for a, b in zip(runs, first, strict=True))}
+            for key, runs in measured.items()]
+
+
 # -- memory (PSS) ---------------------------------------------------------------------------
 
 def pss_kb(pid: int) -> int | None:
@@ -358,7 +455,7 @@ def _load_average() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.cost", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("instructions", "cpu", "memory"))
+    p.add_argument("what", choices=("instructions", "cpu", "memory", "turns"))
     p.add_argument("--only", metavar="REGEX", help="rows whose key matches (default: %s)" % " ".join(rows(None)))
     p.add_argument("--port", type=int, default=18190)
     p.add_argument("--requests", type=int, default=2000, help="instructions: requests counted per row")
@@ -366,25 +463,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--functions", type=int, default=0, metavar="N", help="instructions: the N costliest functions")
     p.add_argument("--keep", metavar="DIR", help="instructions: keep callgrind's dumps (callgrind.out.N, one per row, "
                    "in order) in DIR, for callgrind_annotate --tree=caller or kcachegrind")
-    p.add_argument("--rounds", type=int, default=5, help="cpu: rounds, rows alternated in each")
+    p.add_argument("--rounds", type=int, default=5, help="cpu, turns: rounds, rows alternated in each")
     p.add_argument("--duration", type=int, default=5, help="cpu: seconds measured per row and round")
     p.add_argument("--connections", type=int, default=16, help="cpu: wrk's connections (one thread each, two at most)")
+    p.add_argument("--children", type=int, default=6, help="turns: children (kept-alive connections) per row")
+    p.add_argument("--turn-requests", type=int, default=500, help="turns: requests per row and round")
     args = p.parse_args(argv)
     keys = rows(args.only)
     started = {"load_average": _load_average(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if args.what == "instructions":
         result = instructions(keys, args.requests, args.port, args.objects, args.functions, args.keep)
+    elif args.what == "turns":
+        result = turns(keys, args.children, args.turn_requests, args.rounds, args.port)
     else:
         settings = load.Load(threads=min(2, args.connections), connections=args.connections,
                              duration=args.duration, warmup=1, rounds=args.rounds)
         result = (cpu if args.what == "cpu" else memory)(keys, settings, args.port)
     print("# %s on %s, %d cores; load average %s at the start, %s at the end" % (
         started["date"], started["cpu"], os.cpu_count() or 0, started["load_average"], _load_average()))
+    if args.what == "turns":
+        print("# %d children per row, %d requests per row and round, rows interleaved request by request; "
+              "%d connections closed by Apache (a stall past KeepAliveTimeout) and opened again" % (
+                  args.children, args.turn_requests, result[0]["dropped"] if result else 0))
     for entry in result:
         if args.what == "memory":
             print("%-16s %4d children: PSS %.1f MB each (median); %d children, %.1f MB together" % (
                 entry["key"], entry["children"], entry["pss_median_kb"] / 1024,
                 entry.get("all_children", entry["children"]), entry["pss_total_kb"] / 1024))
+        elif args.what == "turns":
+            print("%-16s %7.1f us CPU/request  %.2fx %s  (rounds: %s)" % (
+                entry["key"], entry["cpu_us"], entry["ratio"], result[0]["key"],
+                " ".join("%.0f" % us for us in entry["rounds"])))
         elif args.what == "instructions":
             print("%-16s %9d instructions/request  %s" % (entry["key"], entry["instructions"], "  ".join(
                 "%s %d" % kv for kv in entry["groups"].items())))

@@ -83,6 +83,9 @@ class FakeRequest:
     def ssl_var_lookup(self, name: str) -> None:
         return None
 
+    def is_https(self) -> bool:
+        return False
+
 
 def handlers() -> dict[str, tuple[Callable[[Any], int], str]]:
     """Handler and ``<Location>`` of each path the Apache rows are served at."""

@@ -138,8 +138,10 @@ def _identify(host: host_mod.Host, req, via: Forwarded | None, address: str, bas
     caller = identity_mod.from_request(req, host.config.cert_require, via)
     if caller is not identity_mod.ANONYMOUS:
         return caller
-    authorization = req.headers_in.get("Authorization")
-    cookie = None if authorization else credentials.cookie(req.headers_in.get("Cookie"))
+    # Presence first: for the header a call lacks, mod_python's `in` costs a fraction of its get().
+    headers = req.headers_in
+    authorization = headers.get("Authorization") if "Authorization" in headers else None
+    cookie = credentials.cookie(headers.get("Cookie")) if not authorization and "Cookie" in headers else None
     if not authorization and cookie is None:
         return caller
     if host.credentials is None:
@@ -192,11 +194,12 @@ def _cross_site(req, via: Forwarded | None) -> str | None:
     Browsers name the page's origin in ``Origin`` (and, lately, ``Sec-Fetch-Site``)
     on every POST/PUT they send; other clients send neither.
     """
-    origin = req.headers_in.get("Origin")
-    if origin is not None:
+    headers = req.headers_in
+    if "Origin" in headers:
+        origin = headers.get("Origin")
         if origin != routes.request_origin(req, scheme=via.scheme if via is not None else None):
             return "request from another origin (%s)" % origin[:100]
-    elif req.headers_in.get("Sec-Fetch-Site") == "cross-site":
+    elif "Sec-Fetch-Site" in headers and headers.get("Sec-Fetch-Site") == "cross-site":
         return "request from another site"
     return None
 

@@ -76,8 +76,8 @@ class ParamCheck:
     def __call__(self, params: list, json: bool = False) -> None:
         """Raise Fault(INVALID_PARAMS) unless ``params`` fit a signature (or, without one, the arity)."""
         accepted = self._exact_json if json else self._exact
-        if accepted is not None and tuple(map(type, params)) in accepted:
-            return
+        if accepted is not None and ((type(params[0]),) if len(params) == 1 else tuple(map(type, params))) in accepted:
+            return      # (one parameter, the commonest call, without map's setup: a third less)
         n = len(params)
         counts = sorted({len(s) - 1 for s in self.signatures}) if self.signatures else None
         if counts is not None and n not in counts:

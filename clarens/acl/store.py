@@ -28,7 +28,7 @@ from clarens.acl.files import load_dir
 from clarens.acl.model import AclError, Decision, Entry, Policy
 from clarens.db import Database
 from clarens.faults import ACCESS_DENIED, Fault
-from clarens.identity import Identity
+from clarens.identity import ANONYMOUS, Identity
 
 DB_NAME = "acl"
 ENTRY, GROUP, AUDIT, META = "entry:", "group:", "audit:", "meta"
@@ -150,8 +150,9 @@ class Guard:
 
     def identify(self, identity: Identity) -> Identity:
         """At the start of a request: reload the policy if it changed (:meth:`refresh`), then
-        ``identity`` with the groups the policy puts it in.  A session's identity (one object for
-        all its requests: clarens.credentials) is remembered with its groups under each policy."""
+        ``identity`` with the groups the policy puts it in.  The anonymous caller and a session's
+        identity (one object for all its requests: clarens.credentials) are remembered with their
+        groups under each policy."""
         policy = self.refresh()
         known = self._identified.get(id(identity))
         if known is not None and known[0] is identity and known[1] is policy:
@@ -159,7 +160,7 @@ class Guard:
         groups = policy.groups_of(identity.name, identity.authenticated)
         grouped = identity if groups == identity.groups else Identity(identity.name, identity.source, groups,
                                                                       identity.session)
-        if identity.session is not None:
+        if identity.session is not None or identity is ANONYMOUS:
             if len(self._identified) >= 4096:
                 self._identified.clear()
             self._identified[id(identity)] = (identity, policy, grouped)    # (holding it: its id stays its own)

@@ -34,9 +34,11 @@ _XML_DECL = re.compile(r"""\?xml[ \t\n]+version[ \t\n]*=[ \t\n]*(["'])1\.[0-9]+\
                        r"""(?:[ \t\n]+standalone[ \t\n]*=[ \t\n]*(["'])(?:yes|no)\3)?[ \t\n]*\?\Z""")
 _REFERENCE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));")
 _ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
-# Bytes XML forbids in text (controls; NUL is refused earlier), and the carriage return,
-# which XML normalises: documents with any of them are left to expat.
-_NOT_PLAIN = bytes(range(1, 9)) + b"\x0b\x0c\r" + bytes(range(0x0e, 0x20))
+# Bytes XML forbids in text (controls, NUL included), and the carriage return, which XML
+# normalises: documents with any of them are left to expat.  The table maps each of them to NUL
+# and every other byte to itself, so that one translate and one byte search find any (a third of
+# what deleting them cost).
+_NOT_PLAIN = bytes(0 if byte < 0x20 and byte not in (0x09, 0x0A) else byte for byte in range(256))
 _USUAL_DECLS = {"?xml version='1.0'?", '?xml version="1.0"?', '?xml version="1.0" encoding="UTF-8"?',
                 "?xml version='1.0' encoding='UTF-8'?", '?xml version="1.0" encoding="utf-8"?'}
 
@@ -79,7 +81,7 @@ def unescape(text: str) -> str:
 
 def plain_text(body: bytes) -> str | None:
     """A small body decoded, if its bytes allow a plain document; None for expat."""
-    if len(body) > FAST_MAX or len(body.translate(None, _NOT_PLAIN)) != len(body) or b"]]>" in body:
+    if len(body) > FAST_MAX or 0 in body.translate(_NOT_PLAIN) or b"]]>" in body:
         return None
     if not body.isascii() and (b"\xef\xbf\xbe" in body or b"\xef\xbf\xbf" in body):   # U+FFFE, U+FFFF
         return None
@@ -109,12 +111,15 @@ def plain_pieces(text: str) -> list[str] | None:
 # The commonest call by far has only scalar parameters.  A plain text that is exactly
 # such a call (whitespace only between elements, no empty-element tags but <nil/>)
 # is read by two regular expressions instead of tag by tag, with the same scalar rules.
-_S = r"[ \t\n]*"
-_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>string|int|i4|i8|boolean|double)>(?P<text>[^<]*)</(?P=type)>{s}"
-               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*))</value>").format(s=_S)
+# Every repetition is possessive (*+): what each one takes (spaces, text up to a "<", whole
+# <param> elements) never holds what must follow it, so giving some back could never make a
+# match, and not keeping the places to give back from saves a quarter of the match.
+_S = r"[ \t\n]*+"
+_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>string|int|i4|i8|boolean|double)>(?P<text>[^<]*+)</(?P=type)>{s}"
+               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*+))</value>").format(s=_S)
 _FLAT_CALL = re.compile(
-    r"(?:<(?P<decl>\?xml[^<>]*)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*)</methodName>{s}"
-    r"(?:<params>{s}(?P<params>(?:<param>{s}{value}{s}</param>{s})*)</params>{s})?</methodCall>{s}\Z".format(
+    r"(?:<(?P<decl>\?xml[^<>]*+)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*+)</methodName>{s}"
+    r"(?:<params>{s}(?P<params>(?:<param>{s}{value}{s}</param>{s})*+)</params>{s})?</methodCall>{s}\Z".format(
         s=_S, value=_FLAT_VALUE))
 _FLAT_PARAM = re.compile(_FLAT_VALUE)
 

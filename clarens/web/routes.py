@@ -88,7 +88,7 @@ def session_cookie(token: str, base: str, secure: bool, max_age: int) -> str:
 
 def request_scheme(req: Any) -> str:
     """``https`` or ``http``: how a mod_python request reached this server."""
-    return "https" if req.ssl_var_lookup("HTTPS") == "on" else "http"
+    return "https" if req.is_https() else "http"
 
 
 class WebRequest:

@@ -61,6 +61,9 @@ class FakeRequest:
     def ssl_var_lookup(self, name: str) -> str | None:
         return self._ssl.get(name)
 
+    def is_https(self) -> bool:
+        return bool(self._ssl)       # mod_ssl has variables only for a TLS connection
+
     def get_config(self) -> dict[str, str]:
         return self._config
 

@@ -33,6 +33,9 @@ class DummyRequest:
     def ssl_var_lookup(self, name):
         return self.ssl.get(name)   # mod_python gives None for an unset variable (or plain HTTP)
 
+    def is_https(self):
+        return bool(self.ssl)       # mod_ssl has variables only for a TLS connection
+
 
 def verified(dn):
     return {"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": dn}

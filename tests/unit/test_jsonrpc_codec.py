@@ -2,6 +2,7 @@
 """JSON-RPC 2.0 request handling on its own, with a stand-in call function."""
 
 import json
+import random
 import tracemalloc
 
 import pytest
@@ -165,3 +166,54 @@ def test_integers_are_bounded_in_length(digits, refused):
         assert info.value.code == PARSE_ERROR and "more than 40 digits" in info.value.message
     else:
         assert jsonrpc.loads(body)["params"] == [-int("9" * digits), "9" * digits]
+
+
+def _texts(rng):
+    """Strings a result or an id may hold: every character class JSON escapes or passes through."""
+    alphabet = ["a", "Z", "0", " ", '"', "\\", "/", "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "é", "\u2028",
+                "\u20ac", "\U0001f600", "\ud800", "\udfff", "<", "&"]
+    return [""] + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+
+
+def test_the_direct_reply_is_the_encoders_byte_for_byte():
+    """_reply writes a text result itself: it must be what the general encoder writes, or fail alike."""
+    rng = random.Random(25)
+    texts = _texts(rng)
+    ids = [0, 1, -7, 2**63, -(10**30), "", "x", "id-\u20ac", '"q"', None, 1.5, True] + texts[:50]
+    for result in texts + [1, None, ["x"]]:
+        request_id = rng.choice(ids)
+        general: bytes | type[Exception]
+        try:
+            general = jsonrpc._encoder.encode({"jsonrpc": "2.0", "result": result, "id": request_id}).encode("utf-8")
+        except ValueError as e:      # a lone surrogate: UnicodeEncodeError
+            general = type(e)
+        direct: bytes | type[Exception]
+        try:
+            direct = jsonrpc._reply(result, request_id)
+        except ValueError as e:
+            direct = type(e)
+        assert direct == general, (result, request_id)
+
+
+def test_the_scanner_alone_decodes_as_decode_does():
+    """loads reads a text that starts and ends with its value without decode's searches for
+    whitespace: on any text, the same value or the same error as the decoder's own decode."""
+    rng = random.Random(2025)
+    pieces = ['{"jsonrpc": "2.0", "method": "m", "params": [1, "a"], "id": 1}', "[1, 2.5, null, true]", '{"a": {}}',
+              "[]", "{}", " ", "\n", "\t", "\r", "x", "]", "}", "[", "{", ",", '"', "NaN", "1e999", "9" * 45, "\ufeff",
+              '"\\ud800"', "0", "-", ":"]
+    texts = ["", *pieces]
+    for _ in range(4000):
+        texts.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))))
+    scanned = 0
+    for decoder in (jsonrpc._decoder, jsonrpc._long_int_decoder):
+        for text in texts:
+            outcomes = []
+            for decode in (lambda t, d=decoder: jsonrpc._decode(d, t), decoder.decode):
+                try:
+                    outcomes.append(("ok", repr(decode(text))))
+                except (ValueError, RecursionError) as e:
+                    outcomes.append((type(e).__name__, str(e)))
+            assert outcomes[0] == outcomes[1], text
+            scanned += text[:1] in "{[" and outcomes[0][0] == "ok"
+    assert scanned > 500
