@@ -73,7 +73,10 @@ class Throttle:
         record = self.db.get(key)
         if record is None or now - record["t"] > FORGET:
             return 0.0
-        return max(0.0, record["t"] + delay(record["n"], free) - now)
+        pause = delay(record["n"], free)
+        # No delay is no wait, even for an attempt another process counted after this one read its
+        # clock (its time is then later than ``now``): that made a right password a 429.
+        return max(0.0, record["t"] + pause - now) if pause else 0.0
 
     def wait(self, address: str, name: str) -> float:
         """Seconds before ``name`` may try a password from ``address`` (0: now).  Reads only."""
@@ -83,8 +86,8 @@ class Throttle:
     def attempt(self, address: str, name: str) -> float:
         """Count an attempt of ``name`` from ``address`` if one is allowed now, and return 0; else,
         counting nothing, the seconds to wait.  Call :meth:`succeeded` if the password was right."""
-        now = self.clock()
         with self.db.locked():
+            now = self.clock()          # under the lock: no attempt counted meanwhile is later than it
             keys = self._keys(address, name)
             wait = max(self._wait(key, free, now) for key, free in keys)
             if wait > 0:

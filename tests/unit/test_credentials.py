@@ -64,6 +64,18 @@ def test_the_delay_starts_after_the_free_attempts_and_doubles(table):
     assert waits == [1.0, 2.0, 4.0, 8.0]
 
 
+def test_an_attempt_counted_after_the_clock_was_read_is_no_wait(table):
+    """Another process may count an attempt between this one's reading the clock and its reading the
+    table: its time is then later than this one's 'now'.  Within the free attempts that is no wait
+    (it was a tiny positive one, which made a right password racing another a 429)."""
+    early, late = Clock(), Clock(1000.5)
+    throttle.Throttle(table, late).attempt("192.0.2.1", "alice")
+    assert throttle.Throttle(table, early).wait("192.0.2.1", "alice") == 0.0
+    for _ in range(throttle.FREE_PER_USER - 1):
+        throttle.Throttle(table, late).attempt("192.0.2.1", "alice")
+    assert throttle.Throttle(table, early).wait("192.0.2.1", "alice") == throttle.FIRST_DELAY + 0.5
+
+
 def test_the_delay_stops_growing_and_is_forgotten(table):
     clock = Clock()
     t = throttle.Throttle(table, clock)
