@@ -28,6 +28,8 @@ from clarens.burnerd.peercred import Peer, peer_credentials
 from clarens.burnerd.service import Burner
 
 MAX_BODY = 64 * 1024
+DRAIN_BYTES = 1 << 20    # of a refused body, read and dropped after the answer at most ...
+DRAIN_SECONDS = 1.0      # ... and for this long, so that the caller can read the answer (see finish)
 IDLE_TIMEOUT = 60
 
 
@@ -100,6 +102,15 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.peer = peer_credentials(self.connection)
         self.allowed = self.peer.uid in self.server.allowed_uids
+        self.unread = 0          # bytes of a refused body left unread
+
+    def finish(self) -> None:
+        """After the answer, a body left unread is read and dropped (up to DRAIN_BYTES, DRAIN_SECONDS):
+        closed with unread data, a Unix socket resets its peer, whose pending send then fails (EPIPE)
+        and whose read of the answer fails (ECONNRESET), so the caller never learnt why (413)."""
+        super().finish()
+        if self.unread:
+            _drain(self.connection, min(self.unread, DRAIN_BYTES), DRAIN_SECONDS)
 
     # http.server wants an (host, port) client address; a Unix socket peer has none.
     def address_string(self) -> str:
@@ -204,7 +215,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise Refused("bad_request", "invalid Content-Length")
         if length > MAX_BODY:
-            self.close_connection = True   # the body stays unread
+            self.close_connection = True   # the body stays unread: dropped after the answer (finish)
+            self.unread = length
             raise Refused("body_too_large", "the body exceeds %d bytes" % MAX_BODY)
         return self.rfile.read(length) if length else b""
 
@@ -230,6 +242,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+
+def _drain(connection: socket.socket, limit: int, seconds: float) -> None:
+    """Read and drop up to ``limit`` bytes from ``connection`` for at most ``seconds``, once this side
+    has said all it will (its writing half shut)."""
+    deadline = time.monotonic() + seconds
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while limit > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            connection.settimeout(left)
+            data = connection.recv(min(limit, 65536))
+            if not data:
+                return
+            limit -= len(data)
+    except OSError:            # the caller went away, or took longer than it was given
+        pass
 
 
 class BurnerHTTPServer(ThreadingHTTPServer):
