@@ -86,6 +86,9 @@ class FakeRequest:
     def is_https(self) -> bool:
         return False
 
+    def register_cleanup(self, callable: Callable[[Any], Any], data: Any = None) -> None:
+        callable(data)
+
 
 def handlers() -> dict[str, tuple[Callable[[Any], int], str]]:
     """Handler and ``<Location>`` of each path the Apache rows are served at."""

@@ -147,8 +147,11 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
              logs["ratio"], logs["ratio"] < 0.2, "worst %.3f" % logs["ratio"])
     if "first_request" in rows:
         first = rows["first_request"]
-        goal("first request no slower than steady state", first["ratio"], first["ratio"] <= 1.0,
-             "%.2fx as the client sees it, %.2fx in Apache (%%D)" % (first["ratio"], first["detail"]["served_ratio"]))
+        served, idle = first["detail"]["served_ratio"], first["detail"]["idle_served_ratio"]
+        goal("a call after a start, and after 10 s idle, within 2x the steady state in Apache (%D)",
+             max(served, idle), max(served, idle) <= 2.0,
+             "%.2fx after a start, %.2fx after idle (%.2fx after a start as the client sees it)" % (
+                 served, idle, first["ratio"]))
     return out
 
 

@@ -111,7 +111,15 @@ class Host:
             for code, line in faultlog.lines(ctx.describe(), ctx.faults):
                 self.refusals.refuse("fault %d" % code, ctx.client_address, line, caller=caller)
             ctx.faults.clear()
-        self.refusals.tick()
+        if self.refusals.due():
+            request = ctx.request
+            if request is not None:
+                # Apache: after the answer has gone (mod_python runs cleanups once the request is
+                # logged): the caller who happens to come when it is due does not wait for the
+                # look at every class's interval (tens of us, more in a child idle for a while).
+                request.register_cleanup(refusals.RefusalLog.flush, self.refusals)    # called with its data
+            else:
+                self.refusals.flush()
 
     def facts(self) -> dict:
         modules = self.modules.values()

@@ -102,13 +102,20 @@ class RefusalLog:
         return written
 
     def tick(self) -> None:
-        """Write the summaries whose interval is over.  Call it after every request: it looks at
-        the shared table only every :data:`TICK` seconds."""
+        """Write the summaries whose interval is over, if a look at the shared table is due
+        (:meth:`due`)."""
+        if self.due():
+            self.flush()
+
+    def due(self) -> bool:
+        """Whether this process should look at the shared table for summaries now: once every
+        :data:`TICK` seconds (a look said due is counted as taken; :meth:`flush` takes it).  Ask
+        after every request: it reads only the clock."""
         now = time.monotonic()
         if now < self._next_tick:
-            return
+            return False
         self._next_tick = now + TICK
-        self.flush()
+        return True
 
     def flush(self) -> None:
         """Write every summary whose interval is over, now."""

@@ -18,6 +18,7 @@ own settings (its state directory, the burner helper's socket) override it.
 from __future__ import annotations
 
 import argparse
+import compileall
 import glob
 import grp
 import os
@@ -151,6 +152,7 @@ class Instance:
             generated = apacheconf.generated(cfg)
         except (config_mod.ConfigError, AclError) as e:
             raise InstanceError("refusing to start: %s" % e) from None
+        _byte_compile([os.path.join(ROOT, name) for name in ("clarens", "modules", "bench")] + cfg.modules_path)
         user = self.apache_user()
         for sub in ("", "run", "log", "htdocs"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o755, exist_ok=True)
@@ -419,6 +421,16 @@ class Instance:
     def log_tail(self, lines: int = 30) -> str:
         """The end of the error log (since this start, when known)."""
         return _tail(self.error_log, lines, self._log_mark)
+
+
+def _byte_compile(directories: list[str]) -> None:
+    """Byte-compile the Python files Apache's children import, as the user preparing the instance:
+    Apache's user cannot write ``__pycache__`` in a checkout, and without it each child compiled
+    every module from source at its start (220 ms of CPU per child against 125 ms, 2-core VM).
+    Up to date, this only reads the files' times."""
+    for directory in directories:
+        if os.path.isdir(directory):
+            compileall.compile_dir(directory, quiet=2)
 
 
 def _group_name(gid: int) -> str:

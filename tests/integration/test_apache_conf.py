@@ -2,6 +2,7 @@
 """The Apache configuration rendered from clarens.conf and the machine: accepted by apachectl,
 limits and pool following the configuration, the pool sized to the machine."""
 
+import importlib.util
 import os
 import subprocess
 
@@ -9,7 +10,8 @@ import pytest
 
 from clarens import apacheconf, sizing
 from clarens import config as config_mod
-from tests.helpers import ROOT
+from clarens.dev.instance import Instance, free_port
+from tests.helpers import ROOT, make_state_dir
 
 SMALL = sizing.Machine(memory_mb=1024, cores=1)
 
@@ -132,3 +134,19 @@ def test_this_machine_is_read_with_its_cgroup_limits(tmp_path, monkeypatch):
     (v1 / "memory.limit_in_bytes").write_text("%d\n" % (512 << 20))
     assert sizing._cgroup_memory(dirs) == 512 << 20
     assert sizing._cgroup_memory({}) is None and sizing._cgroup_cores({}) is None
+
+
+def test_preparing_an_instance_byte_compiles_what_its_children_import():
+    """Apache's user cannot write __pycache__ in a checkout: without the compiled files each child
+    compiled every module from source at its start."""
+    Instance(make_state_dir("clarens-compiled-"), free_port(), free_port()).prepare()
+    stale = []
+    for directory in ("clarens", "modules"):
+        for path, _, names in os.walk(os.path.join(ROOT, directory)):
+            for name in names:
+                if name.endswith(".py"):
+                    source = os.path.join(path, name)
+                    compiled = importlib.util.cache_from_source(source)
+                    if not os.path.exists(compiled) or os.path.getmtime(compiled) < os.path.getmtime(source):
+                        stale.append(source)
+    assert stale == []

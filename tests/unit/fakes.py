@@ -57,6 +57,7 @@ class FakeRequest:
         self.content_length: int | None = None
         self.chunks: list[bytes] = []
         self.flushed = False
+        self.cleanups: list[Any] = []
 
     def ssl_var_lookup(self, name: str) -> str | None:
         return self._ssl.get(name)
@@ -81,6 +82,9 @@ class FakeRequest:
 
     def flush(self) -> None:
         self.flushed = True
+
+    def register_cleanup(self, callable: Any, data: Any = None) -> None:
+        self.cleanups.append((callable, data))      # mod_python calls callable(data) once the request is over
 
     def set_content_length(self, length: int) -> None:
         self.content_length = length

@@ -10,9 +10,11 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import context
+from clarens import context, serving
 from clarens import host as host_mod
 from clarens.faults import ACCESS_DENIED, APPLICATION_ERROR, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
+from clarens.identity import ANONYMOUS
+from clarens.protocol import xmlrpc as xmlrpc_codec
 from clarens.web.routes import PAGE_HEADERS
 from tests.unit import fakes
 from tests.unit.fakes import FakeRequest
@@ -445,3 +447,21 @@ def test_warm_up_calls_nothing_a_policy_refuses_and_logs_no_refusal(tmp_path):
         host.dispatcher.call = lambda *args: calls.append(args)
         handler.warm_up(host)
         assert calls == [] and recorder.records == []
+
+
+def test_the_look_for_refusal_summaries_comes_after_the_answer(site):
+    """When a look at the refusals' shared table is due, the request that finds it due registers
+    it to run after its answer (a mod_python cleanup) instead of making its caller wait; out of
+    Apache (no request) it runs at once; and it is not due again for a while."""
+    looks = []
+    site.host.refusals._summarise = looks.append           # what a look writes
+    site.host.refusals._next_tick = 0.0                     # due now
+    req = serve(xml_call("unit.echo", "hi"))
+    assert xml_answer(req) == "hi" and looks == [] and len(req.cleanups) == 1
+    for cleanup, data in req.cleanups:                      # as mod_python runs them
+        cleanup(data)
+    assert looks == [[]]
+    assert serve(xml_call("unit.echo", "hi")).cleanups == []     # not due again within TICK seconds
+    site.host.refusals._next_tick = 0.0
+    serving.serve(site.host, ANONYMOUS, xmlrpc_codec, xmlrpc.client.dumps(("x",), "unit.echo").encode())
+    assert looks == [[], []]
