@@ -63,6 +63,25 @@ def _rps_ratio(rows: dict, a: str, b: str) -> float | None:
     return statistics.median(x["rps"] / y["rps"] for x, y in zip(rows[a]["rounds"], rows[b]["rounds"], strict=True))
 
 
+def _own_cost_ratio(rows: dict, a: str, b: str, floor: str) -> float | None:
+    """How many times less row ``a`` costs than row ``b`` above what row ``floor`` costs.
+
+    Apache and mod_python's dispatch cost every handler the same (the ``floor`` row
+    is that cost); a ratio of whole requests divides it out of neither side and can never
+    show a handler's own lead: with the floor at 60% of the stdlib reference's request,
+    a handler whose own cost were nil would measure 1.67x.  Each round's time per
+    request (1/req/s, the rows alternated) less the floor's, summed over the rounds:
+    a difference of two noisy figures, so summed rather than a median of ratios.
+    """
+    if not all(k in rows and rows[k]["rps"] for k in (a, b, floor)):
+        return None
+    own_a = own_b = 0.0
+    for x, y, f in zip(rows[a]["rounds"], rows[b]["rounds"], rows[floor]["rounds"], strict=True):
+        own_a += 1 / x["rps"] - 1 / f["rps"]
+        own_b += 1 / y["rps"] - 1 / f["rps"]
+    return own_b / own_a if own_a > 0 else None
+
+
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
     """The performance targets, each with its measured value and whether it is met (informational)."""
     out = []
@@ -72,9 +91,11 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
             out.append({"target": text, "value": value, "met": met, "shown": shown})
 
     # The product as shipped: access control on.
-    for a, b, minimum, text in (("xmlrpc_echo_acl", "parse", 1.3,
-                                 "XML-RPC echo (with ACL check) >= 1.3x the bare parse+marshal handler"),
-                                ("xmlrpc_echo_acl", "read_fixed", 0.6,
+    lead = _own_cost_ratio(rows, "xmlrpc_echo_acl", "parse", "read_fixed")
+    goal("XML-RPC echo (with ACL check): its own cost per request, above a handler that reads the body and "
+         "writes a fixed answer, <= 1/1.3 of the stdlib parse+marshal handler's (issue 25)", lead,
+         lead is not None and lead >= 1.3, "%.2fx lead" % (lead or 0))
+    for a, b, minimum, text in (("xmlrpc_echo_acl", "read_fixed", 0.6,
                                  "XML-RPC echo (with ACL check) >= 0.6x a handler that reads the body and "
                                  "writes a fixed answer"),
                                 ("xmlrpc_echo_acl", "stdlib_server", 3.0,
