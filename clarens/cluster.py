@@ -221,11 +221,11 @@ def check(urls: Sequence[str], out: TextIO = sys.stdout, expect_policy: str | No
     seen = []
     for url in urls:
         status, answer = health(url, headers=headers)
-        problems = [] if status == 200 else answer.get("problems") or [answer.get("error", "")]
+        problems = answer.get("problems") or ([] if status == 200 else [answer.get("error", "")])
         forged = forged_identity(url) if status else None
         if forged:
             problems.append(forged)
-        seen.append((status == 200 and not forged, answer))
+        seen.append((status == 200 and answer.get("status") == "ok" and not forged, answer))
         out.write("%-40s %s  policy %s  modules %s  trust %s%s\n" % (
             url, answer.get("status", "unreachable") if status else "unreachable",
             *((answer.get(key) or "-")[:16] for _, key, _ in routes.EXPECTED),

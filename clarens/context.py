@@ -79,6 +79,9 @@ class HostServices(Protocol):
     def sessions(self) -> Sessions | None:
         """The server's sessions, or None if it has none."""
 
+    def session_sync(self, with_urls: bool) -> tuple[list[dict], list[str]]:
+        """How the fetching of ``session_peers``' revocations goes, per peer, and its problems."""
+
     def check_password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
         """Who user ``name`` is, proved by ``password`` from ``address``: IdentityRefused (logged) if
         refused, Fault -32002 if no password can be checked."""
@@ -254,6 +257,12 @@ class CallContext:
         if self.is_admin:
             facts["pid"] = os.getpid()
         return facts
+
+    def session_sync(self) -> tuple[list[dict], list[str]]:
+        """Per peer of ``[server] session_peers`` (numbered from 1; its URL for administrators only: the
+        cluster's inner addresses), when its session revocations were last fetched and the last error;
+        and a problem for each not fetched from within the bound (:mod:`clarens.session_peers`)."""
+        return self._host.session_sync(self.is_admin)
 
 
 def current() -> CallContext:

@@ -232,9 +232,28 @@ class Host:
         """Fetch the session revocations of ``[server] session_peers`` in the background, in one process
         of this server at a time (:mod:`clarens.session_peers`)."""
         kept = self.credentials.sessions if self.credentials is not None else None
-        if kept is not None and self.config.session_peers:
-            session_peers.Peers(kept, self.config.session_peers, self.config.session_sync,
-                                os.path.join(self.config.db_dir, session_peers.LOCK_NAME), self.log).start()
+        if kept is None or not self.config.session_peers:
+            return
+        try:
+            status = self.dbs.open(session_peers.DB_NAME)
+        except (OSError, RuntimeError) as e:
+            self.log.critical("session revocations will not be fetched from session_peers: cannot open %s (%s)",
+                              self.dbs.path(session_peers.DB_NAME), e)
+            return
+        session_peers.Peers(kept, self.config.session_peers, self.config.session_sync,
+                            os.path.join(self.config.db_dir, session_peers.LOCK_NAME), self.log, status).start()
+
+    def session_sync(self, with_urls: bool) -> tuple[list[dict], list[str]]:
+        """Per peer of ``[server] session_peers``, when its revocations were last fetched and the last
+        error, and a problem for each not fetched from within the bound (:func:`session_peers.report`)."""
+        if not self.config.session_peers:
+            return [], []
+        try:
+            status = self.dbs.open(session_peers.DB_NAME)
+            return session_peers.report(status, self.config.session_peers, self.config.session_sync, time.time(),
+                                        self.started, with_urls)
+        except (OSError, RuntimeError) as e:
+            return [], ["the state of the session revocations' fetching cannot be read (%s)" % e]
 
     def refuse_credentials(self, address: str, error: IdentityRefused) -> None:
         """Log credentials refused to the client at ``address`` (rate-limited and summarised across the

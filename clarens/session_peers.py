@@ -20,6 +20,10 @@ refused on every host within ``session_sync_seconds`` plus one fetch (at most
 :data:`FETCH_TIMEOUT` seconds), between hosts that can reach each other.  A peer that
 cannot be reached is logged when it fails and when it is back, and asked again every
 round; what it revokes meanwhile reaches this host once it can be reached again.
+
+Whether that works shows in ``/clarens/health`` (:func:`report`): the fetching process notes, per peer,
+when it last fetched its revocations and the last error, in ``db_dir/session-peers.tdb``, which every
+child reads; a peer not fetched from for :func:`late_after` seconds makes the host's health "degraded".
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from clarens.db import Database
 from clarens.sessions import Sessions
 
 HEADER = "X-Clarens-Peer"
@@ -41,14 +46,49 @@ LOCK_NAME = "session-peers.lock"     # in db_dir
 FETCH_TIMEOUT = 2.0                  # seconds one fetch from one peer may take
 MAX_ANSWER = 4 << 20                 # bytes of a peer's answer read at most
 PAGE = 1000                          # revocations asked for at once
+DB_NAME = "session-peers"            # session-peers.tdb in db_dir: per peer URL, its last fetch and error
+ERROR_CHARS = 200                    # of an error kept and reported
+
+
+def late_after(interval: float) -> float:
+    """Seconds without a fetch from a peer after which the health check reports it: three rounds of
+    ``interval`` and one fetch's timeout (17 s with the default 5 s)."""
+    return 3 * interval + FETCH_TIMEOUT
+
+
+def report(status: Database, urls: list[str], interval: float, now: float, started: float,
+           with_urls: bool) -> tuple[list[dict], list[str]]:
+    """For the health check: per peer of ``urls`` (numbered from 1 in their order), ``{peer, url (if
+    with_urls), fetched, error, error_at}`` or ``{peer, self: true}`` for this host, from the
+    ``status`` table the fetching process keeps; and a problem for each peer whose revocations have
+    not been fetched for :func:`late_after` seconds (counted from its first attempt, or from
+    ``started`` when there was none yet)."""
+    late = late_after(interval)
+    peers, problems = [], []
+    for n, url in enumerate(urls, 1):
+        record = status.get(url) or {}
+        entry: dict = {"peer": n, "url": url} if with_urls else {"peer": n}
+        if record.get("self"):
+            peers.append(dict(entry, self=True))
+            continue
+        fetched = record.get("fetched")
+        peers.append(dict(entry, fetched=fetched, error=record.get("error"), error_at=record.get("error_at")))
+        waited = now - (fetched or record.get("since") or started)
+        if waited > late:
+            problems.append(
+                "session revocations from peer %d of session_peers not fetched for %d s (more than %d s)%s: "
+                "sessions revoked there may still be accepted here"
+                % (n, waited, late, ": " + record["error"] if record.get("error") else ""))
+    return peers, problems
 
 
 class Peers:
     """Fetches the revocations of the hosts at ``urls`` (their Clarens URLs) into ``sessions``."""
 
     def __init__(self, sessions: Sessions, urls: list[str], interval: float, lock_path: str,
-                 log: logging.Logger, timeout: float = FETCH_TIMEOUT):
+                 log: logging.Logger, status: Database, timeout: float = FETCH_TIMEOUT):
         self.sessions = sessions
+        self.status = status                 # the table of DB_NAME: see report()
         self.urls = list(urls)
         self.interval = interval
         self.lock_path = lock_path
@@ -92,6 +132,7 @@ class Peers:
                 answer = self._fetch(url, cursor.get("seq", 0))
                 if answer["host"] == self.sessions.host_id():
                     self._myself.add(url)
+                    self.status.put(url, {"self": True})
                     return
                 if answer["host"] != cursor.get("host"):       # a peer whose table is new to us: from the start
                     if cursor.get("seq"):
@@ -110,14 +151,28 @@ class Peers:
                     break
         except (OSError, ValueError, KeyError, TypeError) as e:
             why = "it holds another session_key (it refuses this host's signature)" \
-                if isinstance(e, urllib.error.HTTPError) and e.code == 403 else str(e)[:200] or type(e).__name__
+                if isinstance(e, urllib.error.HTTPError) and e.code == 403 else str(e)[:ERROR_CHARS] or type(e).__name__
+            self._note(url, error=why)
             if url not in self._failing:
                 self.log.warning("session revocations from %s cannot be fetched (%s): sessions it revokes stay "
                                  "valid here until it can", url, why)
             self._failing[url] = why
             return
+        self._note(url)
         if self._failing.pop(url, None) is not None:
             self.log.warning("session revocations from %s are fetched again", url)
+
+    def _note(self, url: str, error: str | None = None) -> None:
+        """Note for the health check that the revocations of ``url`` were fetched now, or not (``error``)."""
+        now = time.time()
+        record = self.status.get(url) or {}
+        record.pop("self", None)
+        record.setdefault("since", now)      # the first attempt: lateness counts from it until a fetch
+        if error is None:
+            record["fetched"] = now
+        else:
+            record.update(error=error, error_at=now)
+        self.status.put(url, record)
 
     def _fetch(self, url: str, since: int) -> dict:
         request = urllib.request.Request("%s/revocations?since=%d" % (url.rstrip("/"), since),

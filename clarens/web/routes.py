@@ -287,9 +287,13 @@ def health(web: WebRequest) -> WebResponse:
     refused: fail closed), or when the policy, the module set or the trust configuration
     (``trusted_proxies`` and ``cluster``) differs from the digest the checker expects
     (``X-Clarens-Expect-Policy`` / ``-Modules`` / ``-Trust``: one digest, or several separated by
-    spaces while a deployment rolls from one to the next).  Also: the modules loaded and
-    failed (names only), ``access_control`` (on, off, failed), the three digests, ``cluster``
-    and when the server started.
+    spaces while a deployment rolls from one to the next).  200 with ``"status": "degraded"`` and
+    the ``problems`` when the session revocations of a peer (``session_peers``) have not been fetched
+    for longer than the bound (:func:`clarens.session_peers.late_after`): sessions revoked there may
+    still be accepted here, which monitoring should see, but a front end keeps serving (one host
+    down would otherwise take every other host out).  Also: the modules loaded and failed (names
+    only), ``access_control`` (on, off, failed), the three digests, ``cluster``, when the server
+    started, and ``session_peers``: per peer, when its revocations were last fetched and the last error.
     """
     if web.method not in ("GET", "HEAD"):
         return WebResponse(405, b"use GET", "text/plain", {"Allow": "GET, HEAD"})
@@ -305,11 +309,12 @@ def health(web: WebRequest) -> WebResponse:
         if expected and facts[key] not in expected:
             problems.append("the %s digest is %s, not the expected %s" % (
                 what, facts[key] or "(none)", " or ".join(expected)[:300]))
+    peers, late = web.ctx.session_sync()
     response = WebResponse.json({
-        "status": "failing" if problems else "ok", "problems": problems,
+        "status": "failing" if problems else "degraded" if late else "ok", "problems": problems + late,
         "modules": {"loaded": sorted(m["name"] for m in modules if m["status"] == "loaded"), "failed": failed},
         "access_control": facts["access_control"], **{key: facts[key] for _, key, _ in EXPECTED},
-        "cluster": facts["cluster"], "started": facts["started"],
+        "cluster": facts["cluster"], "started": facts["started"], "session_peers": peers,
     }, 503 if problems else 200)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -106,6 +106,23 @@ def test_a_session_opened_through_the_front_end_is_valid_on_every_host(cluster):
         b" demo [" in read_from(inst.access_log, mark) for inst, mark in zip(hosts, marks, strict=True)))
 
 
+def test_every_host_reports_the_peers_fetched_in_its_health(cluster):
+    hosts, _ = cluster
+    for inst in hosts:
+        def fetched(inst=inst):
+            conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=30)
+            try:
+                conn.request("GET", "/clarens/health")
+                answer = json.loads(conn.getresponse().read())
+            finally:
+                conn.close()
+            peers = answer["session_peers"]
+            return answer["status"] == "ok" and sum(1 for p in peers if p.get("self")) == 1 and all(
+                p.get("self") or p["fetched"] for p in peers) and answer
+        answer = wait_for("host %d to report every peer fetched" % inst.port, fetched, timeout=BOUND)
+        assert [p["peer"] for p in answer["session_peers"]] == [1, 2, 3] and answer["problems"] == []
+
+
 def test_signing_out_on_one_host_ends_the_session_on_every_host(cluster):
     hosts, front = cluster
     with connect("http://127.0.0.1:%d/clarens/" % front.http_port, user="demo",

@@ -176,6 +176,9 @@ class FakeHost:
     def sessions(self) -> None:
         return None
 
+    def session_sync(self, with_urls: bool) -> tuple[list, list]:
+        return [], []
+
     def check_password(self, name: str, password: bytes, address: str, secure: bool) -> Identity:
         raise Fault(SERVICE_UNAVAILABLE, "no passwords here")
 

@@ -10,7 +10,7 @@ import xmlrpc.client
 
 import pytest
 
-from clarens import cluster, loader, proxies
+from clarens import cluster, loader, proxies, session_peers
 from clarens import config as config_mod
 from clarens import host as host_mod
 from clarens.acl import store
@@ -180,6 +180,29 @@ def test_the_modules_digest_follows_their_files(tmp_path):
     assert loader.modules_digest(found[:1]) != loader.modules_digest(found)
 
 
+# --- the fetching of the peers' session revocations, as health reports it ----------------------------
+
+def test_a_peer_is_late_past_three_rounds_and_one_fetch(tmp_path):
+    status = open_db(str(tmp_path / "peers.tdb"))
+    urls = ["http://a/clarens/", "http://b/clarens/", "http://c/clarens/", "http://d/clarens/"]
+    status.put(urls[0], {"self": True})
+    status.put(urls[1], {"since": 100, "fetched": 990, "error": "timed out", "error_at": 980})
+    status.put(urls[2], {"since": 100, "error": "[Errno 111] Connection refused", "error_at": 999})
+    late = session_peers.late_after(5)
+    assert late == 17
+    peers, problems = session_peers.report(status, urls, 5, 1000, started=990, with_urls=False)
+    assert peers == [{"peer": 1, "self": True},
+                     {"peer": 2, "fetched": 990, "error": "timed out", "error_at": 980},
+                     {"peer": 3, "fetched": None, "error": "[Errno 111] Connection refused", "error_at": 999},
+                     {"peer": 4, "fetched": None, "error": None, "error_at": None}]
+    # c never answered since its first attempt 900 s ago; d has not been tried yet, within the bound of the start
+    assert problems == ["session revocations from peer 3 of session_peers not fetched for 900 s (more than 17 s): "
+                        "[Errno 111] Connection refused: sessions revoked there may still be accepted here"]
+    _, problems = session_peers.report(status, urls, 5, 990 + late + 1, started=990, with_urls=True)
+    assert [p.split(" of ")[0] for p in problems] == ["session revocations from peer %d" % n for n in (2, 3, 4)]
+    assert [p.get("url") for p in session_peers.report(status, urls, 5, 1000, 990, True)[0]] == urls
+
+
 # --- the health route --------------------------------------------------------------------
 
 def health(headers=None, method="GET"):
@@ -195,7 +218,7 @@ def test_health_is_ok_and_says_what_a_host_runs(site):
     assert answer == {"status": "ok", "problems": [], "modules": {"loaded": ["system", "unit"], "failed": []},
                       "access_control": "on", "policy_digest": facts[1], "modules_digest": site.host.modules_digest,
                       "trust_digest": proxies.trust_digest(proxies.parse(FRONT), True),
-                      "cluster": True, "started": int(site.host.started)}
+                      "cluster": True, "started": int(site.host.started), "session_peers": []}
     assert health({"X-Clarens-Expect-Policy": facts[1], "X-Clarens-Expect-Modules": site.host.modules_digest,
                    "X-Clarens-Expect-Trust": answer["trust_digest"]})[0] == 200
     assert health({"X-Clarens-Expect-Policy": "%s %s" % ("0" * 64, facts[1])})[0] == 200    # a rolling deployment
