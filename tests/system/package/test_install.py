@@ -87,6 +87,62 @@ print(json.dumps({"%%s %%s" %% (w.name, m): guard.decide(guard.identify(w), m).a
 """ % (["alice", "bob", "carol", USER_DN, ADMIN_DN],
        ["system.whoami", "echo.echo", "burner.burn", "acl.audit", "acl.show", "validator1.easyStructTest"])
 
+# Where the package's Python code is installed, and where an administrator's service modules go.
+INSTALLED_CODE = ("/usr/lib/python3/dist-packages/clarens", "/usr/share/clarens")
+LOCAL_MODULES = "/usr/local/lib/clarens/modules"
+# The Python files under the directories given that have no byte-compiled copy Python uses instead
+# of compiling the source (as importlib's SourceLoader decides), with why, and how many there are.
+# Apache's user cannot write __pycache__ there: without one, each child compiles the file at its start.
+BYTECODE = """\
+import json, os, stat, sys
+from importlib.util import MAGIC_NUMBER, cache_from_source, source_hash
+
+def why_not(source):
+    compiled = cache_from_source(source)
+    try:
+        with open(compiled, "rb") as f:
+            head = f.read(16)
+        mode = os.stat(compiled).st_mode & os.stat(os.path.dirname(compiled)).st_mode
+    except OSError:
+        return "no bytecode"
+    if head[:4] != MAGIC_NUMBER:
+        return "another Python's bytecode"
+    if not mode & stat.S_IROTH:
+        return "bytecode Apache's user cannot read"
+    flags = int.from_bytes(head[4:8], "little")
+    if flags == 0:                                   # checked by the source's time and size
+        st = os.stat(source)
+        current = head[8:16] == ((int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                                 + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+    elif flags == 3:                                 # checked by the source's hash
+        with open(source, "rb") as f:
+            current = head[8:16] == source_hash(f.read())
+    else:
+        return "bytecode never checked against its source"
+    return None if current else "stale bytecode"
+
+sources, missing = 0, {}
+for top in sys.argv[1:]:
+    for directory, _, names in os.walk(top):
+        for name in names:
+            if name.endswith(".py"):
+                sources += 1
+                reason = why_not(os.path.join(directory, name))
+                if reason:
+                    missing[os.path.join(directory, name)] = reason
+print(json.dumps({"sources": sources, "missing": missing}))
+"""
+# A service module of the administrator's own (docs/modules.md).
+LOCAL_MODULE = '''"""A site's own service module."""
+
+def hello(name):
+    """A greeting for name."""
+    return "hello, %s" % name
+
+methods_list = {"hello": hello}
+methods_sig = {"hello": ["string,string"]}
+'''
+
 
 # -- fixtures -------------------------------------------------------------------------------
 
@@ -253,6 +309,18 @@ def allow_services(r: Root, allowed: bool) -> None:
         os.unlink(path)
 
 
+def uncompiled(r: Root, *directories: str) -> dict[str, str]:
+    """The Python files under the root's ``directories`` that Python would compile from source
+    (no byte-compiled copy it uses), with why; AssertionError if there are none to look at."""
+    found = json.loads(r.run(["python3", "-c", BYTECODE, *directories]).stdout)
+    assert found["sources"] > 0, directories
+    return found["missing"]
+
+
+def pycache_under(r: Root, directory: str) -> list[str]:
+    return r.run(["find", directory, "-name", "__pycache__"]).stdout.split()
+
+
 def md5(r: Root, path: str) -> str:
     with open(r.file(path), "rb") as f:
         return hashlib.md5(f.read()).hexdigest()
@@ -293,6 +361,9 @@ def test_install_without_an_init_system_says_what_to_run(root, debs):
     run_printed(r, output, ["service apache2 restart", "service clarens-burnerd start"])
     info = serving(r)
     assert info["framework_version"] == debs["old"]
+    # No bytecode ships; all of the code is byte-compiled at install, so that no Apache child compiles any.
+    assert not [path for path in r.run(["dpkg", "-L", "clarens"]).stdout.split() if "__pycache__" in path]
+    assert uncompiled(r, *INSTALLED_CODE) == {}
 
     # Configuration in /etc/clarens, as conffiles: production defaults, no demo identities.  The
     # settings generated for this machine are not a conffile: they are what clarens-admin writes.
@@ -645,10 +716,18 @@ def test_upgrade_without_an_init_system_keeps_conffiles_and_state_and_says_what_
             "/var/lib/clarens/acl.tdb", "/srv/clarens/images/test.iso")
     before = {path: md5(r, path) for path in kept if not path.endswith(".tdb")}
     parent, [helper] = apache_parent(r), helpers(r)
+    # A module of the administrator's own, which the upgrade byte-compiles with the package's code.
+    os.makedirs(r.file(LOCAL_MODULES + "/hello"))
+    with open(r.file(LOCAL_MODULES + "/hello/__init__.py"), "w") as f:
+        f.write(LOCAL_MODULE)
     output = apt_install(r, debs[debs["new"]], "upgrade")
     assert "Setting up clarens (%s)" % debs["new"] in output, output
     assert r.run(["dpkg-query", "-W", "-f", "${Version}", "clarens"]).stdout == debs["new"]
     assert {path: md5(r, path) for path in before} == before and os.path.exists(r.file("/var/lib/clarens/acl.tdb"))
+    # The new version's code compiled, none of the old version's bytecode kept (clarens/__init__.py,
+    # stamped with the version, differs), and the administrator's module compiled too.
+    assert uncompiled(r, *INSTALLED_CODE) == {}
+    assert uncompiled(r, LOCAL_MODULES) == {}
     # The helper of the old version was stopped; nothing could start the new one, or reload Apache.
     assert helper not in helpers(r) and helpers(r) == []
     run_printed(r, output, ["service apache2 reload", "service clarens-burnerd start"])
@@ -658,6 +737,7 @@ def test_upgrade_without_an_init_system_keeps_conffiles_and_state_and_says_what_
     assert helper_status(r)["status"]["version"] == debs["new"]
     assert call(r, HTTPS, "system.whoami", auth=cert("user"))["identity"] == USER_DN
     assert [j["state"] for j in call(r, HTTPS, "burner.jobs", auth=ALICE)] == ["done"]
+    assert call(r, HTTPS, "hello.hello", "admin", auth=cert("admin")) == "hello, admin"
 
 
 def test_remove_stops_a_helper_started_by_hand_and_keeps_the_state(root, debs):
@@ -694,6 +774,7 @@ def test_a_reinstall_where_services_may_start_takes_the_state_up_by_itself(root,
     output = apt_install(r, debs[debs["new"]], "reinstall")
     assert printed_commands(output) == [] and "could not" not in output, output
     assert serving(r)["framework_version"] == debs["new"]
+    assert uncompiled(r, *INSTALLED_CODE) == {}
     wait_for("the helper its init script started", lambda: helper_status(r), 60)
     assert call(r, HTTPS, "system.whoami", auth=ALICE)["identity"] == "alice"
     assert [j["state"] for j in call(r, HTTPS, "burner.jobs", auth=ALICE)] == ["done"]
@@ -810,6 +891,9 @@ def test_purge_removes_everything_stops_the_helper_and_its_apache_and_leaves_apa
     r = root
     assert len(helpers(r)) == 1
     r.run(["apt-get", "purge", "-y", "clarens"])
+    # The administrator's module stays, without the bytecode the package made of it.
+    assert pycache_under(r, LOCAL_MODULES) == [] and os.path.isfile(r.file(LOCAL_MODULES + "/hello/__init__.py"))
+    shutil.rmtree(r.file("/usr/local/lib/clarens"))                # the administrator's, gone before the look below
     assert helpers(r) == [] and not os.path.lexists(r.file("/run/clarens-burner"))
     assert not os.path.lexists(r.file("/run/clarens-burnerd.pid"))
     assert r.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", "clarens"], check=False).stdout \
