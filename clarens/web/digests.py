@@ -7,7 +7,7 @@ not be hashed inside the request that first lists it: that took 20 s for 5 GB.  
 a listing only reads what is known (:meth:`Digests.known`, O(1) per file) and asks
 for the rest (:meth:`Digests.request`), which starts one background process,
 
-    /usr/bin/python3 -m clarens.web.digests DB DIRECTORY PREFIX
+    /usr/bin/python3 -m clarens.web.digests DB DIRECTORY PREFIX SERVER
 
 unless one is running already (it holds an ``flock`` while it works).  That process
 hashes every visible regular file whose digest is missing or stale, one after
@@ -16,6 +16,13 @@ another, writing its progress and then each digest into the tdb file ``DB``
 ``PREFIX + PROGRESS``), and exits when none is left.  It outlives the Apache child
 that started it (its own session, a child of init), and one that dies is simply started again by the
 next listing.  Names that are not printable UTF-8 are skipped (see :mod:`clarens.text`).
+
+It does not outlive the server.  ``SERVER`` is ``PID:START``: the process that started the Apache
+child (Apache's parent, which lives from start to stop, through graceful restarts) and its kernel
+start time, so that another process given the same pid later is not taken for it.  The hashing
+process looks every :data:`REPORT_EVERY` seconds and between files; once that process is gone
+(``apachectl stop``, ``./run stop``, a crash, with or without systemd's cgroup), it stops within a
+second, leaving no progress record and no digest of the file it was reading.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
 import time
 
-from clarens import text
+from clarens import procfs, text
 from clarens.db import Database, open_db
 
 PROGRESS = "~hashing"         # PREFIX + this: {name, bytes, size, pid, updated}, while a file is hashed
@@ -64,6 +73,7 @@ class Digests:
         self.lock_path = db.path + ".hashing"
         self._tried: set[str] = set()      # tried by this run (unreadable or changed meanwhile: not again)
         self._next_request = 0.0
+        self.server: tuple[int, str] | None = None     # the background process: (pid, start time) it outlives not
 
     def known(self, name: str) -> dict | None:
         """The record kept for ``name`` (None if there is none)."""
@@ -87,11 +97,15 @@ class Digests:
         finally:
             os.close(fd)           # (releases the lock: the process takes it itself)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _CLARENS_ROOT}
+        # The server the hashing must not outlive: Apache's parent, whose children serve; a process
+        # orphaned already (its parent init) watches itself.
+        server = os.getppid() if os.getppid() != 1 else os.getpid()
         # setsid -f forks and returns at once: the hashing process, in a session of its own, is init's
         # child, not this Apache child's (which would keep it a zombie after it ends, never waiting).
         subprocess.run([SETSID, "-f", PYTHON, "-m", "clarens.web.digests", self.db.path, self.directory,
-                        self.prefix], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, close_fds=True, check=False, timeout=10)
+                        self.prefix, "%d:%s" % (server, procfs.start_time(server))], env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       close_fds=True, check=False, timeout=10)
         return True
 
     # -- the background process -------------------------------------------------------------------
@@ -107,13 +121,21 @@ class Digests:
                 return 0
             hashed = 0
             self._tried.clear()
-            while (name := self._next()) is not None:
-                if self._hash(name):
-                    hashed += 1
-            self.db.delete(self.prefix + PROGRESS)
+            try:
+                while self._serving() and (name := self._next()) is not None:
+                    if self._hash(name):
+                        hashed += 1
+            finally:      # (a SIGTERM too: see main)
+                self.db.delete(self.prefix + PROGRESS)
             return hashed
         finally:
             os.close(fd)
+
+    def _serving(self) -> bool:
+        """Whether the server this process must not outlive (:attr:`server`) still runs (a zombie, which
+        whatever started Apache has not waited for yet, has stopped)."""
+        return self.server is None or (procfs.start_time(self.server[0]) == self.server[1]
+                                       and procfs.alive(self.server[0]))
 
     def _next(self) -> str | None:
         """A file whose digest is missing or stale (None if none is)."""
@@ -147,8 +169,8 @@ class Digests:
                 offset += len(data)
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
-                    if not self._still(name, st):
-                        return False        # deleted or replaced: no use reading on
+                    if not self._still(name, st) or not self._serving():
+                        return False        # deleted or replaced, or the server stopped: no use reading on
                     self.db.put(self.prefix + PROGRESS, {"name": name, "bytes": offset, "size": st.st_size,
                                                          "pid": os.getpid(), "updated": time.time()})
             if os.fstat(fd).st_mtime_ns != st.st_mtime_ns or offset != st.st_size:
@@ -169,11 +191,15 @@ class Digests:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python3 -m clarens.web.digests DB DIRECTORY PREFIX", file=sys.stderr)
+    if len(argv) != 4 or not re.fullmatch(r"[0-9]+:[0-9]+", argv[3]):
+        print("usage: python3 -m clarens.web.digests DB DIRECTORY PREFIX SERVER_PID:START_TIME", file=sys.stderr)
         return 2
-    db_path, directory, prefix = argv
-    Digests(directory, open_db(db_path), prefix).run()
+    db_path, directory, prefix, server = argv
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))     # stopped: its records cleaned up
+    digests = Digests(directory, open_db(db_path), prefix)
+    pid, start = server.split(":")
+    digests.server = (int(pid), start)
+    digests.run()
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -14,8 +15,11 @@ import xmlrpc.client
 
 import pytest
 
+from clarens import procfs
+from clarens.db import open_db
 from clarens.dev.instance import Instance
-from tests.helpers import ROOT, free_port, make_state_dir, start_instance
+from clarens.web import digests
+from tests.helpers import ROOT, basic_proxy, free_port, make_state_dir, start_instance, wait_for
 
 RUN = os.path.join(ROOT, "run")
 
@@ -109,6 +113,44 @@ def test_restart_loads_a_new_module_and_restarts_fully_only_when_the_pool_needs_
     # ./run restart reaches it (the command is known: only the made-up option is refused).
     out = subprocess.run([RUN, "restart", "--no-such-option"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "unrecognized arguments: --no-such-option" in out.stderr, out.stderr
+
+
+def hashers(inst: Instance) -> list[int]:
+    """Pids of the background hashing processes of ``inst``'s images (clarens.web.digests)."""
+    return [p for p in procfs.pids() if b"clarens.web.digests" in (line := b" ".join(procfs.cmdline(p)))
+            and inst.db_dir.encode() in line]
+
+
+def test_run_stop_stops_the_background_hashing_and_leaves_no_partial_record():
+    """Without systemd's cgroup: an image put in by hand is being hashed in the background (a process of
+    its own session, init's child) when ./run stop stops the private instance; the hashing process
+    ends with it, within a few seconds, leaving neither a digest of the image nor its progress."""
+    inst = start_instance("clarens-stop-hashing-")
+    big = os.path.join(inst.images_dir, "big-sparse.iso")
+    try:
+        with open(big, "wb") as f:
+            f.truncate(200 * 10**9)                         # minutes of hashing
+        proxy = basic_proxy(inst, "demo")
+        wait_for("the big image's hashing to make progress", lambda: (proxy.burner.images()[0]["hashing"] or {})
+                 .get("bytes"), timeout=60, interval=0.2)
+        [hasher] = hashers(inst)
+        out = subprocess.run([RUN, "stop"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, CLARENS_STATE=inst.state_dir, CLARENS_PORT=str(inst.port),
+                                      CLARENS_TLS_PORT=str(inst.tls_port)))
+        assert out.returncode == 0 and "stopped" in out.stdout, out.stdout + out.stderr
+        assert not inst.processes()
+        wait_for("the hashing process to end after the server's stop", lambda: not procfs.alive(hasher), timeout=5)
+        db = open_db(os.path.join(inst.db_dir, "burner.tdb"))
+        try:
+            assert db.get("image:big-sparse.iso") is None and db.get("image:" + digests.PROGRESS) is None
+        finally:
+            db.close()
+        assert set(os.listdir(inst.images_dir)) == {"big-sparse.iso", ".uploads.lock"}     # nothing else written
+    finally:
+        inst.stop()
+        for pid in hashers(inst):                            # (only when the test failed)
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(inst.state_dir, ignore_errors=True)
 
 
 def test_a_private_state_directory_gets_only_the_traverse_bit_it_needs_and_says_so(capsys):

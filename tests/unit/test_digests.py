@@ -5,8 +5,10 @@ import fcntl
 import glob
 import hashlib
 import os
+import subprocess
 import time
 
+from clarens import procfs
 from clarens.db import open_db
 from clarens.web import digests
 
@@ -48,6 +50,28 @@ def test_a_second_process_leaves_the_work_to_the_first(tmp_path):
         assert store.run() == 0 and store.request() is False
     finally:
         os.close(fd)
+
+
+def test_the_background_process_stops_with_the_server_it_watches(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    make(images, "a.iso", b"a")
+    store = digests.Digests(str(images), open_db(str(tmp_path / "b.tdb")), "image:")
+    gone = subprocess.Popen(["/bin/true"])
+    started = procfs.start_time(gone.pid)
+    gone.wait()
+    store.server = (gone.pid, started)                      # the server has stopped: nothing is hashed
+    store.db.put("image:" + digests.PROGRESS, {"name": "a.iso", "bytes": 1})     # left by a killed process
+    assert store.run() == 0 and store.known("a.iso") is None and store.progress() is None
+    store.server = (os.getpid(), procfs.start_time(os.getpid()) + "0")           # the pid, reused by another
+    assert store.run() == 0
+    store.server = (os.getpid(), procfs.start_time(os.getpid()))
+    assert store.run() == 1 and store.known("a.iso")["sha256"]
+
+
+def test_the_background_process_refuses_a_command_line_without_its_server():
+    for argv in (["db", "dir", "image:"], ["db", "dir", "image:", "123"], ["db", "dir", "image:", "1:x"]):
+        assert digests.main(argv) == 2
 
 
 def test_listable_names():
