@@ -52,7 +52,7 @@ STATUS = {
 # Apache's uid) are -32002, service unavailable; any other helper code means the web tier and
 # its helper disagree, and is -32500.  Numbers are never reused.
 FAULTS = {
-    # the image's name (clarens.burnerd.images.name_problem)
+    # the image's name (clarens.image_names.name_problem)
     "bad_image_name": 2001,
     "absolute_path": 2002,
     "parent_reference": 2003,

@@ -2,14 +2,15 @@
 """What an image is, for both sides of the burner, and opening one safely.
 
 The one definition the web tier (``modules/burner``: uploads, listings, ``burner.burn``)
-and the helper share: an image's name (:func:`name_problem`) and its ISO 9660 signature
+and the helper share: an image's name (:func:`clarens.image_names.name_problem`, a rule of the
+host's foundation so that the background hashing applies it too) and its ISO 9660 signature
 (:data:`ISO_MAGIC` at :data:`ISO_MAGIC_OFFSET`, :func:`head_problem`).
 
 An image is one file name in ``images_dir``, the web tier's upload directory.
 :func:`open_image` opens it relative to a descriptor of that directory and
 refuses anything that is not what an upload is:
 
-* a name by :data:`NAME_RULES`: one visible file name (no ``/``, no ``..``, no
+* a name by :data:`clarens.image_names.NAME_RULES`: one visible file name (no ``/``, no ``..``, no
   leading ``.``: hidden files are uploads in progress), printable UTF-8, ending in
   ``.iso``;
 * no symlink at all, not even one that stays inside (``fstatat`` without
@@ -39,8 +40,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from clarens import text
 from clarens.burnerd.errors import Refused
+from clarens.image_names import name_problem
 
 # An ISO 9660 file system begins with 16 sectors (32 KiB) of system area; the first volume
 # descriptor follows at sector 16 and carries the standard identifier "CD001" from its second byte.
@@ -48,10 +49,6 @@ ISO_MAGIC = b"CD001"
 ISO_MAGIC_OFFSET = 32769        # byte 1 of the primary volume descriptor at sector 16
 HEAD_SIZE = ISO_MAGIC_OFFSET + len(ISO_MAGIC)   # bytes of a file that show whether it is an image
 
-MAX_NAME = 255                  # bytes: the longest file name (NAME_MAX)
-MAX_NAME_CHARS = 200            # characters: what a listing or a page shows in full
-NAME_RULES = ("1-%d characters (at most %d bytes of UTF-8) ending in .iso, without '/', a leading '.', "
-              "or control or formatting characters" % (MAX_NAME_CHARS, MAX_NAME))
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -80,26 +77,6 @@ class Image:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def name_problem(name: str) -> tuple[str, str] | None:
-    """Why ``name`` cannot name an image, as (refusal code, message), or None if it can: the one
-    rule for image names, which the web tier and the helper both apply."""
-    shown = ascii(name)[:120]
-    if not name or not text.printable(name) or len(name.encode("utf-8")) > MAX_NAME:
-        return "bad_image_name", "image name %s is not %s" % (shown, NAME_RULES)
-    if name.startswith("/"):
-        return "absolute_path", "image %s is an absolute path; name a file in the images directory" % shown
-    if ".." in name.split("/"):
-        return "parent_reference", "image %s contains a '..' component" % shown
-    if "/" in name:
-        return "subdirectory", "image %s is in a subdirectory; images are files directly in the images " \
-                               "directory" % shown
-    if name.startswith("."):
-        return "hidden_file", "image %s is a hidden file (uploads in progress are hidden)" % shown
-    if len(name) > MAX_NAME_CHARS or name[-4:].lower() != ".iso":
-        return "bad_image_name", "image name %s is not %s" % (shown, NAME_RULES)
-    return None
 
 
 def head_problem(head: bytes) -> str | None:

@@ -10,12 +10,14 @@ for the rest (:meth:`Digests.request`), which starts one background process,
     /usr/bin/python3 -m clarens.web.digests DB DIRECTORY PREFIX SERVER
 
 unless one is running already (it holds an ``flock`` while it works).  That process
-hashes every visible regular file whose digest is missing or stale, one after
+hashes every file the image listing shows (a regular file named as an image:
+:func:`clarens.image_names.name_problem`, the one rule) whose digest is missing or stale, one after
 another, writing its progress and then each digest into the tdb file ``DB``
 (``PREFIX + name``: ``{size, ino, mtime_ns, sha256}``; the progress under
 ``PREFIX + PROGRESS``), and exits when none is left.  It outlives the Apache child
 that started it (its own session, a child of init), and one that dies is simply started again by the
-next listing.  Names that are not printable UTF-8 are skipped (see :mod:`clarens.text`).
+next listing.  Other files (``notes.txt``, names that are not printable UTF-8, hidden uploads in
+progress) are never read.
 
 It does not outlive the server.  ``SERVER`` is ``PID:START``: the process that started the Apache
 child (Apache's parent, which lives from start to stop, through graceful restarts) and its kernel
@@ -37,8 +39,9 @@ import subprocess
 import sys
 import time
 
-from clarens import procfs, text
+from clarens import procfs
 from clarens.db import Database, open_db
+from clarens.image_names import name_problem
 
 PROGRESS = "~hashing"         # PREFIX + this: {name, bytes, size, pid, updated}, while a file is hashed
 CHUNK = 4 << 20
@@ -55,12 +58,6 @@ def current(record: dict | None, st: os.stat_result) -> bool:
     if not record or not record.get("sha256"):
         return False
     return (record["size"], record["ino"], record["mtime_ns"]) == (st.st_size, st.st_ino, st.st_mtime_ns)
-
-
-def listable(name: str) -> bool:
-    """Whether a directory entry's name may be listed and hashed: visible, printable UTF-8 (a name that
-    is not valid UTF-8 comes from os.listdir with surrogates, which are not printable)."""
-    return not name.startswith(".") and text.printable(name)
 
 
 class Digests:
@@ -140,7 +137,7 @@ class Digests:
     def _next(self) -> str | None:
         """A file whose digest is missing or stale (None if none is)."""
         for name in sorted(os.listdir(self.directory)):
-            if not listable(name):
+            if name_problem(name) is not None:      # not an image: the listing leaves it out
                 continue
             try:
                 st = os.lstat(os.path.join(self.directory, name))

@@ -22,8 +22,8 @@ import os
 import stat
 from typing import Callable
 
-from clarens.burnerd.images import NAME_RULES, name_problem
 from clarens.db import Database
+from clarens.image_names import NAME_RULES, name_problem
 from clarens.web.digests import Digests, current
 from clarens.web.uploads import ContentRange, Finished, Progress, Uploads
 

@@ -8,7 +8,7 @@ are the help clients see.
 
 from __future__ import annotations
 
-from clarens.burnerd.images import name_problem
+from clarens.image_names import name_problem
 
 from . import unfinished
 from .refusals import refused

@@ -10,6 +10,7 @@ import time
 
 from clarens import procfs
 from clarens.db import open_db
+from clarens.image_names import name_problem
 from clarens.web import digests
 
 
@@ -74,10 +75,18 @@ def test_the_background_process_refuses_a_command_line_without_its_server():
         assert digests.main(argv) == 2
 
 
-def test_listable_names():
-    assert digests.listable("disc.iso") and digests.listable("café.iso")
-    assert not digests.listable(".partial-1") and not digests.listable("bad\udcff.iso")
-    assert not digests.listable("x\ufffe.iso") and not digests.listable("a\u202eb.iso")
+def test_only_what_the_listing_shows_is_hashed(tmp_path):
+    """The background process reads no file the image listing leaves out: the one image-name rule."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shown = ["disc.iso", "café.iso", "UPPER.ISO"]
+    left_out = ["notes.txt", "README", ".partial-1", "x\ufffe.iso", "a\u202eb.iso", "iso", "%s.iso" % ("n" * 197)]
+    for name in shown + left_out:
+        make(images, name, b"data")
+    assert [n for n in shown + left_out if name_problem(n) is None] == shown
+    store = digests.Digests(str(images), open_db(str(tmp_path / "burner.tdb")), "image:")
+    assert store.run() == len(shown)
+    assert {key for key in store.db.keys("image:")} == {"image:" + n for n in shown}
 
 
 def zombies_of(pid):

@@ -17,7 +17,7 @@ from tests.helpers import ROOT
 LAYERS = [
     # Values, parsing and rules: no file of their own, nothing kept between requests.
     ("foundation", {"clarens.faults", "clarens.procfs", "clarens.sizing", "clarens.proxies", "clarens.config",
-                    "clarens.log", "clarens.text", "clarens.framing", "clarens.keepalive",
+                    "clarens.log", "clarens.text", "clarens.framing", "clarens.keepalive", "clarens.image_names",
                     "clarens.identity", "clarens.signatures", "clarens.faultlog", "clarens.acl", "clarens.acl.model",
                     "clarens.acl.files", "clarens.web"}),
     # What the host keeps in files shared by its processes: tdb tables, locks, uploads.

@@ -141,7 +141,7 @@ def test_the_tables_name_what_exists():
         assert names and all(hasattr(module, n) for n in names), (name, names - set(dir(module)))
     assert {"identity", "may_call", "note_fault"} <= MEMBERS
     assert all(hasattr(CallContext, m) for m in MEMBERS), MEMBERS - set(dir(CallContext))
-    assert EXTRAS == {"acl": ("clarens.acl", "clarens.identity"), "burner": ("clarens.burnerd",)}
+    assert EXTRAS == {"acl": ("clarens.acl", "clarens.identity"), "burner": ("clarens.burnerd", "clarens.image_names")}
     assert set(EXTRAS) <= set(SHIPPED_MODULES)
 
 
