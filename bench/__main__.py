@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=18180,
                    help="first of the ports used: PORT to PORT+4 for the rows, PORT+6 up for the probes")
     p.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="directory for latest.json/.md")
+    p.add_argument("--state-dir", metavar="DIR", help="keep the instances' state in DIR, one directory each (default: "
+                   "a new temporary directory per run, removed at its end)")
     args = p.parse_args(argv)
     args.duration = args.duration or (2 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -45,15 +47,16 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def measure(chosen: list[targets.Target], settings: load.Load, port: int) -> tuple[dict, dict[str, list]]:
+def measure(chosen: list[targets.Target], settings: load.Load, port: int, state: str) -> tuple[dict, dict[str, list]]:
     """Serve and measure the wrk rows; returns (machine facts, results per row key).
 
     Ports: the product as shipped on PORT (HTTPS PORT+1), the same with access
-    control off on PORT+2 (PORT+3), the stdlib server on PORT+4.
+    control off on PORT+2 (PORT+3), the stdlib server on PORT+4.  State: below ``state``.
     """
-    instances = {targets.APACHE: servers.apache("/tmp/bench-state", port)}
+    instances = {targets.APACHE: servers.apache(os.path.join(state, "apache"), port)}
     if any(t.server == targets.APACHE_OPEN for t in chosen):
-        instances[targets.APACHE_OPEN] = servers.apache("/tmp/bench-open", port + 2, access_control=False)
+        instances[targets.APACHE_OPEN] = servers.apache(os.path.join(state, "apache-open"), port + 2,
+                                                        access_control=False)
     ports = {targets.APACHE: port, targets.APACHE_OPEN: port + 2, targets.STDLIB: port + 4}
     stdlib = None
     results: dict[str, list[load.Result]] = {t.key: [] for t in chosen}
@@ -102,21 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     only = re.compile(args.only) if args.only else None
     chosen = [t for t in targets.ROWS if not only or only.search(t.key)]
     chosen_probes = [p for p in ALL_PROBES if not only or only.search(p.__name__)]
-    try:
-        facts, results = measure(chosen, settings, args.port)
-    except (InstanceError, RuntimeError, AssertionError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    rows = [report.row(t, results[t.key]) for t in chosen]
-    failed = []
-    for i, probe in enumerate(chosen_probes):
-        _progress("probe %s" % probe.__name__)
-        env = probes.ProbeEnv(args.port + 6 + 2 * i, "/tmp/bench-%s" % probe.__name__, settings)
+    with servers.run_dir(args.state_dir) as state:
         try:
-            rows.append(report.probe_row(probe(env)))
-        except Exception as e:   # the rows measured so far are still reported
-            traceback.print_exc()
-            failed.append("probe %s failed: %s: %s" % (probe.__name__, type(e).__name__, e))
+            facts, results = measure(chosen, settings, args.port, state)
+        except (InstanceError, RuntimeError, AssertionError) as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 1
+        rows = [report.row(t, results[t.key]) for t in chosen]
+        failed = []
+        for i, probe in enumerate(chosen_probes):
+            _progress("probe %s" % probe.__name__)
+            env = probes.ProbeEnv(args.port + 6 + 2 * i, os.path.join(state, probe.__name__), settings)
+            try:
+                rows.append(report.probe_row(probe(env)))
+            except Exception as e:   # the rows measured so far are still reported
+                traceback.print_exc()
+                failed.append("probe %s failed: %s: %s" % (probe.__name__, type(e).__name__, e))
     rows.sort(key=lambda r: GROUP_ORDER.index(r["group"]))
     result = report.build(facts, settings, rows)
     print(report.text(result), end="")

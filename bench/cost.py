@@ -221,9 +221,9 @@ def object_group(path: str) -> str:
 GROUPS = ("apache", "mod_python", "python", "libc", "other")
 
 
-def instructions(keys: list[str], requests: int, port: int, objects: bool, functions: int,
+def instructions(keys: list[str], requests: int, port: int, objects: bool, functions: int, state: str,
                  keep: str | None = None) -> list[dict]:
-    cg = Callgrind("/tmp/bench-cost", port, keep)
+    cg = Callgrind(state, port, keep)
     out = []
     try:
         cg.start()
@@ -274,8 +274,8 @@ def cpu_ns(pids: list[int]) -> int:
     return total
 
 
-def cpu(keys: list[str], settings: load.Load, port: int) -> list[dict]:
-    inst = servers.apache("/tmp/bench-cost", port)
+def cpu(keys: list[str], settings: load.Load, port: int, state: str) -> list[dict]:
+    inst = servers.apache(state, port)
     measured: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         inst.start()
@@ -340,11 +340,11 @@ def _children_of(inst: Instance, conns: list[http.client.HTTPConnection]) -> lis
     raise RuntimeError("the children holding the connections were not found")
 
 
-def turns(keys: list[str], children: int, requests: int, rounds: int, port: int) -> list[dict]:
+def turns(keys: list[str], children: int, requests: int, rounds: int, port: int, state: str) -> list[dict]:
     """CPU per request of each row, its requests taking turns over ``children`` children, all rows
     interleaved request by request; the median over ``rounds``, and each row's ratio to the first
     row (the median of the per-round ratios)."""
-    inst = servers.apache("/tmp/bench-cost", port)
+    inst = servers.apache(state, port)
     measured: dict[str, list[float]] = {}
     dropped = 0
     inst.start()
@@ -416,10 +416,10 @@ def _children_pss(inst: Instance) -> dict[int, int]:
     return out
 
 
-def memory(keys: list[str], settings: load.Load, port: int) -> list[dict]:
+def memory(keys: list[str], settings: load.Load, port: int, state: str) -> list[dict]:
     """PSS per child: idle once every child has booted, and after the rows' load (the children that
     served it: the most CPU used meanwhile, one per connection)."""
-    inst = servers.apache("/tmp/bench-cost", port)
+    inst = servers.apache(state, port)
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         inst.start()
         try:
@@ -468,17 +468,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16, help="cpu: wrk's connections (one thread each, two at most)")
     p.add_argument("--children", type=int, default=6, help="turns: children (kept-alive connections) per row")
     p.add_argument("--turn-requests", type=int, default=500, help="turns: requests per row and round")
+    p.add_argument("--state-dir", metavar="DIR", help="keep the instance's state in DIR/cost (default: a new "
+                   "temporary directory per run, removed at its end)")
     args = p.parse_args(argv)
     keys = rows(args.only)
     started = {"load_average": _load_average(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M")}
-    if args.what == "instructions":
-        result = instructions(keys, args.requests, args.port, args.objects, args.functions, args.keep)
-    elif args.what == "turns":
-        result = turns(keys, args.children, args.turn_requests, args.rounds, args.port)
-    else:
-        settings = load.Load(threads=min(2, args.connections), connections=args.connections,
-                             duration=args.duration, warmup=1, rounds=args.rounds)
-        result = (cpu if args.what == "cpu" else memory)(keys, settings, args.port)
+    with servers.run_dir(args.state_dir) as run:
+        state = os.path.join(run, "cost")
+        if args.what == "instructions":
+            result = instructions(keys, args.requests, args.port, args.objects, args.functions, state, args.keep)
+        elif args.what == "turns":
+            result = turns(keys, args.children, args.turn_requests, args.rounds, args.port, state)
+        else:
+            settings = load.Load(threads=min(2, args.connections), connections=args.connections,
+                                 duration=args.duration, warmup=1, rounds=args.rounds)
+            result = (cpu if args.what == "cpu" else memory)(keys, settings, args.port, state)
     print("# %s on %s, %d cores; load average %s at the start, %s at the end" % (
         started["date"], started["cpu"], os.cpu_count() or 0, started["load_average"], _load_average()))
     if args.what == "turns":

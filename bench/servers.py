@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from typing import Iterator
 
 from bench import load, stdlib_server, targets
 from clarens.dev import instance as dev_instance
 from clarens.dev.instance import ROOT, Instance, InstanceError
 
 PYTHON = "/usr/bin/python3"   # the interpreter mod_python embeds; the alternative runs on it too
+RUN_DIR_PREFIX = "clarens-bench-"
 
 # Served by the same Apache, beside /clarens, preloaded like the host (in the interpreter the
 # host and every request run in: PythonImport into any other would make each child build a
@@ -143,3 +148,23 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def run_dir(named: str | None = None) -> Iterator[str]:
+    """The directory under which one run keeps its instances' state (one directory each below it).
+
+    ``named`` (``--state-dir``): that one, made if need be and kept after the run, to look into.
+    Otherwise a new one in the system's temporary directory, removed when the run ends (also on
+    Ctrl-C), so that two runs on one machine never share state; as root it may be traversed but not
+    listed by others, for Apache's children (www-data) to reach their state below it."""
+    if named:
+        os.makedirs(named, exist_ok=True)
+        yield os.path.abspath(named)
+        return
+    path = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
+    try:
+        os.chmod(path, 0o711)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
