@@ -20,6 +20,7 @@ from clarens.client.service import IDEMPOTENT_HEADER
 from clarens.db import open_db
 from clarens.faults import ACCESS_DENIED, READ_ONLY
 from clarens.identity import ANONYMOUS, Identity, IdentityRefused, from_request
+from clarens.web import routes
 from tests.unit import fakes
 from tests.unit.fakes import FakeRequest
 
@@ -201,6 +202,19 @@ def test_a_peer_is_late_past_three_rounds_and_one_fetch(tmp_path):
     _, problems = session_peers.report(status, urls, 5, 990 + late + 1, started=990, with_urls=True)
     assert [p.split(" of ")[0] for p in problems] == ["session revocations from peer %d" % n for n in (2, 3, 4)]
     assert [p.get("url") for p in session_peers.report(status, urls, 5, 1000, 990, True)[0]] == urls
+
+
+def test_check_fails_on_a_degraded_host_and_says_why(monkeypatch):
+    digests = {key: "d" for _, key, _ in routes.EXPECTED}
+    answers = {"http://a/clarens/": (200, {"status": "ok", "problems": [], **digests}),
+               "http://b/clarens/": (200, {"status": "degraded", **digests, "problems": [
+                   "session revocations from peer 1 of session_peers not fetched for 40 s (more than 17 s)"]})}
+    monkeypatch.setattr(cluster, "health", lambda url, headers=None: answers[url])
+    monkeypatch.setattr(cluster, "forged_identity", lambda url: None)
+    out = io.StringIO()
+    assert cluster.check(["http://a/clarens/"], out) == 0
+    assert cluster.check(list(answers), out) == 1
+    assert "degraded" in out.getvalue() and "peer 1 of session_peers not fetched" in out.getvalue()
 
 
 # --- the health route --------------------------------------------------------------------
