@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     only = re.compile(args.only) if args.only else None
     chosen = [t for t in targets.ROWS if not only or only.search(t.key)]
     chosen_probes = [p for p in ALL_PROBES if not only or only.search(p.__name__)]
+    if not chosen and not chosen_probes:   # nothing to measure: keep the last results
+        print("error: --only %r matches no row or probe" % args.only, file=sys.stderr)
+        return 2
     with servers.run_dir(args.state_dir) as state:
         try:
             facts, results = measure(chosen, settings, args.port, state)

@@ -472,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                    "temporary directory per run, removed at its end)")
     args = p.parse_args(argv)
     keys = rows(args.only)
+    if not keys:
+        p.error("--only %r matches none of the rows: %s" % (args.only, " ".join(rows(None))))
     started = {"load_average": _load_average(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M")}
     with servers.run_dir(args.state_dir) as run:
         state = os.path.join(run, "cost")
