@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 import threading
 import time
 from typing import Callable, Mapping
@@ -165,6 +167,29 @@ class Host:
         failed = [m.name for m in self.modules.values() if m.status != "loaded"]
         self.log.info("pid %d: loaded %d module(s) (%s), %d method(s)%s", self.pid, len(loaded), " ".join(loaded),
                       len(self.methods), "; FAILED: " + " ".join(failed) if failed else "")
+        if not self.standalone:
+            self._say_uncompiled()
+
+    def _say_uncompiled(self) -> None:
+        """Say once per server start which service modules every child compiles from source at its start,
+        for want of their bytecode, and the command that writes it (docs/administration.md)."""
+        prefix = loader.PACKAGE + "."
+        files = loader.uncompiled(module for name, module in list(sys.modules.items()) if name.startswith(prefix))
+        if not files:
+            return
+        directories = sorted({m.path for m in self.modules.values()
+                              if any(f.startswith(m.path + os.sep) for f in files)})
+
+        def say() -> None:
+            self.log.warning(
+                "%d file(s) of service modules have no current byte-compiled copy (__pycache__, which Apache's user "
+                "cannot write where they are): every Apache child compiles them from source at its start (%s); as "
+                "their owner, run: python3 -m compileall -q %s", len(files),
+                ", ".join(files[:3]) + (", ..." if len(files) > 3 else ""), " ".join(map(shlex.quote, directories)))
+        try:
+            self.once("uncompiled", say)
+        except OSError:         # no db_dir to note it in (said at boot): each child says it
+            say()
 
     def install_access_control(self) -> None:
         """Load the ACL files once per server start and make the dispatcher check every call.

@@ -102,6 +102,31 @@ def modules_digest(found: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def uncompiled(modules: Iterable[types.ModuleType]) -> list[str]:
+    """The source files of ``modules`` that have no current byte-compiled copy in ``__pycache__``: the
+    process that imported them compiled them from source, and could not save the result (Apache's user
+    cannot write where an administrator installs modules), so every process after it does the same.
+    A copy counts as current as importlib decides it: the source's time and size in its header, or
+    a hash of the source (not checked here)."""
+    found = []
+    for module in modules:
+        spec = getattr(module, "__spec__", None)
+        if spec is None or not spec.has_location or not spec.cached or not spec.origin.endswith(".py"):
+            continue
+        try:
+            with open(spec.cached, "rb") as f:
+                head = f.read(16)
+            st = os.stat(spec.origin)
+        except OSError:
+            found.append(spec.origin)
+            continue
+        stamp = (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+        timestamped = head[4:8] == bytes(4)
+        if head[:4] != importlib.util.MAGIC_NUMBER or (timestamped and head[8:16] != stamp):
+            found.append(spec.origin)
+    return sorted(found)
+
+
 def _ensure_package() -> None:
     if PACKAGE not in sys.modules:
         pkg = types.ModuleType(PACKAGE, "Namespace of the loaded Clarens service modules.")

@@ -1,15 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
 """Service module discovery, validation and loading (clarens.loader), on fake modules and temporary packages."""
 
+import compileall
+import importlib.util
 import logging
+import os
+import py_compile
 import sys
 import textwrap
 import types
 
 import pytest
 
+from clarens import host as host_mod
 from clarens import loader
 from clarens.faults import INVALID_PARAMS, Fault
+from tests.unit import fakes
 
 
 def module(**attrs):
@@ -329,3 +335,49 @@ def test_one_failure_does_not_stop_the_others(modules_dir, log):
         "quitter": "failed"}
     assert [m.name for m in results["good"][1]] == ["good.hello"]
     assert len(log.handler.records) == 5
+
+
+# --- bytecode ------------------------------------------------------------------
+
+
+def test_uncompiled_names_the_sources_a_process_compiled_and_could_not_save(modules_dir, log, monkeypatch):
+    """As Apache's children, which cannot write __pycache__ where an administrator puts modules."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    record, _ = load(modules_dir, "good", log)
+    loaded = [sys.modules["clarens_modules.good"], sys.modules["clarens_modules.good.helper"], sys, types]
+    sources = [str(modules_dir / "good" / "__init__.py"), str(modules_dir / "good" / "helper.py")]
+    assert loader.uncompiled(loaded) == sources          # built-in modules and the like have no source to compile
+
+    compileall.compile_dir(str(modules_dir / "good"), quiet=2)
+    assert loader.uncompiled(loaded) == []
+    # A source changed after it was compiled: its bytecode is stale, which Python does not use.
+    with open(sources[1], "a") as f:
+        f.write("# changed\n")
+    assert loader.uncompiled(loaded) == sources[1:]
+    # Bytecode checked by a hash of the source is Python's to check.
+    py_compile.compile(sources[1], invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    assert loader.uncompiled(loaded) == []
+    # Another Python's bytecode is no bytecode to this one.
+    cached = importlib.util.cache_from_source(sources[0])
+    with open(cached, "r+b") as f:
+        f.write(b"\0\0\0\0")
+    assert loader.uncompiled(loaded) == sources[:1]
+
+
+def test_the_host_says_once_per_server_start_which_modules_each_child_compiles(tmp_path):
+    with fakes.isolated():
+        options = fakes.write_site(str(tmp_path), modules={"unit": fakes.UNIT_MODULE})
+        compileall.compile_dir(options["clarens.server.modules_path"], quiet=2)
+        host = host_mod.boot(options, None)
+        said = os.path.join(options["clarens.server.db_dir"], "once", "uncompiled.done")
+        assert not os.path.exists(said)                 # all compiled: nothing to say
+        log = fakes.LogRecorder()
+        host.log.addHandler(log)
+        unit = os.path.join(host.modules["unit"].path, "__init__.py")
+        with open(unit, "a") as f:                      # changed since: each child would compile it
+            f.write("# changed\n")
+        host._say_uncompiled()
+        host._say_uncompiled()                          # another child of the same server start
+        [warning] = log.messages(logging.WARNING)
+        assert warning.startswith("1 file(s) of service modules have no current byte-compiled copy")
+        assert unit in warning and warning.endswith("run: python3 -m compileall -q " + host.modules["unit"].path)

@@ -716,10 +716,15 @@ def test_upgrade_without_an_init_system_keeps_conffiles_and_state_and_says_what_
             "/var/lib/clarens/acl.tdb", "/srv/clarens/images/test.iso")
     before = {path: md5(r, path) for path in kept if not path.endswith(".tdb")}
     parent, [helper] = apache_parent(r), helpers(r)
-    # A module of the administrator's own, which the upgrade byte-compiles with the package's code.
+    # A module of the administrator's own, not byte-compiled: Apache's children say so (once per server
+    # start, not once each) with the command that does it.  The upgrade compiles it with the package's code.
     os.makedirs(r.file(LOCAL_MODULES + "/hello"))
     with open(r.file(LOCAL_MODULES + "/hello/__init__.py"), "w") as f:
         f.write(LOCAL_MODULE)
+    r.run(["apache2ctl", "graceful"])
+    warning = "as their owner, run: python3 -m compileall -q %s/hello" % LOCAL_MODULES
+    wait_for("the children's word on the uncompiled module",
+             lambda: warning in tail(r, "/var/log/apache2/error.log", 200), WAIT)
     output = apt_install(r, debs[debs["new"]], "upgrade")
     assert "Setting up clarens (%s)" % debs["new"] in output, output
     assert r.run(["dpkg-query", "-W", "-f", "${Version}", "clarens"]).stdout == debs["new"]
@@ -738,6 +743,8 @@ def test_upgrade_without_an_init_system_keeps_conffiles_and_state_and_says_what_
     assert call(r, HTTPS, "system.whoami", auth=cert("user"))["identity"] == USER_DN
     assert [j["state"] for j in call(r, HTTPS, "burner.jobs", auth=ALICE)] == ["done"]
     assert call(r, HTTPS, "hello.hello", "admin", auth=cert("admin")) == "hello, admin"
+    with open(r.file("/var/log/apache2/error.log")) as f:
+        assert f.read().count(warning) == 1                          # none since it was compiled
 
 
 def test_remove_stops_a_helper_started_by_hand_and_keeps_the_state(root, debs):
