@@ -234,6 +234,8 @@ def instructions(keys: list[str], requests: int, port: int, objects: bool, funct
                 by_object[path] = by_object.get(path, 0) + cost
             total = sum(by_object.values())
             entry: dict[str, Any] = {"key": row.key, "instructions": round(total / requests)}
+            if row.target.calls > 1:
+                entry["per_call"] = round(total / requests / row.target.calls)
             groups = {g: 0 for g in GROUPS}
             for path, cost in by_object.items():
                 groups[object_group(path)] += cost
@@ -245,11 +247,16 @@ def instructions(keys: list[str], requests: int, port: int, objects: bool, funct
                 entry["functions"] = {"%s %s" % (fn, os.path.basename(path)): round(c / requests) for (path, fn), c in
                                       sorted(costs.items(), key=lambda kv: -kv[1])[:functions]}
             out.append(entry)
-            _progress("%-16s %9d instructions/request  %s" % (row.key, entry["instructions"], "  ".join(
-                "%s %d" % kv for kv in entry["groups"].items())))
+            _progress(_instructions_line(entry))
     finally:
         cg.stop()
     return out
+
+
+def _instructions_line(entry: dict) -> str:
+    per_call = "  (%d per call)" % entry["per_call"] if "per_call" in entry else ""
+    return "%-16s %9d instructions/request%s  %s" % (entry["key"], entry["instructions"], per_call, "  ".join(
+        "%s %d" % kv for kv in entry["groups"].items()))
 
 
 # -- CPU time (prefork) ----------------------------------------------------------------------
@@ -501,8 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["key"], entry["cpu_us"], entry["ratio"], result[0]["key"],
                 " ".join("%.0f" % us for us in entry["rounds"])))
         elif args.what == "instructions":
-            print("%-16s %9d instructions/request  %s" % (entry["key"], entry["instructions"], "  ".join(
-                "%s %d" % kv for kv in entry["groups"].items())))
+            print(_instructions_line(entry))
             for name, count in list(entry.get("objects", {}).items()) + list(entry.get("functions", {}).items()):
                 print("    %-60s %9d" % (name, count))
         else:

@@ -27,7 +27,7 @@ def row(target: targets.Target, rounds: list[load.Result]) -> dict[str, Any]:
         "rps": statistics.median(r.rps for r in rounds),
         "p50_ms": statistics.median(r.p50_ms for r in rounds),
         "p99_ms": statistics.median(r.p99_ms for r in rounds),
-        "calls_per_request": target.calls,
+        "calls_per_request": target.calls, "single": target.single,
         "errors": sum(r.errors for r in rounds),
         "rounds": [asdict(r) for r in rounds],
     }
@@ -45,6 +45,10 @@ def build(machine: dict, settings: load.Load, rows: list[dict]) -> dict[str, Any
         r["ratios"] = {ref: _rps_ratio(by_key, r["key"], ref) for ref, _ in REFERENCES}
         if r["rps"] is not None:
             notes = ["%s calls/s" % _int(r["rps"] * r["calls_per_request"])] if r["calls_per_request"] > 1 else []
+            if r.get("single"):
+                r["calls_ratio"] = _calls_ratio(by_key, r["key"], r["single"])
+                if r["calls_ratio"] is not None:
+                    notes.append("%.2fx %s's req/s" % (r["calls_ratio"], r["single"]))
             if r["errors"]:
                 notes.append("%d ERRORS (non-2xx or socket)" % r["errors"])
             r["note"] = "; ".join(notes)
@@ -80,6 +84,13 @@ def _own_cost_ratio(rows: dict, a: str, b: str, floor: str) -> float | None:
         own_a += 1 / x["rps"] - 1 / f["rps"]
         own_b += 1 / y["rps"] - 1 / f["rps"]
     return own_b / own_a if own_a > 0 else None
+
+
+def _calls_ratio(rows: dict, a: str, single: str) -> float | None:
+    """The calls/s of row ``a`` (several calls a request) over the req/s of ``single`` (one such call
+    a request), paired by round: how much cheaper a call is in a multicall or batch than alone."""
+    ratio = _rps_ratio(rows, a, single)
+    return None if ratio is None else ratio * rows[a]["calls_per_request"]
 
 
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:

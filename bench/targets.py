@@ -43,7 +43,8 @@ class Target:
     body: bytes | None = None
     protocol: str = "raw"          # how to decode the answer: "raw", "xmlrpc" or "jsonrpc"
     expect: Any = None             # the decoded result ("raw": the body length)
-    calls: int = 1                 # RPC calls carried by one request (multicall)
+    calls: int = 1                 # RPC calls carried by one request (multicall, batch)
+    single: str | None = None      # for several calls: the row of one such call alone, which a call is compared with
 
 
 def static(key: str, label: str, path: str, size: int) -> Target:
@@ -51,14 +52,23 @@ def static(key: str, label: str, path: str, size: int) -> Target:
 
 
 def xmlrpc_call(key: str, label: str, group: str, path: str, method: str, params: list, expect: Any,
-                server: str = APACHE, calls: int = 1) -> Target:
+                server: str = APACHE, calls: int = 1, single: str | None = None) -> Target:
     body = xmlrpc.client.dumps(tuple(params), method, allow_none=True).encode("utf-8")
-    return Target(key, label, group, server, path, "POST", "text/xml", body, "xmlrpc", expect, calls)
+    return Target(key, label, group, server, path, "POST", "text/xml", body, "xmlrpc", expect, calls, single)
 
 
 def jsonrpc_call(key: str, label: str, group: str, path: str, method: str, params: list, expect: Any) -> Target:
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode("utf-8")
     return Target(key, label, group, APACHE, path, "POST", "application/json", body, "jsonrpc", expect)
+
+
+def jsonrpc_batch(key: str, label: str, group: str, path: str, method: str, params: list, count: int,
+                  expect: Any, single: str) -> Target:
+    """A JSON-RPC batch of ``count`` calls of ``method``, ids 1 to ``count``; ``expect``: each one's result."""
+    body = json.dumps([{"jsonrpc": "2.0", "method": method, "params": params, "id": i}
+                       for i in range(1, count + 1)]).encode("utf-8")
+    return Target(key, label, group, APACHE, path, "POST", "application/json", body, "jsonrpc", [expect] * count,
+                  count, single)
 
 
 _MULTICALL = [{"methodName": "echo.echo", "params": ["hi"]}] * 100
@@ -75,7 +85,9 @@ ROWS: list[Target] = [
                 ["hi"], "hi"),
     jsonrpc_call("jsonrpc_echo", "echo.echo, JSON-RPC", PRODUCT, "/clarens/", "echo.echo", ["hi"], "hi"),
     xmlrpc_call("multicall", "system.multicall, 100 x echo", PRODUCT, "/clarens/", "system.multicall",
-                [_MULTICALL], [["hi"]] * 100, calls=100),
+                [_MULTICALL], [["hi"]] * 100, calls=100, single="xmlrpc_echo_acl"),
+    jsonrpc_batch("jsonrpc_batch", "JSON-RPC batch, 100 x echo", PRODUCT, "/clarens/", "echo.echo", ["hi"], 100,
+                  "hi", single="jsonrpc_echo"),
     xmlrpc_call("validator", "validator1.moderateSizeArrayCheck, 150 strings", PRODUCT, "/clarens/",
                 "validator1.moderateSizeArrayCheck", [STRINGS_150], STRINGS_150[0] + STRINGS_150[-1]),
     xmlrpc_call("stdlib_server", "stdlib SimpleXMLRPCServer, threaded", ALTERNATIVE, "/RPC2", "echo.echo",
@@ -112,9 +124,14 @@ def verify(target: Target, status: int, body: bytes) -> None:
             raise AssertionError("%s: fault %s" % (target.key, fault)) from None
     elif target.protocol == "jsonrpc":
         reply = json.loads(body)
-        if "error" in reply:
-            raise AssertionError("%s: error %s" % (target.key, reply["error"]))
-        got = reply["result"]
+        replies = reply if isinstance(reply, list) else [reply]      # a batch's, in the order of its ids
+        errors = [r["error"] for r in replies if "error" in r]
+        if errors:
+            raise AssertionError("%s: error %s" % (target.key, errors[0]))
+        if isinstance(reply, list):
+            got = [r["result"] for r in sorted(replies, key=lambda r: r["id"])]
+        else:
+            got = reply["result"]
     else:
         got = len(body)
     if got != target.expect:
