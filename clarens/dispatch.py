@@ -104,26 +104,30 @@ class Dispatcher:
     def multicall(self, ctx: CallContext, calls: list) -> list:
         """system.multicall: each sub-call runs independently; a fault is returned in its place."""
         results: list = []
+        push = results.append
         for index, call in enumerate(calls):
             try:
-                results.append([self.call(ctx, *self._subcall(ctx, index, call))])
+                name, params = self._subcall(ctx, index, call)
+                push([self.call(ctx, name, params)])
             except Fault as fault:
-                results.append(fault.as_struct())
+                push(fault.as_struct())
         return results
 
     def _subcall(self, ctx: CallContext, index: int, call: Any) -> tuple[str, list]:
         """(method, params) of a multicall element; a Fault, logged like every other, if it is malformed."""
-        fault = None
-        if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
+        name = call.get("methodName") if isinstance(call, dict) else None
+        if not isinstance(name, str):
             fault = Fault(INVALID_REQUEST, "multicall element %d is not a struct with a string methodName" % index)
-        elif not isinstance(call.get("params", []), list):
-            fault = Fault(INVALID_PARAMS, "multicall element %d: params must be an array" % index)
-        elif call["methodName"] == MULTICALL:
-            fault = Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
-        if fault is not None:
-            self.note(ctx, MULTICALL, fault)
-            raise fault
-        return call["methodName"], call.get("params", [])
+        else:
+            params = call.get("params", [])
+            if not isinstance(params, list):
+                fault = Fault(INVALID_PARAMS, "multicall element %d: params must be an array" % index)
+            elif name == MULTICALL:
+                fault = Fault(INVALID_REQUEST, "system.multicall may not be called recursively")
+            else:
+                return name, params
+        self.note(ctx, MULTICALL, fault)
+        raise fault
 
     def _unknown(self, name: str) -> Fault:
         if not METHOD_NAME_RE.match(name) or any(

@@ -68,7 +68,7 @@ _LONG_RUN = b"0" * (MAX_INT_DIGITS + 1)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_encode_default)
 _error_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_text = _encoder.encode                      # (a str alone goes straight to the C function the encoder uses)
+_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what _encoder.encode does with a str (in C)
 _ID_TEXT = {int: int.__repr__, str: _text}   # an id as _encoder writes it, for the ids _reply writes itself
 # A \uD800-\uDFFF escape: the body may hold a lone surrogate, which is not text (UTF-8 cannot carry it).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -95,16 +95,23 @@ def _members(body: bytes, start: int, end: int) -> int:
 
 
 def _shape(value: Any) -> tuple[int, int]:
-    """(nesting depth, largest array or object) of a decoded value (iterative: no recursion limit)."""
-    deepest, widest, todo = 0, 0, [(value, 1)]
-    while todo:
-        item, level = todo.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        deepest, widest = max(deepest, level), max(widest, len(item))
-        todo.extend((child, level + 1) for child in item)
+    """(nesting depth, largest array or object) of a decoded value, level by level (no recursion):
+    each level's children are gathered by ``extend``, and only the containers among them looked into."""
+    deepest, widest, level, depth = 0, 0, [value], 0
+    while level:
+        depth += 1
+        below: list = []
+        for item in level:
+            kind = type(item)              # (the decoder makes no subclasses)
+            if kind is dict:
+                item = item.values()
+            elif kind is not list:
+                continue
+            deepest = depth
+            if len(item) > widest:
+                widest = len(item)
+            below.extend(item)
+        level = below
     return deepest, widest
 
 
@@ -252,6 +259,10 @@ def respond(body: bytes, call: Call, report: Report, limits: Limits = DEFAULT_LI
     if isinstance(request, list):
         if not request:
             return _invalid("empty batch", None, report)
-        replies = [r for r in (_one(item, call, report, suspect) for item in request) if r is not None]
+        replies = []
+        for item in request:
+            reply = _one(item, call, report, suspect)
+            if reply is not None:
+                replies.append(reply)
         return b"[" + b",".join(replies) + b"]" if replies else None
     return _one(request, call, report, suspect)

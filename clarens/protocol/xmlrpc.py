@@ -26,7 +26,16 @@ from typing import Any, Callable
 from clarens.dispatch import MULTICALL
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
 from clarens.protocol import DEFAULT_LIMITS, Call, Limits, Report, salvage_multicall
-from clarens.protocol.xmlrpc_fast import XML_SPACE, NotPlain, flat_call, plain_pieces, plain_text, unescape, xml_name
+from clarens.protocol.xmlrpc_fast import (
+    XML_SPACE,
+    NotPlain,
+    flat_call,
+    flat_multicall,
+    plain_pieces,
+    plain_text,
+    unescape,
+    xml_name,
+)
 
 PROTOCOL = "xmlrpc"
 CONTENT_TYPE = "text/xml; charset=utf-8"
@@ -296,6 +305,8 @@ def loads(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list]:
         if text is None:
             raise NotPlain
         call = flat_call(text, _SCALAR)
+        if call is None:
+            call = flat_multicall(text, _SCALAR, limits.depth, limits.items, limits.values)
         if call is not None:
             return call
         pieces = plain_pieces(text)
@@ -367,7 +378,7 @@ def _dump_none(v: None, out: list) -> None:
 def _dump_list(v: list, out: list) -> None:
     out.append("<value><array><data>")
     for item in v:
-        _dump(item, out)
+        (_DUMPERS.get(type(item)) or _dump)(item, out)     # (_dump's first step, without its call)
     out.append("</data></array></value>")
 
 
@@ -377,7 +388,7 @@ def _dump_dict(v: dict, out: list) -> None:
         if not isinstance(key, str):
             raise ValueError("struct key %r is not a string" % (key,))
         out.append("<member><name>%s</name>" % _escape(key))
-        _dump(item, out)
+        (_DUMPERS.get(type(item)) or _dump)(item, out)
         out.append("</member>")
     out.append("</struct></value>")
 

@@ -115,13 +115,52 @@ def plain_pieces(text: str) -> list[str] | None:
 # <param> elements) never holds what must follow it, so giving some back could never make a
 # match, and not keeping the places to give back from saves a quarter of the match.
 _S = r"[ \t\n]*+"
-_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>string|int|i4|i8|boolean|double)>(?P<text>[^<]*+)</(?P=type)>{s}"
-               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*+))</value>").format(s=_S)
+_FLAT_TYPES = ("string", "int", "i4", "i8", "boolean", "double")
+_FLAT_VALUE = (r"<value>(?:{s}<(?P<type>{types})>(?P<text>[^<]*+)</(?P=type)>{s}"
+               r"|{s}<(?P<nil>nil)/>{s}|(?P<bare>[^<]*+))</value>").format(s=_S, types="|".join(_FLAT_TYPES))
 _FLAT_CALL = re.compile(
     r"(?:<(?P<decl>\?xml[^<>]*+)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*+)</methodName>{s}"
     r"(?:<params>{s}(?P<params>(?:<param>{s}{value}{s}</param>{s})*+)</params>{s})?</methodCall>{s}\Z".format(
         s=_S, value=_FLAT_VALUE))
 _FLAT_PARAM = re.compile(_FLAT_VALUE)
+
+# system.multicall as clients send it: one parameter, an array of structs of two members each,
+# methodName (a string) and params (an array of scalars), in either order (a hash's order, for
+# some clients).  Each call is matched where the one before it ends (from the array's start), its
+# values read with the flat reader's scalar rules; what follows the last call must end the document.
+_SCALAR_VALUE = r"<value>(?:{s}(?:{typed}){s}|{s}<nil/>{s}|[^<]*+)</value>".format(
+    s=_S, typed="|".join("<{0}>[^<]*+</{0}>".format(t) for t in _FLAT_TYPES))
+_NAME_MEMBER = (r"<member>{s}<name>methodName</name>{s}<value>(?:{s}<string>(?P<{o}string>[^<]*+)</string>{s}"
+                r"|(?P<{o}bare>[^<]*+))</value>{s}</member>")
+_PARAMS_MEMBER = (r"<member>{s}<name>params</name>{s}<value>{s}<array>{s}<data>{s}(?P<{o}params>(?:{scalar}{s})*+)"
+                  r"</data>{s}</array>{s}</value>{s}</member>")
+_MULTICALL_HEAD = re.compile(
+    r"(?:<(?P<decl>\?xml[^<>]*+)>)?{s}<methodCall>{s}<methodName>(?P<name>[^<]*+)</methodName>{s}"
+    r"<params>{s}<param>{s}<value>{s}<array>{s}<data>{s}".format(s=_S))
+# Its groups, in this order: astring, abare, aparams (methodName first), reversed, bparams, bstring, bbare.
+_MULTICALL_CALL = re.compile(
+    r"<value>{s}<struct>{s}(?:{a_name}{s}{a_params}|(?P<reversed>{b_params}){s}{b_name}){s}</struct>{s}</value>{s}"
+    .format(s=_S, a_name=_NAME_MEMBER.format(s=_S, o="a"), b_name=_NAME_MEMBER.format(s=_S, o="b"),
+            a_params=_PARAMS_MEMBER.format(s=_S, o="a", scalar=_SCALAR_VALUE),
+            b_params=_PARAMS_MEMBER.format(s=_S, o="b", scalar=_SCALAR_VALUE)))
+_MULTICALL_TAIL = re.compile(r"</data>{s}</array>{s}</value>{s}</param>{s}</params>{s}</methodCall>{s}\Z".format(s=_S))
+MULTICALL_DEPTH = 3         # arrays and structs nested in such a call: array, struct, array
+
+
+def _scalars(section: str, scalars: Mapping[str, Callable[[str], Any]]) -> list[Any]:
+    """The values of a run of flat scalar <value> elements, in order."""
+    params: list[Any] = []
+    push = params.append
+    for kind, data, nil, bare in _FLAT_PARAM.findall(section):
+        if nil:
+            push(None)
+            continue
+        if not kind:
+            data = bare
+        if "&" in data:
+            data = unescape(data)
+        push(data if not kind or kind == "string" else scalars[kind](data))
+    return params
 
 
 def flat_call(text: str, scalars: Mapping[str, Callable[[str], Any]]) -> tuple[str, list] | None:
@@ -136,16 +175,50 @@ def flat_call(text: str, scalars: Mapping[str, Callable[[str], Any]]) -> tuple[s
         return None
     if "&" in name:
         name = unescape(name)
-    params: list[Any] = []
-    if section:
-        push = params.append
-        for kind, data, nil, bare in _FLAT_PARAM.findall(section):
-            if nil:
-                push(None)
-                continue
-            if not kind:
-                data = bare
-            if "&" in data:
-                data = unescape(data)
-            push(data if not kind or kind == "string" else scalars[kind](data))
-    return name.strip(), params
+    return name.strip(), _scalars(section, scalars) if section else []
+
+
+def flat_multicall(text: str, scalars: Mapping[str, Callable[[str], Any]], depth: int, items: int,
+                   values: int) -> tuple[str, list] | None:
+    """(method name, [calls]) of a plain text that is a call whose one parameter is an array of
+    calls each with only scalar parameters (``{"methodName": str, "params": [scalars]}``, the
+    members in the document's order), as :func:`flat_call` reads them; None for any other text,
+    and for any that reaches the decoder's limits (``depth``, ``items``, ``values``): the piece
+    reader refuses those, with its reasons."""
+    if depth < MULTICALL_DEPTH or items < 2:
+        return None
+    m = _MULTICALL_HEAD.match(text)
+    if m is None:
+        return None
+    decl, name = m.group("decl", "name")
+    if decl is not None and not _usual_declaration(decl):
+        return None
+    if "&" in name:
+        name = unescape(name)
+    calls: list[dict[str, Any]] = []
+    push = calls.append
+    end = m.end()
+    count = 1                                   # <value> elements: the array's
+    for call in _MULTICALL_CALL.finditer(text, end):
+        at, end_of_call = call.span()
+        if at != end or len(calls) == items:
+            return None
+        end = end_of_call
+        string, bare, given, reverse, given_b, string_b, bare_b = call.groups()
+        if reverse is not None:
+            string, bare, given = string_b, bare_b, given_b
+        # Limits are looked at before the call's values are converted: where the piece reader would
+        # refuse the request before it reaches an invalid value, this reader must not report that value.
+        values_given = given.count("<value>")
+        count += 3 + values_given               # the struct's, the name's, the params' and theirs
+        if values_given > items or count > values:
+            return None
+        method = bare if string is None else string
+        if "&" in method:
+            method = unescape(method)
+        params = _scalars(given, scalars) if values_given else []
+        push({"params": params, "methodName": method} if reverse is not None else
+             {"methodName": method, "params": params})
+    if _MULTICALL_TAIL.match(text, end) is None:
+        return None
+    return name.strip(), [calls]

@@ -144,6 +144,26 @@ def test_values_are_counted_exactly_before_decoding(params):
     assert info.value.message == "more than %d values in one request" % (exact - 1)
 
 
+def test_the_shape_is_the_depth_and_width_of_the_value():
+    def shape(value, level=1):       # the definition, recursively
+        children = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            return 0, 0
+        inner = [shape(c, level + 1) for c in children]
+        return max([level] + [d for d, _ in inner]), max([len(children)] + [w for _, w in inner])
+    rng = random.Random(25)
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 6 or r < 0.4:
+            return rng.choice([1, "s", None, 2.5, True])
+        items = [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return items if r < 0.7 else {str(i): v for i, v in enumerate(items)}
+    for _ in range(3000):
+        v = value()
+        assert jsonrpc._shape(v) == shape(v), v
+
+
 def test_a_body_of_a_million_values_is_refused_before_it_is_built():
     body = b"[" + b",".join([b"{}"] * 1000000) + b"]"
     tracemalloc.start()

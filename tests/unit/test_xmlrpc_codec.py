@@ -8,7 +8,7 @@ import xmlrpc.client
 import pytest
 
 from clarens.faults import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Fault
-from clarens.protocol import Limits
+from clarens.protocol import DEFAULT_LIMITS, Limits
 from clarens.protocol import xmlrpc as codec
 from clarens.protocol import xmlrpc_fast as fastpath
 
@@ -133,8 +133,8 @@ def test_fault_response_is_well_formed_even_with_unsafe_text():
 
 # -- the fast paths (clarens.protocol.xmlrpc_fast) never disagree with expat: their contract --
 
-def _outcome(feed):
-    decoder = codec._Decoder(Limits())
+def _outcome(feed, limits=DEFAULT_LIMITS):
+    decoder = codec._Decoder(limits)
     try:
         feed(decoder)
         if decoder.method is None:
@@ -242,16 +242,23 @@ def _flat_calls(seed: int, count: int):
         if rng.random() < 0.25:   # scalars written by hand, some of them invalid
             doc = doc.replace("<params>\n", "<params>\n<param>\n<value>%s</value>\n</param>\n" % rng.choice(
                 _HAND_WRITTEN), 1)
-        doc = doc.replace("<string>", rng.choice(["<string>", "", " <string>"]), 1)
-        doc = doc.replace("</string>", rng.choice(["</string>", "</int>", "</string> \n"]), 1)
-        doc = doc.replace(">\n<", rng.choice([">\n<", "><", "> \t <"])).replace("&lt;", rng.choice(["&lt;", "&#60;"]))
-        if rng.random() < 0.3:
-            doc = doc.replace("<?xml version='1.0'?>", rng.choice(["", " ", '<?xml version="1.0" encoding="utf-8"?>',
-                                                                  "<?xml version='1.0' encoding='latin-1'?>"]))
-        if rng.random() < 0.3:
-            at = rng.randint(0, len(doc))
-            doc = doc[:at] + rng.choice(_PIECES) + doc[at + rng.choice([0, 1, 3]):]
-        yield doc.encode("utf-8")
+        yield _varied(rng, doc, 1)
+
+
+def _varied(rng, doc: str, strings: int) -> bytes:
+    """``doc`` as written otherwise: its first ``strings`` <string> tags dropped or spaced, the first end
+    tag of one changed, other spacing between tags, references for "<", another declaration or none,
+    and sometimes a piece of markup or text put in anywhere."""
+    doc = doc.replace("<string>", rng.choice(["<string>", "", " <string>"]), strings)
+    doc = doc.replace("</string>", rng.choice(["</string>", "</int>", "</string> \n"]), 1)
+    doc = doc.replace(">\n<", rng.choice([">\n<", "><", "> \t <"])).replace("&lt;", rng.choice(["&lt;", "&#60;"]))
+    if rng.random() < 0.3:
+        doc = doc.replace("<?xml version='1.0'?>", rng.choice(["", " ", '<?xml version="1.0" encoding="utf-8"?>',
+                                                              "<?xml version='1.0' encoding='latin-1'?>"]))
+    if rng.random() < 0.3:
+        at = rng.randint(0, len(doc))
+        doc = doc[:at] + rng.choice(_PIECES) + doc[at + rng.choice([0, 1, 3]):]
+    return doc.encode("utf-8")
 
 
 def test_flat_reader_agrees_with_expat_on_every_document_it_reads():
@@ -264,6 +271,94 @@ def test_flat_reader_agrees_with_expat_on_every_document_it_reads():
         faults_seen += flat[0] == "fault"
         assert flat == _outcome(lambda d, body=body: codec._expat(body, d)), body
     assert flat_taken > 3000 and faults_seen > 300, (flat_taken, faults_seen)   # many, some invalid scalars
+
+
+def _flat_multicall(body, limits=DEFAULT_LIMITS):
+    """What the multicall reader alone makes of ``body`` within ``limits``: an outcome, or None where it defers."""
+    text = fastpath.plain_text(body)
+    try:
+        call = None if text is None else fastpath.flat_multicall(text, codec._SCALAR, limits.depth, limits.items,
+                                                                 limits.values)
+    except fastpath.NotPlain:
+        return None
+    except Fault as fault:
+        return ("fault", fault.code, fault.message)
+    return None if call is None else ("ok", call[0], repr(call[1]))
+
+
+def _multicalls(seed: int, count: int):
+    """system.multicall bodies as clients send them, their members in either order, spaced and escaped
+    in the ways XML allows, some with values the reader leaves to the others, some mutated."""
+    rng = random.Random(seed)
+    scalars = ["hi", "", "a<b&c>\"'", " spaced ", "\t\n", "é\U0001F600", 0, -7, 2**31 - 1, True, 1.5, None]
+    others = [[1], {"k": 1}, b"\x00", datetime.datetime(2020, 1, 2)]
+    for _ in range(count):
+        calls = []
+        for _ in range(rng.randint(0, 5)):
+            method = rng.choice(["echo.echo", " m.x ", "a&b", "system.multicall", "", "echo.echo"])
+            params = [rng.choice(scalars) for _ in range(rng.randint(0, 3))]
+            if rng.random() < 0.05:
+                params.append(rng.choice(others))
+            members = [("methodName", method if rng.random() > 0.03 else 7), ("params", params)]
+            if rng.random() < 0.4:
+                members.reverse()
+            if rng.random() < 0.04:
+                members.pop(rng.randrange(2))
+            elif rng.random() < 0.04:
+                members.append(("extra", 1))
+            calls.append(dict(members))
+        doc = xmlrpc.client.dumps((calls,), rng.choice(["system.multicall", " system.multicall ", "a&amp;b"]),
+                                  allow_none=True)
+        if rng.random() < 0.25 and "<name>params</name>" in doc:   # a scalar written by hand, maybe invalid
+            at = rng.choice([i for i in range(len(doc)) if doc.startswith("<name>params</name>", i)])
+            at = doc.index("<data>\n", at) + 7
+            doc = doc[:at] + "<value>%s</value>\n" % rng.choice(_HAND_WRITTEN) + doc[at:]
+        yield _varied(rng, doc, rng.randint(1, 3))
+
+
+@pytest.mark.parametrize("limits", [Limits(), Limits(items=3, values=14), Limits(depth=3, items=2), Limits(depth=2)])
+def test_multicall_reader_agrees_with_expat_on_every_document_it_reads(limits):
+    taken = faults_seen = 0
+    for body in list(_multicalls(6, 6000)) + list(_flat_calls(7, 1000)) + list(_mutations(8, 3000)):
+        fast = _flat_multicall(body, limits)
+        if fast is None:
+            continue
+        taken += 1
+        faults_seen += fast[0] == "fault"
+        assert fast == _outcome(lambda d, body=body: codec._expat(body, d), limits), body
+    if limits.depth >= 3:
+        assert taken > 500 and faults_seen > 20, (taken, faults_seen)   # many, some invalid scalars
+    else:
+        assert taken == 0     # too shallow for a multicall: the piece reader refuses it
+
+
+def test_multicall_reader_reads_what_clients_send_and_leaves_the_rest():
+    calls = [{"methodName": "echo.echo", "params": ["hi", 1, None]}, {"params": [], "methodName": "a.b"}]
+    body = call(calls, method="system.multicall")
+    assert _flat_multicall(body) == ("ok", "system.multicall", repr([calls])) and _flat(body) is None
+    for other in ([{"methodName": "m.x", "params": [[1]]}], [{"methodName": "m.x"}], [1], [{}], [[]]):
+        body = call(other, method="system.multicall")
+        assert _flat_multicall(body) is None and _fast(body) is not None
+    assert _flat_multicall(call([], method="system.multicall")) == ("ok", "system.multicall", repr([[]]))
+
+
+@pytest.mark.parametrize("limits, message", [
+    (Limits(items=100), "an array or struct of more than 100 items"),
+    (Limits(values=301), "more than 301 values in one request"),
+    (Limits(depth=2), "values nested deeper than 2 levels"),
+])
+def test_a_multicall_at_a_limit_is_read_and_past_it_refused(limits, message):
+    """The multicall reader takes a call at each limit, and leaves one past it to the decoder, which refuses it."""
+    at = [{"methodName": "echo.echo", "params": []}] * 100          # 100 items, 301 values, 3 levels
+    if limits.depth >= 3:
+        assert _flat_multicall(call(at, method="system.multicall"), limits) is not None
+        assert codec.loads(call(at, method="system.multicall"), limits) == ("system.multicall", [at])
+    past = at + [{"methodName": "echo.echo", "params": []}]
+    body = call(past, method="system.multicall")
+    assert _flat_multicall(body, limits) is None
+    with pytest.raises(Fault) as info:
+        codec.loads(body, limits)
+    assert info.value.message == message
 
 
 def test_flat_reader_leaves_structure_to_the_other_readers():
