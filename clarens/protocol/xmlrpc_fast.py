@@ -195,30 +195,35 @@ def flat_multicall(text: str, scalars: Mapping[str, Callable[[str], Any]], depth
         return None
     if "&" in name:
         name = unescape(name)
+    # The limits, looked at before any value is converted: where the piece reader would refuse the
+    # request before it reaches an invalid value, this reader must not report that value.  Every
+    # <value> tag counts towards the request's values; a call's parameters can be too many only
+    # if the request holds more values than one array may.
+    tags = text.count("<value>")
+    if tags > values:
+        return None
+    counted = tags > items
     calls: list[dict[str, Any]] = []
     push = calls.append
     end = m.end()
-    count = 1                                   # <value> elements: the array's
     for call in _MULTICALL_CALL.finditer(text, end):
         at, end_of_call = call.span()
-        if at != end or len(calls) == items:
+        if at != end:
             return None
         end = end_of_call
         string, bare, given, reverse, given_b, string_b, bare_b = call.groups()
         if reverse is not None:
             string, bare, given = string_b, bare_b, given_b
-        # Limits are looked at before the call's values are converted: where the piece reader would
-        # refuse the request before it reaches an invalid value, this reader must not report that value.
-        values_given = given.count("<value>")
-        count += 3 + values_given               # the struct's, the name's, the params' and theirs
-        if values_given > items or count > values:
+        if counted and given.count("<value>") > items:
             return None
         method = bare if string is None else string
         if "&" in method:
             method = unescape(method)
-        params = _scalars(given, scalars) if values_given else []
+        params = _scalars(given, scalars)
         push({"params": params, "methodName": method} if reverse is not None else
              {"methodName": method, "params": params})
+    if len(calls) > items:     # (the piece reader counts the calls where the array ends: after every value)
+        return None
     if _MULTICALL_TAIL.match(text, end) is None:
         return None
     return name.strip(), [calls]
