@@ -304,7 +304,7 @@ def loads(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list]:
     try:
         if text is None:
             raise NotPlain
-        call = flat_call(text, _SCALAR)
+        call = flat_call(text, _SCALAR, limits.values)
         if call is None:
             call = flat_multicall(text, _SCALAR, limits.depth, limits.items, limits.values)
         if call is not None:

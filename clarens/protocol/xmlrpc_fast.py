@@ -163,15 +163,18 @@ def _scalars(section: str, scalars: Mapping[str, Callable[[str], Any]]) -> list[
     return params
 
 
-def flat_call(text: str, scalars: Mapping[str, Callable[[str], Any]]) -> tuple[str, list] | None:
+def flat_call(text: str, scalars: Mapping[str, Callable[[str], Any]], values: int) -> tuple[str, list] | None:
     """(method name, parameters) of a plain text that is a call with only scalar parameters,
     or None; ``scalars`` are the decoder's converters by type name (Fault for an invalid
-    scalar); NotPlain for a reference the plain subset lacks."""
+    scalar); NotPlain for a reference the plain subset lacks.  None too for more parameters
+    than ``values`` (the request's bound): the piece reader refuses those, with its reason."""
     m = _FLAT_CALL.match(text)
     if m is None:
         return None
     decl, name, section = m.group("decl", "name", "params")
     if decl is not None and not _usual_declaration(decl):
+        return None
+    if section and section.count("<value>") > values:    # a plain text's strings hold no "<"
         return None
     if "&" in name:
         name = unescape(name)

@@ -216,11 +216,11 @@ def test_fast_path_agrees_with_expat_on_every_document_it_reads():
     assert fast_taken > 4000   # the comparison covered many documents the fast path accepts
 
 
-def _flat(body):
-    """What the flat reader alone makes of ``body``: an outcome, or None where it defers."""
+def _flat(body, limits=DEFAULT_LIMITS):
+    """What the flat reader alone makes of ``body`` within ``limits``: an outcome, or None where it defers."""
     text = fastpath.plain_text(body)
     try:
-        call = None if text is None else fastpath.flat_call(text, codec._SCALAR)
+        call = None if text is None else fastpath.flat_call(text, codec._SCALAR, limits.values)
     except fastpath.NotPlain:
         return None
     except Fault as fault:
@@ -261,16 +261,29 @@ def _varied(rng, doc: str, strings: int) -> bytes:
     return doc.encode("utf-8")
 
 
-def test_flat_reader_agrees_with_expat_on_every_document_it_reads():
+@pytest.mark.parametrize("limits, taken", [(DEFAULT_LIMITS, 3000), (Limits(values=2), 2000)],
+                         ids=["default", "values=2"])
+def test_flat_reader_agrees_with_expat_on_every_document_it_reads(limits, taken):
     flat_taken = faults_seen = 0
     for body in list(_flat_calls(3, 6000)) + list(_well_formed(4, 2000)) + list(_mutations(5, 10000)):
-        flat = _flat(body)
+        flat = _flat(body, limits)
         if flat is None:
             continue
         flat_taken += 1
         faults_seen += flat[0] == "fault"
-        assert flat == _outcome(lambda d, body=body: codec._expat(body, d)), body
-    assert flat_taken > 3000 and faults_seen > 300, (flat_taken, faults_seen)   # many, some invalid scalars
+        assert flat == _outcome(lambda d, body=body: codec._expat(body, d), limits), body
+    assert flat_taken > taken and faults_seen > taken // 10, (flat_taken, faults_seen)   # many, some invalid scalars
+
+
+def test_a_flat_call_past_the_values_bound_is_refused_as_any_other():
+    """The flat reader takes a call of scalars at the bound, and leaves one past it to the
+    decoder, which refuses it (it took any number once, whatever ``values`` said)."""
+    limits = Limits(values=10)
+    assert codec.loads(call(*range(10)), limits) == ("echo.echo", list(range(10)))
+    assert _flat(call(*range(11)), limits) is None
+    with pytest.raises(Fault) as info:
+        codec.loads(call(*range(11)), limits)
+    assert (info.value.code, info.value.message) == (INVALID_REQUEST, "more than 10 values in one request")
 
 
 def _flat_multicall(body, limits=DEFAULT_LIMITS):
