@@ -209,11 +209,8 @@ def flat_multicall(text: str, scalars: Mapping[str, Callable[[str], Any]], depth
     calls: list[dict[str, Any]] = []
     push = calls.append
     end = m.end()
-    for call in _MULTICALL_CALL.finditer(text, end):
-        at, end_of_call = call.span()
-        if at != end:
-            return None
-        end = end_of_call
+    while (call := _MULTICALL_CALL.match(text, end)) is not None:
+        end = call.end()
         string, bare, given, reverse, given_b, string_b, bare_b = call.groups()
         if reverse is not None:
             string, bare, given = string_b, bare_b, given_b
