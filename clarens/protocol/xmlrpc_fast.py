@@ -198,23 +198,30 @@ def flat_multicall(text: str, scalars: Mapping[str, Callable[[str], Any]], depth
         return None
     if "&" in name:
         name = unescape(name)
-    # The limits, looked at before any value is converted: where the piece reader would refuse the
-    # request before it reaches an invalid value, this reader must not report that value.  Every
-    # <value> tag counts towards the request's values; a call's parameters can be too many only
-    # if the request holds more values than one array may.
+    # The shape first: a call after another, then the end of the document (an array of anything else,
+    # such as validator1's strings, stops here at its first value, unread).
+    found = []
+    end = m.end()
+    while (call := _MULTICALL_CALL.match(text, end)) is not None:
+        found.append(call.groups())
+        end = call.end()
+    if _MULTICALL_TAIL.match(text, end) is None:
+        return None
+    # Then the limits, before any value is converted: where the piece reader would refuse the request
+    # before it reaches an invalid value, this reader must not report that value.  Every <value> tag
+    # counts towards the request's values; a call's parameters can be too many only if the request
+    # holds more values than one array may (looked at call by call, where the piece reader meets them).
+    if len(found) > items:
+        return None
     tags = text.count("<value>")
     if tags > values:
         return None
-    counted = tags > items
     calls: list[dict[str, Any]] = []
     push = calls.append
-    end = m.end()
-    while (call := _MULTICALL_CALL.match(text, end)) is not None:
-        end = call.end()
-        string, bare, given, reverse, given_b, string_b, bare_b = call.groups()
+    for string, bare, given, reverse, given_b, string_b, bare_b in found:
         if reverse is not None:
             string, bare, given = string_b, bare_b, given_b
-        if counted and given.count("<value>") > items:
+        if tags > items and given.count("<value>") > items:
             return None
         method = bare if string is None else string
         if "&" in method:
@@ -222,8 +229,4 @@ def flat_multicall(text: str, scalars: Mapping[str, Callable[[str], Any]], depth
         params = _scalars(given, scalars)
         push({"params": params, "methodName": method} if reverse is not None else
              {"methodName": method, "params": params})
-    if len(calls) > items:     # (the piece reader counts the calls where the array ends: after every value)
-        return None
-    if _MULTICALL_TAIL.match(text, end) is None:
-        return None
     return name.strip(), [calls]
