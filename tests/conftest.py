@@ -9,6 +9,7 @@ import xmlrpc.client
 
 import pytest
 
+from clarens.dev.instance import Instance, checkout_unreadable
 from clarens.web import reservations
 from tests.helpers import KEPT, Raw, basic_proxy, cert_proxy, keep, start_instance
 
@@ -29,11 +30,19 @@ LAYERS = ("unit", "integration", "system", "lint")
 def pytest_collection_modifyitems(items):
     """Each test is marked with its layer, the directory of tests/ it is in (pyproject.toml names them);
     a test outside them would run with the whole suite only, never with its layer."""
+    layers = set()
     for item in items:
-        parts = item.path.relative_to(os.path.dirname(__file__)).parts
-        if parts[0] not in LAYERS:
+        layer = item.path.relative_to(os.path.dirname(__file__)).parts[0]
+        if layer not in LAYERS:
             raise pytest.UsageError("%s: a test belongs in a layer, tests/{%s}/" % (item.nodeid, ",".join(LAYERS)))
-        item.add_marker(parts[0])
+        item.add_marker(layer)
+        layers.add(layer)
+    # Every integration and system test starts Apache: where its user cannot read the checkout, each
+    # would fail with the same error (as in a clone in a 0700 directory): said once instead.
+    if os.geteuid() == 0 and layers & {"integration", "system"}:
+        problem = checkout_unreadable(Instance.apache_user().pw_name)
+        if problem:
+            pytest.exit(problem, returncode=1)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -260,11 +260,9 @@ class Instance:
 
     def _check_readable_by(self, user: str) -> None:
         """InstanceError unless Apache's ``user`` can read the checkout and the configuration."""
-        for probe, what in ((os.path.join(ROOT, "clarens", "__init__.py"), "the checkout"),
-                            (self.config, "the configuration")):
-            if subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode != 0:
-                raise InstanceError("Apache's user %s cannot read %s: move %s somewhere it can read "
-                                    "(every directory above it needs o+x)" % (user, probe, what))
+        problem = checkout_unreadable(user) or _unreadable(user, self.config, "the configuration")
+        if problem:
+            raise InstanceError(problem)
 
     def command(self, foreground: bool = True) -> list[str]:
         """The argv that runs this instance's Apache (clean environment)."""
@@ -421,6 +419,19 @@ class Instance:
     def log_tail(self, lines: int = 30) -> str:
         """The end of the error log (since this start, when known)."""
         return _tail(self.error_log, lines, self._log_mark)
+
+
+def checkout_unreadable(user: str) -> str | None:
+    """Why Apache's ``user`` cannot read the checkout's code (a clone in a directory others may not
+    enter: Debian 12 makes home directories 0700), or None if it can.  Run as root."""
+    return _unreadable(user, os.path.join(ROOT, "clarens", "__init__.py"), "the checkout")
+
+
+def _unreadable(user: str, probe: str, what: str) -> str | None:
+    if subprocess.run(["runuser", "-u", user, "--", "test", "-r", probe]).returncode == 0:
+        return None
+    return ("Apache's user %s cannot read %s: move %s somewhere it can read (every directory above it "
+            "needs o+x)" % (user, probe, what))
 
 
 def _byte_compile(directories: list[str]) -> None:
